@@ -1,1 +1,14 @@
+//! ccass: a Central Clearing And Settlement System.
+//!
+//! Modules in reading order (see ARCHITECTURE.md for the code map and invariants):
+//! - [`config`]: typed configuration from `config/` and `CCASS_` overrides.
+//! - [`telemetry`]: tracing, metrics, the ops port.
+//! - [`hostdb`]: PostgreSQL, the system of record (the only SQL).
+//! - [`bus`]: NATS and JetStream (the only subject strings and wire payloads).
+//! - [`auth`]: the LDAP directory (the only LDAP).
+
+pub mod auth;
+pub mod bus;
 pub mod config;
+pub mod hostdb;
+pub mod telemetry;
