@@ -2,12 +2,28 @@
 //!
 //! Architecture invariant: nothing outside `hostdb` builds SQL text or touches a
 //! `tokio_postgres::Client`; other modules call typed functions here.
+//!
+//! - [`connect`] / [`ping`]: the pool and the readiness probe.
+//! - [`migrate`]: versioned, checksummed, transactional schema migrations.
+//! - [`seed`]: reference data (participants, accounts, securities, openings) from a file.
+//! - [`journal`]: COPY BINARY appends to the movement journals.
+//! - [`partitions`]: monthly partitions of the journals, created ahead.
+//! - [`audit`]: whole-database invariant checks (balances, conservation, references).
 
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::config::{ConfigError, Secret, check_range};
+
+pub mod audit;
+pub mod isin;
+pub mod journal;
+pub mod migrate;
+pub mod partitions;
+pub mod seed;
+
+pub use deadpool_postgres::Pool;
 
 /// `[hostdb]` in config.
 #[derive(Debug, Clone, Deserialize)]
@@ -28,15 +44,35 @@ pub struct HostDbConfig {
 
 impl HostDbConfig {
     pub(crate) fn check(&self) -> Result<(), ConfigError> {
-        check_range("hostdb.pool_connections_max", self.pool_connections_max, 1..=1024)?;
-        check_range("hostdb.connect_timeout_ms", self.connect_timeout_ms, 1..=600_000)?;
-        check_range("hostdb.pool_wait_timeout_ms", self.pool_wait_timeout_ms, 1..=600_000)?;
-        check_range("hostdb.statement_timeout_ms", self.statement_timeout_ms, 1..=86_400_000)?;
+        check_range(
+            "hostdb.pool_connections_max",
+            self.pool_connections_max,
+            1..=1024,
+        )?;
+        check_range(
+            "hostdb.connect_timeout_ms",
+            self.connect_timeout_ms,
+            1..=600_000,
+        )?;
+        check_range(
+            "hostdb.pool_wait_timeout_ms",
+            self.pool_wait_timeout_ms,
+            1..=600_000,
+        )?;
+        check_range(
+            "hostdb.statement_timeout_ms",
+            self.statement_timeout_ms,
+            1..=86_400_000,
+        )?;
         Ok(())
     }
 
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms)
+    }
+
+    pub fn pool_wait_timeout(&self) -> Duration {
+        Duration::from_millis(self.pool_wait_timeout_ms)
     }
 
     /// The same server, another database (tests create one per test).
@@ -45,5 +81,201 @@ impl HostDbConfig {
             database: database.to_owned(),
             ..self.clone()
         }
+    }
+}
+
+/// `application_name` that [`connect`] reports to the server (`pg_stat_activity`).
+pub const DEFAULT_APPLICATION_NAME: &str = "ccass";
+
+/// Why a host database call failed. Callers branch on the variant: `Unavailable` is worth a
+/// retry once the server is back, `Constraint` is a refused write, `Query` is a bug or a bad
+/// statement.
+#[derive(Debug, thiserror::Error)]
+pub enum HostDbError {
+    /// The server could not be reached, the pool had no connection in time, or the
+    /// connection broke.
+    #[error("host database unavailable: {context}: {detail}")]
+    Unavailable { context: String, detail: String },
+    /// The operation did not finish within its time limit.
+    #[error("host database timed out after {timeout_ms} ms: {context}")]
+    Timeout { context: String, timeout_ms: u128 },
+    /// The server refused a write: a CHECK, UNIQUE, FOREIGN KEY or NOT NULL constraint, or an
+    /// append-only trigger (SQLSTATE class 23).
+    #[error("host database refused {context}: {message}")]
+    Constraint {
+        context: String,
+        /// The constraint's name, when the server reports one.
+        constraint: Option<String>,
+        message: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// Any other server error.
+    #[error("host database query failed: {context}: {message}")]
+    Query {
+        context: String,
+        message: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+}
+
+impl HostDbError {
+    /// Classifies a driver error: server errors by SQLSTATE, everything else (I/O, closed
+    /// connection) as unavailable.
+    pub fn from_postgres(context: impl Into<String>, error: tokio_postgres::Error) -> HostDbError {
+        let context = context.into();
+        let Some(db_error) = error.as_db_error() else {
+            return HostDbError::Unavailable {
+                context,
+                detail: error_chain(&error),
+            };
+        };
+        let message = db_error.message().to_owned();
+        let sqlstate = db_error.code().code();
+        if sqlstate.starts_with("23") {
+            HostDbError::Constraint {
+                context,
+                constraint: db_error.constraint().map(str::to_owned),
+                message,
+                source: error,
+            }
+        } else if sqlstate.starts_with("08") || sqlstate.starts_with("57P") {
+            // Connection exceptions and admin/crash shutdowns.
+            HostDbError::Unavailable {
+                context,
+                detail: message,
+            }
+        } else {
+            HostDbError::Query {
+                context,
+                message,
+                source: error,
+            }
+        }
+    }
+
+    fn from_pool(
+        context: &str,
+        error: deadpool_postgres::PoolError,
+        timeout: Duration,
+    ) -> HostDbError {
+        use deadpool_postgres::PoolError;
+        match error {
+            PoolError::Timeout(_) => HostDbError::Timeout {
+                context: context.to_owned(),
+                timeout_ms: timeout.as_millis(),
+            },
+            PoolError::Backend(error) => HostDbError::from_postgres(context, error),
+            other => HostDbError::Unavailable {
+                context: context.to_owned(),
+                detail: other.to_string(),
+            },
+        }
+    }
+
+    /// Whether retrying later (server back, pool drained) may succeed.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            HostDbError::Unavailable { .. } | HostDbError::Timeout { .. }
+        )
+    }
+}
+
+/// The error's text with its causes, lowercase-first as the driver writes it.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// Builds a connection pool from `[hostdb]`, reporting `ccass` as the application name.
+/// No connection is opened yet: the first [`ping`] or query does that.
+pub fn connect(config: &HostDbConfig) -> Result<Pool, HostDbError> {
+    connect_as(config, DEFAULT_APPLICATION_NAME)
+}
+
+/// Like [`connect`], with the `application_name` each connection reports (a service names
+/// itself: `ccass-settlement`).
+///
+/// Every key is honoured: `connect_timeout_ms` bounds opening a connection (TCP and startup)
+/// and recycling it, `pool_wait_timeout_ms` bounds waiting for a free connection,
+/// `pool_connections_max` caps the pool, `statement_timeout_ms` is set on every connection
+/// at startup. A connection is checked with a round trip before it is handed out again
+/// (`RecyclingMethod::Verified`), so a restarted server never yields a dead connection.
+pub fn connect_as(config: &HostDbConfig, application_name: &str) -> Result<Pool, HostDbError> {
+    let mut pg_config = tokio_postgres::Config::new();
+    pg_config
+        .host(&config.host)
+        .port(config.port)
+        .user(&config.user)
+        .dbname(&config.database)
+        .application_name(application_name)
+        .connect_timeout(config.connect_timeout())
+        .options(format!(
+            "-c statement_timeout={}",
+            config.statement_timeout_ms
+        ));
+    if let Some(password) = &config.password {
+        pg_config.password(password.expose().as_bytes());
+    }
+    let manager = deadpool_postgres::Manager::from_config(
+        pg_config,
+        tokio_postgres::NoTls,
+        deadpool_postgres::ManagerConfig {
+            recycling_method: deadpool_postgres::RecyclingMethod::Verified,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(config.pool_connections_max)
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .wait_timeout(Some(config.pool_wait_timeout()))
+        .create_timeout(Some(config.connect_timeout()))
+        .recycle_timeout(Some(config.connect_timeout()))
+        .build()
+        .map_err(|error| HostDbError::Unavailable {
+            context: format!(
+                "build pool for {}:{}/{}",
+                config.host, config.port, config.database
+            ),
+            detail: error.to_string(),
+        })
+}
+
+/// Takes a connection from the pool, mapping pool failures to [`HostDbError`].
+pub async fn client(pool: &Pool) -> Result<deadpool_postgres::Client, HostDbError> {
+    let timeouts = pool.timeouts();
+    let limit = timeouts.wait.unwrap_or_default() + timeouts.create.unwrap_or_default();
+    pool.get()
+        .await
+        .map_err(|error| HostDbError::from_pool("get a connection from the pool", error, limit))
+}
+
+/// Readiness probe: gets a connection and runs `SELECT 1`, all within `timeout`. Fails
+/// (within the timeout) while the server is gone and succeeds again once it is back.
+pub async fn ping(pool: &Pool, timeout: Duration) -> Result<(), HostDbError> {
+    let probe = async {
+        let client = client(pool).await?;
+        client
+            .simple_query("SELECT 1")
+            .await
+            .map_err(|error| HostDbError::from_postgres("ping: select 1", error))?;
+        Ok(())
+    };
+    match tokio::time::timeout(timeout, probe).await {
+        Ok(result) => result,
+        Err(_elapsed) => Err(HostDbError::Timeout {
+            context: "ping".to_owned(),
+            timeout_ms: timeout.as_millis(),
+        }),
     }
 }

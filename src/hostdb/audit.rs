@@ -1,0 +1,353 @@
+//! Whole-database audit: the invariants of DESIGN.md section 3 checked in SQL over every row.
+//!
+//! Guarantees: read-only (one REPEATABLE READ, READ ONLY transaction, so every check sees the
+//! same snapshot); returns every violation found, empty when the database is consistent.
+//! Checks:
+//! - the stored balance (`holdings`, `cash_balances`) equals the balance the journal implies;
+//! - no holding is negative, and no cash balance except the CCP settlement account's;
+//! - per security, the sum of all holdings equals openings + deposits − withdrawals;
+//! - per currency, the sum of all cash balances equals openings + deposits − withdrawals;
+//! - every journal row names known accounts, securities and currencies.
+//!
+//! Full scans of the journals: an operator command (`ccass audit`), not a hot-path check.
+
+use std::fmt;
+
+use super::{HostDbError, Pool};
+
+/// Which journal a row belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Journal {
+    HoldingMovements,
+    CashMovements,
+}
+
+impl fmt::Display for Journal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Journal::HoldingMovements => "holding_movements",
+            Journal::CashMovements => "cash_movements",
+        })
+    }
+}
+
+/// One broken invariant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Violation {
+    /// `holdings` disagrees with the journal (a missing row counts as 0).
+    HoldingBalanceMismatch {
+        account_id: String,
+        isin: String,
+        stored: i64,
+        derived: i64,
+    },
+    /// `cash_balances` disagrees with the journal.
+    CashBalanceMismatch {
+        participant_id: String,
+        currency_code: String,
+        stored: i64,
+        derived: i64,
+    },
+    NegativeHolding {
+        account_id: String,
+        isin: String,
+        quantity: i64,
+    },
+    /// A negative cash balance outside the CCP settlement account.
+    NegativeCashBalance {
+        participant_id: String,
+        currency_code: String,
+        amount_minor: i64,
+    },
+    /// All holdings of a security do not add up to what entered minus what left.
+    SecurityNotConserved {
+        isin: String,
+        held: i64,
+        net_entered: i64,
+    },
+    /// All cash balances of a currency do not add up to what was paid in minus paid out.
+    CurrencyNotConserved {
+        currency_code: String,
+        held_minor: i64,
+        net_paid_in_minor: i64,
+    },
+    /// Journal rows naming an account (stock account or `participant currency` cash account)
+    /// that does not exist.
+    UnknownAccountInJournal {
+        journal: Journal,
+        account: String,
+        row_count: i64,
+    },
+    UnknownSecurityInJournal {
+        isin: String,
+        row_count: i64,
+    },
+    UnknownCurrencyInJournal {
+        currency_code: String,
+        row_count: i64,
+    },
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use Violation::*;
+        match self {
+            HoldingBalanceMismatch {
+                account_id,
+                isin,
+                stored,
+                derived,
+            } => write!(
+                f,
+                "holding {account_id} {isin}: stored {stored}, journal says {derived}"
+            ),
+            CashBalanceMismatch {
+                participant_id,
+                currency_code,
+                stored,
+                derived,
+            } => write!(
+                f,
+                "cash {participant_id} {currency_code}: stored {stored}, journal says {derived} (minor units)"
+            ),
+            NegativeHolding {
+                account_id,
+                isin,
+                quantity,
+            } => {
+                write!(f, "holding {account_id} {isin} is negative: {quantity}")
+            }
+            NegativeCashBalance {
+                participant_id,
+                currency_code,
+                amount_minor,
+            } => write!(
+                f,
+                "cash {participant_id} {currency_code} is negative: {amount_minor} (minor units)"
+            ),
+            SecurityNotConserved {
+                isin,
+                held,
+                net_entered,
+            } => write!(
+                f,
+                "security {isin}: accounts hold {held} in total, but openings + deposits - withdrawals = {net_entered}"
+            ),
+            CurrencyNotConserved {
+                currency_code,
+                held_minor,
+                net_paid_in_minor,
+            } => write!(
+                f,
+                "currency {currency_code}: balances total {held_minor}, but openings + deposits - withdrawals = {net_paid_in_minor} (minor units)"
+            ),
+            UnknownAccountInJournal {
+                journal,
+                account,
+                row_count,
+            } => {
+                write!(
+                    f,
+                    "{journal}: {row_count} row(s) name unknown account {account}"
+                )
+            }
+            UnknownSecurityInJournal { isin, row_count } => {
+                write!(
+                    f,
+                    "holding_movements: {row_count} row(s) name unknown security {isin}"
+                )
+            }
+            UnknownCurrencyInJournal {
+                currency_code,
+                row_count,
+            } => {
+                write!(
+                    f,
+                    "cash_movements: {row_count} row(s) name unknown currency {currency_code}"
+                )
+            }
+        }
+    }
+}
+
+const HOLDING_BALANCE_MISMATCH: &str = "
+    SELECT coalesce(s.account_id, d.account_id), coalesce(s.isin, d.isin),
+           coalesce(s.quantity, 0), coalesce(d.quantity, 0)
+    FROM holdings s
+    FULL JOIN holding_balances_derived d ON d.account_id = s.account_id AND d.isin = s.isin
+    WHERE coalesce(s.quantity, 0) <> coalesce(d.quantity, 0)
+    ORDER BY 1, 2";
+
+const CASH_BALANCE_MISMATCH: &str = "
+    SELECT coalesce(s.participant_id, d.participant_id), coalesce(s.currency_code, d.currency_code),
+           coalesce(s.amount_minor, 0), coalesce(d.amount_minor, 0)
+    FROM cash_balances s
+    FULL JOIN cash_balances_derived d
+        ON d.participant_id = s.participant_id AND d.currency_code = s.currency_code
+    WHERE coalesce(s.amount_minor, 0) <> coalesce(d.amount_minor, 0)
+    ORDER BY 1, 2";
+
+// The CHECK constraints already forbid these; the audit does not trust that they were never
+// dropped or bypassed.
+const NEGATIVE_HOLDINGS: &str =
+    "SELECT account_id, isin, quantity FROM holdings WHERE quantity < 0 ORDER BY 1, 2";
+const NEGATIVE_CASH: &str = "
+    SELECT b.participant_id, b.currency_code, b.amount_minor
+    FROM cash_balances b
+    LEFT JOIN cash_accounts a USING (participant_id, currency_code)
+    WHERE b.amount_minor < 0 AND a.account_kind IS DISTINCT FROM 'ccp_settlement'
+    ORDER BY 1, 2";
+
+const SECURITY_CONSERVATION: &str = "
+    WITH held AS (
+        SELECT isin, sum(quantity)::bigint AS quantity FROM holdings GROUP BY isin
+    ), entered AS (
+        SELECT isin,
+               sum(CASE WHEN from_account_id IS NULL THEN quantity ELSE 0 END)::bigint
+             - sum(CASE WHEN to_account_id IS NULL THEN quantity ELSE 0 END)::bigint AS quantity
+        FROM holding_movements GROUP BY isin
+    )
+    SELECT coalesce(h.isin, e.isin), coalesce(h.quantity, 0), coalesce(e.quantity, 0)
+    FROM held h FULL JOIN entered e ON e.isin = h.isin
+    WHERE coalesce(h.quantity, 0) <> coalesce(e.quantity, 0)
+    ORDER BY 1";
+
+const CURRENCY_CONSERVATION: &str = "
+    WITH held AS (
+        SELECT currency_code, sum(amount_minor)::bigint AS amount FROM cash_balances GROUP BY currency_code
+    ), paid_in AS (
+        SELECT currency_code,
+               sum(CASE WHEN from_participant_id IS NULL THEN amount_minor ELSE 0 END)::bigint
+             - sum(CASE WHEN to_participant_id IS NULL THEN amount_minor ELSE 0 END)::bigint AS amount
+        FROM cash_movements GROUP BY currency_code
+    )
+    SELECT coalesce(h.currency_code, p.currency_code), coalesce(h.amount, 0), coalesce(p.amount, 0)
+    FROM held h FULL JOIN paid_in p ON p.currency_code = h.currency_code
+    WHERE coalesce(h.amount, 0) <> coalesce(p.amount, 0)
+    ORDER BY 1";
+
+const UNKNOWN_STOCK_ACCOUNTS: &str = "
+    SELECT legs.account_id, count(*)
+    FROM (SELECT from_account_id AS account_id FROM holding_movements WHERE from_account_id IS NOT NULL
+          UNION ALL
+          SELECT to_account_id FROM holding_movements WHERE to_account_id IS NOT NULL) AS legs
+    WHERE NOT EXISTS (SELECT 1 FROM stock_accounts a WHERE a.account_id = legs.account_id)
+    GROUP BY legs.account_id ORDER BY 1";
+
+const UNKNOWN_CASH_ACCOUNTS: &str = "
+    SELECT legs.participant_id || ' ' || legs.currency_code, count(*)
+    FROM (SELECT from_participant_id AS participant_id, currency_code FROM cash_movements
+          WHERE from_participant_id IS NOT NULL
+          UNION ALL
+          SELECT to_participant_id, currency_code FROM cash_movements
+          WHERE to_participant_id IS NOT NULL) AS legs
+    WHERE NOT EXISTS (SELECT 1 FROM cash_accounts a
+                      WHERE a.participant_id = legs.participant_id AND a.currency_code = legs.currency_code)
+    GROUP BY 1 ORDER BY 1";
+
+const UNKNOWN_SECURITIES: &str = "
+    SELECT m.isin, count(*) FROM holding_movements m
+    WHERE NOT EXISTS (SELECT 1 FROM securities s WHERE s.isin = m.isin)
+    GROUP BY m.isin ORDER BY 1";
+
+const UNKNOWN_CURRENCIES: &str = "
+    SELECT m.currency_code, count(*) FROM cash_movements m
+    WHERE NOT EXISTS (SELECT 1 FROM currencies c WHERE c.currency_code = m.currency_code)
+    GROUP BY m.currency_code ORDER BY 1";
+
+/// Runs every check and returns all violations (empty: consistent).
+pub async fn run(pool: &Pool) -> Result<Vec<Violation>, HostDbError> {
+    let mut client = super::client(pool).await?;
+    let transaction = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(|error| HostDbError::from_postgres("begin audit transaction", error))?;
+    let query = |context: &'static str, sql: &'static str| {
+        let transaction = &transaction;
+        async move {
+            transaction
+                .query(sql, &[])
+                .await
+                .map_err(|error| HostDbError::from_postgres(format!("audit: {context}"), error))
+        }
+    };
+    let mut violations = Vec::new();
+    for row in query("holding balances vs journal", HOLDING_BALANCE_MISMATCH).await? {
+        violations.push(Violation::HoldingBalanceMismatch {
+            account_id: row.get(0),
+            isin: row.get(1),
+            stored: row.get(2),
+            derived: row.get(3),
+        });
+    }
+    for row in query("cash balances vs journal", CASH_BALANCE_MISMATCH).await? {
+        violations.push(Violation::CashBalanceMismatch {
+            participant_id: row.get(0),
+            currency_code: row.get(1),
+            stored: row.get(2),
+            derived: row.get(3),
+        });
+    }
+    for row in query("negative holdings", NEGATIVE_HOLDINGS).await? {
+        violations.push(Violation::NegativeHolding {
+            account_id: row.get(0),
+            isin: row.get(1),
+            quantity: row.get(2),
+        });
+    }
+    for row in query("negative cash balances", NEGATIVE_CASH).await? {
+        violations.push(Violation::NegativeCashBalance {
+            participant_id: row.get(0),
+            currency_code: row.get(1),
+            amount_minor: row.get(2),
+        });
+    }
+    for row in query("security conservation", SECURITY_CONSERVATION).await? {
+        violations.push(Violation::SecurityNotConserved {
+            isin: row.get(0),
+            held: row.get(1),
+            net_entered: row.get(2),
+        });
+    }
+    for row in query("currency conservation", CURRENCY_CONSERVATION).await? {
+        violations.push(Violation::CurrencyNotConserved {
+            currency_code: row.get(0),
+            held_minor: row.get(1),
+            net_paid_in_minor: row.get(2),
+        });
+    }
+    for row in query("unknown stock accounts in journal", UNKNOWN_STOCK_ACCOUNTS).await? {
+        violations.push(Violation::UnknownAccountInJournal {
+            journal: Journal::HoldingMovements,
+            account: row.get(0),
+            row_count: row.get(1),
+        });
+    }
+    for row in query("unknown cash accounts in journal", UNKNOWN_CASH_ACCOUNTS).await? {
+        violations.push(Violation::UnknownAccountInJournal {
+            journal: Journal::CashMovements,
+            account: row.get(0),
+            row_count: row.get(1),
+        });
+    }
+    for row in query("unknown securities in journal", UNKNOWN_SECURITIES).await? {
+        violations.push(Violation::UnknownSecurityInJournal {
+            isin: row.get(0),
+            row_count: row.get(1),
+        });
+    }
+    for row in query("unknown currencies in journal", UNKNOWN_CURRENCIES).await? {
+        violations.push(Violation::UnknownCurrencyInJournal {
+            currency_code: row.get(0),
+            row_count: row.get(1),
+        });
+    }
+    transaction
+        .commit()
+        .await
+        .map_err(|error| HostDbError::from_postgres("end audit transaction", error))?;
+    Ok(violations)
+}

@@ -1,0 +1,179 @@
+//! Appends to the movement journals with COPY BINARY: the settlement engine's write path.
+//!
+//! Guarantees: rows are appended within the caller's transaction (nothing is visible until it
+//! commits, and a rollback removes them all); the call returns the number of rows the server
+//! reports written. It does not touch the stored balances: the caller updates `holdings` /
+//! `cash_balances` in the same transaction, and `audit` checks that the two agree.
+
+use time::Date;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{ToSql, Type};
+
+use super::HostDbError;
+
+/// Why a stock movement happened (`holding_movements.movement_kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldingMovementKind {
+    /// Opening balance loaded from reference data (no source account).
+    Opening,
+    /// Physical or external deposit into the depository (no source account).
+    Deposit,
+    /// Withdrawal out of the depository (no destination account).
+    Withdrawal,
+    /// Account-to-account transfer by settlement.
+    Settlement,
+}
+
+impl HoldingMovementKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HoldingMovementKind::Opening => "opening",
+            HoldingMovementKind::Deposit => "deposit",
+            HoldingMovementKind::Withdrawal => "withdrawal",
+            HoldingMovementKind::Settlement => "settlement",
+        }
+    }
+}
+
+/// One row of `holding_movements`: `quantity` units of `isin` from one account to another.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HoldingMovement {
+    pub settlement_date: Date,
+    pub settlement_run_id: Option<i64>,
+    /// `None` for openings and deposits.
+    pub from_account_id: Option<String>,
+    /// `None` for withdrawals.
+    pub to_account_id: Option<String>,
+    pub isin: String,
+    pub quantity: i64,
+    pub kind: HoldingMovementKind,
+    /// What caused it: an instruction reference, a CNS position, `seed:opening`.
+    pub reference: String,
+}
+
+/// Why money moved (`cash_movements.movement_kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CashMovementKind {
+    Opening,
+    Deposit,
+    Withdrawal,
+    /// The money leg of a DvP settlement or CNS position.
+    Dvp,
+    /// End-of-day money settlement.
+    MoneySettlement,
+}
+
+impl CashMovementKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CashMovementKind::Opening => "opening",
+            CashMovementKind::Deposit => "deposit",
+            CashMovementKind::Withdrawal => "withdrawal",
+            CashMovementKind::Dvp => "dvp",
+            CashMovementKind::MoneySettlement => "money_settlement",
+        }
+    }
+}
+
+/// One row of `cash_movements`: `amount_minor` (minor units of the currency) from one
+/// participant's cash account to another's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CashMovement {
+    pub settlement_date: Date,
+    pub settlement_run_id: Option<i64>,
+    pub from_participant_id: Option<String>,
+    pub to_participant_id: Option<String>,
+    pub currency_code: String,
+    pub amount_minor: i64,
+    pub kind: CashMovementKind,
+    pub reference: String,
+}
+
+const HOLDING_COPY: &str = "COPY holding_movements (settlement_date, settlement_run_id, \
+    from_account_id, to_account_id, isin, quantity, movement_kind, reference) FROM STDIN BINARY";
+const HOLDING_TYPES: [Type; 8] = [
+    Type::DATE,
+    Type::INT8,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::INT8,
+    Type::TEXT,
+    Type::TEXT,
+];
+
+const CASH_COPY: &str = "COPY cash_movements (settlement_date, settlement_run_id, \
+    from_participant_id, to_participant_id, currency_code, amount_minor, movement_kind, \
+    reference) FROM STDIN BINARY";
+const CASH_TYPES: [Type; 8] = HOLDING_TYPES;
+
+/// Appends `movements` to `holding_movements` with one COPY BINARY; returns the row count.
+/// A row the journal's CHECK constraints refuse fails the whole COPY (nothing appended).
+pub async fn append_holding_movements(
+    transaction: &tokio_postgres::Transaction<'_>,
+    movements: &[HoldingMovement],
+) -> Result<u64, HostDbError> {
+    let context = "copy holding movements";
+    let sink = transaction
+        .copy_in(HOLDING_COPY)
+        .await
+        .map_err(|error| HostDbError::from_postgres(context, error))?;
+    let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &HOLDING_TYPES));
+    for movement in movements {
+        let row: [&(dyn ToSql + Sync); 8] = [
+            &movement.settlement_date,
+            &movement.settlement_run_id,
+            &movement.from_account_id,
+            &movement.to_account_id,
+            &movement.isin,
+            &movement.quantity,
+            &movement.kind.as_str(),
+            &movement.reference,
+        ];
+        writer
+            .as_mut()
+            .write(&row)
+            .await
+            .map_err(|error| HostDbError::from_postgres(context, error))?;
+    }
+    writer
+        .as_mut()
+        .finish()
+        .await
+        .map_err(|error| HostDbError::from_postgres(context, error))
+}
+
+/// Appends `movements` to `cash_movements` with one COPY BINARY; returns the row count.
+pub async fn append_cash_movements(
+    transaction: &tokio_postgres::Transaction<'_>,
+    movements: &[CashMovement],
+) -> Result<u64, HostDbError> {
+    let context = "copy cash movements";
+    let sink = transaction
+        .copy_in(CASH_COPY)
+        .await
+        .map_err(|error| HostDbError::from_postgres(context, error))?;
+    let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &CASH_TYPES));
+    for movement in movements {
+        let row: [&(dyn ToSql + Sync); 8] = [
+            &movement.settlement_date,
+            &movement.settlement_run_id,
+            &movement.from_participant_id,
+            &movement.to_participant_id,
+            &movement.currency_code,
+            &movement.amount_minor,
+            &movement.kind.as_str(),
+            &movement.reference,
+        ];
+        writer
+            .as_mut()
+            .write(&row)
+            .await
+            .map_err(|error| HostDbError::from_postgres(context, error))?;
+    }
+    writer
+        .as_mut()
+        .finish()
+        .await
+        .map_err(|error| HostDbError::from_postgres(context, error))
+}

@@ -1,0 +1,230 @@
+//! Versioned schema migrations: SQL files `migrations/V<version>__<name>.sql` embedded in the
+//! binary and applied in version order.
+//!
+//! Guarantees:
+//! - Each migration runs in its own transaction together with its `schema_migrations` row
+//!   (version, name, sha256 checksum, applied_at), so a failing migration leaves the schema
+//!   exactly as it was (PostgreSQL DDL is transactional) and the error names the migration.
+//!   A migration therefore must not use statements that refuse to run in a transaction
+//!   (`CREATE INDEX CONCURRENTLY`, `VACUUM`).
+//! - Runs are serialised across processes by a session advisory lock, taken before anything
+//!   is read and released on every path.
+//! - Idempotent: a second run applies nothing.
+//! - An applied migration whose text changed, or an applied version this binary does not know
+//!   (the database is newer than the code), is an error and nothing is applied.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use sha2::{Digest, Sha256};
+
+use super::{HostDbError, Pool};
+
+/// Advisory lock key serialising migration runs ("ccassmig" in ASCII).
+const MIGRATION_LOCK_KEY: i64 = 0x6363_6173_736d_6967;
+
+/// One schema migration.
+#[derive(Debug, Clone)]
+pub struct Migration {
+    pub version: i32,
+    pub name: Cow<'static, str>,
+    pub sql: Cow<'static, str>,
+}
+
+impl Migration {
+    /// Hex sha256 of the SQL text, stored when applied and compared on every later run.
+    pub fn checksum(&self) -> String {
+        hex_sha256(self.sql.as_bytes())
+    }
+}
+
+pub(crate) fn hex_sha256(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// The migrations shipped with this binary, in version order.
+pub fn embedded() -> Vec<Migration> {
+    vec![Migration {
+        version: 1,
+        name: Cow::Borrowed("first_schema"),
+        sql: Cow::Borrowed(include_str!("migrations/V0001__first_schema.sql")),
+    }]
+}
+
+/// A migration this run applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedMigration {
+    pub version: i32,
+    pub name: String,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationReport {
+    /// Applied by this run, in order; empty when the schema was already current.
+    pub applied: Vec<AppliedMigration>,
+    /// Versions that were already applied before this run.
+    pub already_applied_count: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    #[error("migration list is not strictly increasing at version {version}")]
+    UnorderedMigrations { version: i32 },
+    #[error("migration V{version:04}__{name} failed, schema left as before: {source}")]
+    MigrationFailed {
+        version: i32,
+        name: String,
+        #[source]
+        source: HostDbError,
+    },
+    #[error(
+        "migration V{version:04}__{name} was changed after it was applied (checksum {applied_checksum} in the database, {code_checksum} in the code)"
+    )]
+    ChecksumMismatch {
+        version: i32,
+        name: String,
+        applied_checksum: String,
+        code_checksum: String,
+    },
+    #[error(
+        "database has migration V{version:04}__{name} applied, which this binary does not know (is the code older than the database?)"
+    )]
+    UnknownAppliedMigration { version: i32, name: String },
+    #[error(transparent)]
+    Db(#[from] HostDbError),
+}
+
+/// Applies every pending embedded migration.
+pub async fn run(pool: &Pool) -> Result<MigrationReport, MigrateError> {
+    run_migrations(pool, &embedded()).await
+}
+
+/// Applies every pending migration of `migrations` (tests inject extra ones here).
+pub async fn run_migrations(
+    pool: &Pool,
+    migrations: &[Migration],
+) -> Result<MigrationReport, MigrateError> {
+    for pair in migrations.windows(2) {
+        if pair[1].version <= pair[0].version {
+            return Err(MigrateError::UnorderedMigrations {
+                version: pair[1].version,
+            });
+        }
+    }
+    let mut client = super::client(pool).await?;
+    let db = |context: &str| {
+        let context = context.to_owned();
+        move |error| HostDbError::from_postgres(context, error)
+    };
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
+        .await
+        .map_err(db("take the migration advisory lock"))?;
+    let result = apply_pending(&mut client, migrations).await;
+    let unlocked = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY])
+        .await;
+    if unlocked.is_err() {
+        // Never return a connection that may still hold the lock to the pool: closing the
+        // session releases it.
+        drop(deadpool_postgres::Object::take(client));
+    }
+    let report = result?;
+    unlocked.map_err(db("release the migration advisory lock"))?;
+    Ok(report)
+}
+
+async fn apply_pending(
+    client: &mut deadpool_postgres::Client,
+    migrations: &[Migration],
+) -> Result<MigrationReport, MigrateError> {
+    let db = |context: &str| {
+        let context = context.to_owned();
+        move |error| HostDbError::from_postgres(context, error)
+    };
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                 version integer PRIMARY KEY,
+                 name text NOT NULL,
+                 checksum_sha256 text NOT NULL,
+                 applied_at timestamptz NOT NULL DEFAULT now()
+             )",
+        )
+        .await
+        .map_err(db("create schema_migrations"))?;
+    let rows = client
+        .query(
+            "SELECT version, name, checksum_sha256 FROM schema_migrations ORDER BY version",
+            &[],
+        )
+        .await
+        .map_err(db("read schema_migrations"))?;
+    let mut applied: BTreeMap<i32, (String, String)> = BTreeMap::new();
+    for row in rows {
+        applied.insert(row.get(0), (row.get(1), row.get(2)));
+    }
+
+    let known: BTreeMap<i32, &Migration> = migrations.iter().map(|m| (m.version, m)).collect();
+    for (version, (name, applied_checksum)) in &applied {
+        let Some(migration) = known.get(version) else {
+            return Err(MigrateError::UnknownAppliedMigration {
+                version: *version,
+                name: name.clone(),
+            });
+        };
+        let code_checksum = migration.checksum();
+        if *applied_checksum != code_checksum {
+            return Err(MigrateError::ChecksumMismatch {
+                version: *version,
+                name: name.clone(),
+                applied_checksum: applied_checksum.clone(),
+                code_checksum,
+            });
+        }
+    }
+
+    let mut report = MigrationReport {
+        applied: Vec::new(),
+        already_applied_count: applied.len(),
+    };
+    for migration in migrations {
+        if applied.contains_key(&migration.version) {
+            continue;
+        }
+        let failed = |source: HostDbError| MigrateError::MigrationFailed {
+            version: migration.version,
+            name: migration.name.to_string(),
+            source,
+        };
+        let transaction = client
+            .transaction()
+            .await
+            .map_err(|error| failed(HostDbError::from_postgres("begin", error)))?;
+        transaction
+            .batch_execute(&migration.sql)
+            .await
+            .map_err(|error| failed(HostDbError::from_postgres("execute", error)))?;
+        transaction
+            .execute(
+                "INSERT INTO schema_migrations (version, name, checksum_sha256) VALUES ($1, $2, $3)",
+                &[&migration.version, &migration.name.as_ref(), &migration.checksum()],
+            )
+            .await
+            .map_err(|error| failed(HostDbError::from_postgres("record in schema_migrations", error)))?;
+        transaction
+            .commit()
+            .await
+            .map_err(|error| failed(HostDbError::from_postgres("commit", error)))?;
+        tracing::info!(version = migration.version, name = %migration.name, "migration applied");
+        report.applied.push(AppliedMigration {
+            version: migration.version,
+            name: migration.name.to_string(),
+        });
+    }
+    Ok(report)
+}
