@@ -36,7 +36,8 @@ pub const OPENING_REFERENCE: &str = "seed:opening";
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReferenceData {
-    /// Settlement date of the opening journal rows (`"2026-11-24"`).
+    /// Settlement date of the opening journal rows: a TOML date (`opening_date = 2026-11-24`).
+    #[serde(deserialize_with = "deserialize_toml_date")]
     pub opening_date: Date,
     #[serde(default, rename = "currency")]
     pub currencies: Vec<CurrencyRecord>,
@@ -52,6 +53,24 @@ pub struct ReferenceData {
     pub opening_holdings: Vec<OpeningHoldingRecord>,
     #[serde(default, rename = "opening_cash")]
     pub opening_cash: Vec<OpeningCashRecord>,
+}
+
+/// A TOML local date (no time, no offset) as a [`Date`].
+fn deserialize_toml_date<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Date, D::Error> {
+    use serde::de::Error;
+    let value = toml::value::Datetime::deserialize(deserializer)?;
+    match (value.date, value.time, value.offset) {
+        (Some(date), None, None) => {
+            let month = time::Month::try_from(date.month).map_err(D::Error::custom)?;
+            Date::from_calendar_date(i32::from(date.year), month, date.day)
+                .map_err(D::Error::custom)
+        }
+        _ => Err(D::Error::custom(format!(
+            "`{value}` is not a date such as 2026-11-24"
+        ))),
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -1158,4 +1177,184 @@ async fn plan_opening_cash(
         }
     }
     Ok(movements)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEMO: &str = include_str!("../../config/reference/demo.toml");
+
+    fn demo() -> ReferenceData {
+        parse(DEMO).unwrap()
+    }
+
+    /// Problems after `edit` is applied to the demo data.
+    fn problems_after(edit: impl FnOnce(&mut ReferenceData)) -> Vec<SeedProblem> {
+        let mut data = demo();
+        edit(&mut data);
+        validate(&data)
+    }
+
+    #[test]
+    fn the_demo_file_is_valid() {
+        // Goal: the shipped demo data passes every check, and covers what the brief lists.
+        let data = demo();
+        assert_eq!(validate(&data), vec![]);
+        let ids: Vec<&str> = data.participants.iter().map(|p| p.id.as_str()).collect();
+        assert_eq!(ids, ["HKSCC0", "B01234", "B05678", "C00123", "I00456"]);
+        assert!(data.securities.len() >= 10);
+        assert_eq!(data.opening_date, time::macros::date!(2026 - 11 - 23));
+    }
+
+    #[test]
+    fn a_wrong_isin_check_digit_is_named() {
+        let problems = problems_after(|d| d.securities[0].isin = "GB0005405287".to_owned());
+        assert!(problems.iter().any(|p| matches!(p, SeedProblem::BadIsin { problem } if problem.contains("GB0005405287"))), "{problems:?}");
+        // The openings of the old ISIN now refer to an unknown security: reported too.
+        assert!(problems.iter().any(
+            |p| matches!(p, SeedProblem::UnknownSecurity { isin, .. } if isin == "GB0005405286")
+        ));
+    }
+
+    #[test]
+    fn duplicates_are_named() {
+        let problems = problems_after(|d| {
+            let participant = d.participants[1].clone();
+            d.participants.push(participant);
+            let account = d.stock_accounts[1].clone();
+            d.stock_accounts.push(account);
+            let mut security = d.securities[1].clone();
+            security.isin = "US0378331005".to_owned();
+            d.securities.push(security);
+        });
+        assert!(problems.contains(&SeedProblem::DuplicateParticipant {
+            id: "B01234".to_owned()
+        }));
+        assert!(problems.contains(&SeedProblem::DuplicateLogicalTerminal {
+            logical_terminal: "HBSLHKHHAXXX".to_owned()
+        }));
+        assert!(problems.contains(&SeedProblem::DuplicateStockAccount {
+            account: "B01234-01".to_owned()
+        }));
+        assert!(problems.contains(&SeedProblem::DuplicateStockCode {
+            stock_code: "00002".to_owned()
+        }));
+        assert_eq!(problems.len(), 4, "{problems:?}");
+    }
+
+    #[test]
+    fn negative_and_zero_openings_are_refused() {
+        let problems = problems_after(|d| {
+            d.opening_holdings[0].quantity = -1;
+            d.opening_holdings[1].quantity = 0;
+            d.opening_cash[0].amount = Decimal::new(-100, 2);
+        });
+        assert_eq!(
+            problems,
+            vec![
+                SeedProblem::NegativeOpening {
+                    what: "opening holding B01234-01 GB0005405286".to_owned(),
+                    value: "-1".to_owned()
+                },
+                SeedProblem::ZeroOpening {
+                    what: "opening holding B01234-02 KYG875721634".to_owned()
+                },
+                SeedProblem::NegativeOpening {
+                    what: "opening cash B01234 HKD".to_owned(),
+                    value: "-1.00".to_owned()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_references_are_named() {
+        let problems = problems_after(|d| {
+            d.stock_accounts[1].participant = "B09999".to_owned();
+            d.securities[0].currency = "EUR".to_owned();
+            d.opening_holdings[0].account = "B01234-09".to_owned();
+            d.opening_cash[0].currency = "JPY".to_owned();
+        });
+        assert!(problems.contains(&SeedProblem::UnknownParticipant {
+            referenced_by: "stock account B01234-01".to_owned(),
+            participant: "B09999".to_owned()
+        }));
+        assert!(problems.contains(&SeedProblem::AccountOwnerMismatch {
+            account: "B01234-01".to_owned(),
+            participant: "B09999".to_owned()
+        }));
+        assert!(problems.contains(&SeedProblem::UnknownCurrency {
+            referenced_by: "security GB0005405286".to_owned(),
+            currency: "EUR".to_owned()
+        }));
+        assert!(problems.contains(&SeedProblem::UnknownStockAccount {
+            referenced_by: "opening holding B01234-09 GB0005405286".to_owned(),
+            account: "B01234-09".to_owned()
+        }));
+        assert!(problems.contains(&SeedProblem::UnknownCashAccount {
+            participant: "B01234".to_owned(),
+            currency: "JPY".to_owned()
+        }));
+    }
+
+    #[test]
+    fn bad_formats_and_values_are_named() {
+        let problems = problems_after(|d| {
+            d.participants[1].id = "b1234".to_owned();
+            d.participants[2].logical_terminal = "SHORT".to_owned();
+            d.stock_accounts[3].id = "B05678-1".to_owned();
+            d.securities[1].board_lot = 0;
+            d.securities[2].stock_code = "3".to_owned();
+            d.currencies[0].minor_units = 7;
+            d.opening_cash[1].amount = Decimal::new(1005, 3);
+        });
+        assert!(problems.contains(&SeedProblem::BadParticipantId {
+            id: "b1234".to_owned()
+        }));
+        assert!(problems.contains(&SeedProblem::BadLogicalTerminal {
+            participant: "B05678".to_owned(),
+            logical_terminal: "SHORT".to_owned()
+        }));
+        assert!(problems.contains(&SeedProblem::BadAccountId {
+            account: "B05678-1".to_owned()
+        }));
+        assert!(problems.contains(&SeedProblem::NonPositiveBoardLot {
+            isin: "HK0002007356".to_owned(),
+            board_lot: 0
+        }));
+        assert!(problems.contains(&SeedProblem::BadStockCode {
+            isin: "HK0003000038".to_owned(),
+            stock_code: "3".to_owned()
+        }));
+        assert!(problems.contains(&SeedProblem::BadMinorUnits {
+            currency: "HKD".to_owned(),
+            minor_units: 7
+        }));
+        assert!(problems.contains(&SeedProblem::TooManyDecimals {
+            what: "opening cash B01234 USD".to_owned(),
+            amount: "1.005".to_owned(),
+            minor_units: 2
+        }));
+    }
+
+    #[test]
+    fn parse_errors_name_the_key() {
+        let text = DEMO.replacen("type = \"ccp\"", "type = \"bank\"", 1);
+        let message = parse(&text).unwrap_err();
+        assert!(message.starts_with("participant[0].type"), "{message}");
+        let message = parse("opening_date = \"yesterday\"\n").unwrap_err();
+        assert!(message.starts_with("opening_date"), "{message}");
+    }
+
+    #[test]
+    fn minor_units_conversion_is_exact() {
+        assert_eq!(
+            to_minor_units(Decimal::new(150_000_050, 2), 2),
+            Some(150_000_050)
+        );
+        assert_eq!(to_minor_units(Decimal::new(12, 0), 2), Some(1200));
+        assert_eq!(to_minor_units(Decimal::new(1005, 3), 2), None);
+        assert_eq!(to_minor_units(Decimal::MAX, 2), None);
+    }
 }
