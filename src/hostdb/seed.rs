@@ -1038,6 +1038,17 @@ pub async fn apply(pool: &Pool, data: &ReferenceData) -> Result<SeedReport, Seed
         return Err(SeedError::OpeningConflicts { conflicts });
     }
 
+    // Openings go to their month's partition, not the DEFAULT one (which would then block
+    // creating that month later).
+    for table in ["holding_movements", "cash_movements"] {
+        transaction
+            .execute(
+                "SELECT ccass_create_monthly_partitions($1::text::regclass, $2, 1)",
+                &[&table, &data.opening_date],
+            )
+            .await
+            .map_err(db("create the opening month's journal partitions"))?;
+    }
     append_holding_movements(&transaction, &holding_movements).await?;
     for movement in &holding_movements {
         transaction

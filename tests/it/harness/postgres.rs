@@ -1,0 +1,157 @@
+//! A fresh PostgreSQL database per test, on the server that `config/test.toml` (plus
+//! `CCASS_` overrides) names.
+//!
+//! Gate: when the server is unreachable the test prints why and is skipped, unless
+//! `CCASS_TEST_SERVICES=1`, in which case it fails. Each database is named after its test,
+//! and dropped (best effort, `WITH (FORCE)`) when the [`TestDatabase`] is dropped, also when
+//! the test panics.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use ccass::hostdb::{self, HostDbConfig, Pool};
+
+/// Set to `1` to make an unreachable service a failure instead of a skip.
+pub const TEST_SERVICES_VARIABLE: &str = "CCASS_TEST_SERVICES";
+
+static DATABASE_COUNTER: AtomicU32 = AtomicU32::new(0);
+
+pub struct TestDatabase {
+    /// A pool on the test's own database.
+    pub pool: Pool,
+    /// `[hostdb]` pointing at the test's own database.
+    pub config: HostDbConfig,
+    pub name: String,
+    admin: HostDbConfig,
+}
+
+/// `[hostdb]` from `config/test.toml` and the process environment.
+pub fn test_config() -> HostDbConfig {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    ccass::config::load(&dir, "test", std::env::vars())
+        .expect("load config/test.toml")
+        .hostdb
+}
+
+fn services_required() -> bool {
+    std::env::var(TEST_SERVICES_VARIABLE).is_ok_and(|value| value == "1")
+}
+
+/// A new, empty database for `test_name`, or `None` (skip) when the server is unreachable
+/// and services are not required.
+pub async fn empty_database(test_name: &str) -> Option<TestDatabase> {
+    let admin = test_config();
+    let admin_client = match admin_connect(&admin).await {
+        Ok(client) => client,
+        Err(error) => {
+            let place = format!("{}:{}", admin.host, admin.port);
+            if services_required() {
+                panic!(
+                    "{TEST_SERVICES_VARIABLE}=1 but postgres at {place} is unreachable: {error}"
+                );
+            }
+            eprintln!(
+                "skipping {test_name}: postgres at {place} is unreachable ({error}); set {TEST_SERVICES_VARIABLE}=1 to fail instead"
+            );
+            return None;
+        }
+    };
+    let sanitized: String = test_name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .take(32)
+        .collect();
+    let name = format!(
+        "ccass_t_{sanitized}_{}_{}",
+        std::process::id(),
+        DATABASE_COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
+    admin_client
+        .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+        .await
+        .unwrap_or_else(|error| panic!("create database {name}: {error}"));
+    let config = admin.with_database(&name);
+    let pool = hostdb::connect(&config).expect("build pool");
+    Some(TestDatabase {
+        pool,
+        config,
+        name,
+        admin,
+    })
+}
+
+/// A new database for `test_name` with every embedded migration applied.
+pub async fn database(test_name: &str) -> Option<TestDatabase> {
+    let database = empty_database(test_name).await?;
+    hostdb::migrate::run(&database.pool)
+        .await
+        .unwrap_or_else(|error| panic!("migrate {}: {error}", database.name));
+    Some(database)
+}
+
+async fn admin_connect(admin: &HostDbConfig) -> Result<tokio_postgres::Client, String> {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(&admin.host)
+        .port(admin.port)
+        .user(&admin.user)
+        .dbname(&admin.database)
+        .application_name("ccass-test-harness")
+        .connect_timeout(admin.connect_timeout());
+    if let Some(password) = &admin.password {
+        config.password(password.expose().as_bytes());
+    }
+    let (client, connection) = tokio::time::timeout(
+        admin.connect_timeout(),
+        config.connect(tokio_postgres::NoTls),
+    )
+    .await
+    .map_err(|_| format!("no answer within {} ms", admin.connect_timeout_ms))?
+    .map_err(|error| error_with_causes(&error))?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+/// `error: cause: cause`: the driver keeps the useful part (`Connection refused`) in the
+/// source chain.
+fn error_with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text = format!("{text}: {cause}");
+        source = cause.source();
+    }
+    text
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        self.pool.close();
+        let admin = self.admin.clone();
+        let name = self.name.clone();
+        // Drop runs inside the test's runtime: do the async work on a thread of its own.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|error| error.to_string())?;
+            runtime.block_on(async {
+                let client = admin_connect(&admin).await?;
+                client
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                    .await
+                    .map_err(|error| error.to_string())
+            })
+        })
+        .join();
+        if let Ok(Err(error)) = dropped {
+            eprintln!("drop test database {}: {error}", self.name);
+        }
+    }
+}
