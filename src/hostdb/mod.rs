@@ -3,12 +3,15 @@
 //! Architecture invariant: nothing outside `hostdb` builds SQL text or touches a
 //! `tokio_postgres::Client`; other modules call typed functions here.
 //!
-//! - [`connect`] / [`ping`]: the pool and the readiness probe.
+//! - [`connect`] / [`ping`]: the pool and the readiness probe. `connect` opens nothing yet;
+//!   call `ping` at startup to fail fast when the server is unreachable.
+//! - [`HostDbError`]: every failure classified as unavailable / timeout / constraint / query.
 //! - [`migrate`]: versioned, checksummed, transactional schema migrations.
 //! - [`seed`]: reference data (participants, accounts, securities, openings) from a file.
 //! - [`journal`]: COPY BINARY appends to the movement journals.
 //! - [`partitions`]: monthly partitions of the journals, created ahead.
 //! - [`audit`]: whole-database invariant checks (balances, conservation, references).
+//! - [`isin`]: ISIN check-digit validation (the schema enforces the same rule).
 
 use std::time::Duration;
 

@@ -3,7 +3,8 @@
 //!
 //! Guarantees:
 //! - [`load_file`] parses and validates before anything touches the database, and reports
-//!   every problem it finds at once ([`SeedError::Invalid`]).
+//!   every problem it finds at once ([`SeedError::Invalid`]). A file is self-contained:
+//!   its accounts, securities and openings may refer only to what the same file lists.
 //! - [`apply`] validates again and writes everything in ONE transaction, serialised by an
 //!   advisory lock: any error writes nothing.
 //! - Idempotent: reference rows are upserted only where they differ, so a second run with
