@@ -9,6 +9,7 @@
 //!   advisory lock: any error writes nothing.
 //! - Idempotent: reference rows are upserted only where they differ, so a second run with
 //!   the same file changes nothing and its report says so ([`SeedReport::is_unchanged`]).
+//!   Rows the file does not list are left alone: a seed never deletes reference data.
 //! - Openings are written once, as journal rows of kind `opening` plus balance rows. An
 //!   opening already present with the same value is skipped; with a different value it is
 //!   an error ([`SeedError::OpeningConflicts`]), never a silent overwrite.

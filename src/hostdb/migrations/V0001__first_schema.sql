@@ -330,6 +330,9 @@ CREATE TABLE message_journal (
     message_type text NOT NULL CHECK (message_type ~ '^[0-9]{3}$'),
     -- :20C::SEME// of the message, when it has one.
     sender_reference text,
+    -- Inbound: when the gateway received it. Outbound: when ccass issued it (the row is
+    -- written with the outbox row that publishes it); delivery to the PSS and its
+    -- acknowledgement are tracked by the OUTBOUND stream, since this table is append-only.
     received_at timestamptz,
     sent_at timestamptz,
     text_sha256 bytea NOT NULL CHECK (octet_length(text_sha256) = 32),
@@ -340,6 +343,7 @@ CREATE TABLE message_journal (
     nats_stream_sequence bigint,
     recorded_at timestamptz NOT NULL DEFAULT now(),
     CHECK ((direction = 'in') = (received_at IS NOT NULL)),
+    CHECK ((direction = 'out') = (sent_at IS NOT NULL)),
     CHECK ((nats_stream IS NULL) = (nats_stream_sequence IS NULL)),
     UNIQUE (nats_stream, nats_stream_sequence)
 );
@@ -397,7 +401,9 @@ CREATE INDEX instructions_due ON instructions (settlement_date, status);
 -- Every status an instruction passed through. Append-only.
 CREATE TABLE instruction_status_history (
     instruction_id bigint NOT NULL REFERENCES instructions,
-    status text NOT NULL,
+    status text NOT NULL CHECK (status IN (
+        'received', 'rejected', 'unmatched', 'matched', 'pending', 'partially_settled',
+        'settled', 'cancelled')),
     -- MT548 reason code (LACK, MONY, CMIS, ...) when the status has one.
     reason_code text,
     detail text,
