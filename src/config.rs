@@ -69,7 +69,10 @@ pub fn load_table(
     variables: impl IntoIterator<Item = (String, String)>,
 ) -> Result<toml::Table, ConfigError> {
     let mut table = read_table(&dir.join("base.toml"))?;
-    merge(&mut table, read_table(&dir.join(format!("{environment}.toml")))?);
+    merge(
+        &mut table,
+        read_table(&dir.join(format!("{environment}.toml")))?,
+    );
     for (variable, value) in variables {
         apply_override(&mut table, &variable, &value)?;
     }
@@ -81,7 +84,11 @@ pub fn deserialize<T: serde::de::DeserializeOwned>(table: toml::Table) -> Result
     serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|error| {
         let key = error.path().to_string();
         ConfigError::Key {
-            key: if key == "." { "(top level)".to_owned() } else { key },
+            key: if key == "." {
+                "(top level)".to_owned()
+            } else {
+                key
+            },
             message: error.into_inner().to_string(),
         }
     })
@@ -130,7 +137,9 @@ fn apply_override(table: &mut toml::Table, variable: &str, raw: &str) -> Result<
             message: "empty key segment".to_owned(),
         });
     }
-    let (leaf, parents) = path.split_last().expect("split on a separator yields two parts");
+    let (leaf, parents) = path
+        .split_last()
+        .expect("split on a separator yields two parts");
     let mut current = table;
     for segment in parents {
         let entry = current
@@ -244,7 +253,9 @@ mod tests {
     fn override_rejects_a_non_literal_for_a_number() {
         let mut t = table("[hostdb]\nport = 1\n");
         let error = apply_override(&mut t, "CCASS_HOSTDB__PORT", "five").unwrap_err();
-        assert!(matches!(error, ConfigError::Override { ref variable, .. } if variable == "CCASS_HOSTDB__PORT"));
+        assert!(
+            matches!(error, ConfigError::Override { ref variable, .. } if variable == "CCASS_HOSTDB__PORT")
+        );
     }
 
     #[test]

@@ -11,4 +11,6 @@ pub mod auth;
 pub mod bus;
 pub mod config;
 pub mod hostdb;
+pub mod ids;
 pub mod telemetry;
+pub mod up;

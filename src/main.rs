@@ -1,1 +1,185 @@
-fn main() {}
+//! The `ccass` command: one subcommand per service and the operator commands.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use ccass::bus::catalogue::Catalogue;
+use ccass::config::{self, Config};
+use ccass::{bus, hostdb, telemetry, up};
+
+/// ccass: Central Clearing And Settlement System.
+///
+/// Participants' back-office systems send ISO 15022 messages through the gateway; settlement
+/// workers match and settle them against the PostgreSQL host database; every component talks
+/// over NATS. Configuration: <config-dir>/base.toml, then <config-dir>/<env>.toml, then
+/// CCASS_<SECTION>__<KEY> environment variables.
+#[derive(Debug, Parser)]
+#[command(name = "ccass", version)]
+struct Cli {
+    /// Folder holding base.toml and <env>.toml.
+    #[arg(
+        long,
+        env = "CCASS_CONFIG_DIR",
+        default_value = "config",
+        global = true
+    )]
+    config_dir: PathBuf,
+    /// Which <env>.toml to layer over base.toml (dev, test, prod...).
+    #[arg(long = "env", env = "CCASS_ENV", default_value = "dev", global = true)]
+    environment: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run every service in one process until SIGINT or SIGTERM.
+    Up,
+    /// Apply pending host database migrations (idempotent).
+    Migrate,
+    /// Load reference data (participants, accounts, securities, opening balances) from a file.
+    Seed {
+        /// A reference-data file, e.g. config/reference/demo.toml.
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// Check the whole host database: journals against balances, conservation, no negatives.
+    Audit,
+    /// NATS and JetStream administration.
+    Bus {
+        #[command(subcommand)]
+        command: BusCommand,
+    },
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BusCommand {
+    /// Create or update the streams and durable consumers of the subject catalogue (idempotent).
+    Init,
+    /// Print the subject catalogue built into this binary.
+    Subjects,
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Load and check the configuration, then print it with secrets redacted.
+    Check,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("ccass: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(cli: &Cli) -> anyhow::Result<Config> {
+    config::load(&cli.config_dir, &cli.environment, std::env::vars()).with_context(|| {
+        format!(
+            "load config from {} (env {})",
+            cli.config_dir.display(),
+            cli.environment
+        )
+    })
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config = load_config(&cli)?;
+    telemetry::init_tracing(&config.telemetry)?;
+    let runtime = tokio::runtime::Runtime::new().context("start tokio runtime")?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Up => {
+                let listeners = up::Listeners::bind(&config).await?;
+                up::run(config, listeners, up::shutdown_signal()).await?;
+            }
+            Command::Migrate => {
+                let pool = connect_hostdb(&config).await?;
+                let report = hostdb::migrate::run(&pool).await?;
+                println!("{report}");
+            }
+            Command::Seed { file } => {
+                let data = hostdb::seed::load_file(&file)?;
+                let pool = connect_hostdb(&config).await?;
+                let report = hostdb::seed::apply(&pool, &data).await?;
+                println!("{report}");
+            }
+            Command::Audit => {
+                let pool = connect_hostdb(&config).await?;
+                let violations = hostdb::audit::run(&pool).await?;
+                if !violations.is_empty() {
+                    for violation in &violations {
+                        println!("{violation}");
+                    }
+                    println!("audit: {} violation(s)", violations.len());
+                    return Ok(ExitCode::FAILURE);
+                }
+                println!("audit: ok");
+            }
+            Command::Bus {
+                command: BusCommand::Init,
+            } => {
+                let catalogue = Catalogue::embedded()?;
+                let client = bus::connect(&config.bus, "ccass-bus-init").await?;
+                let jetstream = bus::jetstream(&config.bus, client);
+                let report = bus::init::run(&config.bus, &jetstream, &catalogue).await?;
+                for (name, change) in report.streams {
+                    println!("stream {name}: {change}");
+                }
+                for (name, change) in report.consumers {
+                    println!("consumer {name}: {change}");
+                }
+            }
+            Command::Bus {
+                command: BusCommand::Subjects,
+            } => {
+                let catalogue = Catalogue::embedded()?;
+                for subject in &catalogue.subjects {
+                    let home = subject
+                        .stream
+                        .as_deref()
+                        .map(|s| format!("stream {s}"))
+                        .or(subject
+                            .queue_group
+                            .as_deref()
+                            .map(|q| format!("queue group {q}")))
+                        .unwrap_or_default();
+                    println!("{:<48} {home}", subject.pattern);
+                }
+            }
+            Command::Config {
+                command: ConfigCommand::Check,
+            } => {
+                println!("{config:#?}");
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// A pool whose server answered: fails here, naming the server, rather than in the command.
+async fn connect_hostdb(config: &Config) -> anyhow::Result<hostdb::Pool> {
+    let context = || {
+        format!(
+            "connect to postgres at {}:{}",
+            config.hostdb.host, config.hostdb.port
+        )
+    };
+    let pool = hostdb::connect(&config.hostdb).with_context(context)?;
+    hostdb::ping(&pool, config.hostdb.connect_timeout())
+        .await
+        .with_context(context)?;
+    Ok(pool)
+}

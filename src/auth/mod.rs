@@ -17,3 +17,7 @@ pub struct DirectoryConfig {
     pub connect_timeout_ms: u64,
     pub operation_timeout_ms: u64,
 }
+
+pub mod directory;
+
+pub use directory::{Directory, DirectoryError, DirectoryProbe};

@@ -228,3 +228,52 @@ async fn apply_pending(
     }
     Ok(report)
 }
+
+/// The embedded migrations this database lacks, as `V0001__first_schema`; reads only.
+/// `ccass up` refuses to start while any is pending.
+pub async fn pending(pool: &Pool) -> Result<Vec<String>, HostDbError> {
+    let client = super::client(pool).await?;
+    let db = |context: &'static str| move |error| HostDbError::from_postgres(context, error);
+    let table_exists: bool = client
+        .query_one("SELECT to_regclass('schema_migrations') IS NOT NULL", &[])
+        .await
+        .map_err(db("look for schema_migrations"))?
+        .get(0);
+    let applied: Vec<i32> = if table_exists {
+        client
+            .query("SELECT version FROM schema_migrations", &[])
+            .await
+            .map_err(db("read schema_migrations"))?
+            .iter()
+            .map(|row| row.get(0))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Ok(embedded()
+        .into_iter()
+        .filter(|migration| !applied.contains(&migration.version))
+        .map(|migration| format!("V{:04}__{}", migration.version, migration.name))
+        .collect())
+}
+
+impl std::fmt::Display for MigrationReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.applied.is_empty() {
+            return write!(
+                f,
+                "migrate: up to date ({} migration(s) already applied)",
+                self.already_applied_count
+            );
+        }
+        for migration in &self.applied {
+            writeln!(f, "applied V{:04}__{}", migration.version, migration.name)?;
+        }
+        write!(
+            f,
+            "migrate: {} applied, {} already applied",
+            self.applied.len(),
+            self.already_applied_count
+        )
+    }
+}

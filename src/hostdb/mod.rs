@@ -282,3 +282,24 @@ pub async fn ping(pool: &Pool, timeout: Duration) -> Result<(), HostDbError> {
         }),
     }
 }
+
+/// Readiness of the host database for the ops port. The ops port bounds each probe by its own
+/// timeout, so this one uses the pool's connect timeout as an inner bound.
+pub struct PostgresProbe {
+    pub pool: Pool,
+    pub timeout: Duration,
+}
+
+impl crate::telemetry::ops::Probe for PostgresProbe {
+    fn dependency(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn check(&self) -> crate::telemetry::ops::ProbeFuture<'_> {
+        Box::pin(async move {
+            ping(&self.pool, self.timeout)
+                .await
+                .map_err(|error| error.to_string())
+        })
+    }
+}

@@ -1,0 +1,148 @@
+//! `ccass up`: every service in one process, sharing one ops port.
+//!
+//! Today that is the ops port with readiness over Postgres, NATS and the LDAP directory; each service that later
+//! issues add (gateway, terminal, auth, settlement) starts here beside it. Startup fails fast,
+//! with the dependency named, when Postgres, NATS or LDAP is unreachable, the schema is not migrated
+//! or the streams are missing; after startup, outages show on `/readyz` instead.
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use tokio::net::TcpListener;
+
+use crate::bus::catalogue::Catalogue;
+use crate::config::Config;
+use crate::telemetry::ops::{OpsState, Probe};
+use crate::{auth, bus, hostdb, telemetry};
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpError {
+    #[error("postgres at {address}: {source}")]
+    Postgres {
+        address: String,
+        source: hostdb::HostDbError,
+    },
+    #[error(
+        "postgres at {address}: {count} migration(s) pending, first {first}: run `ccass migrate`"
+    )]
+    SchemaBehind {
+        address: String,
+        count: usize,
+        first: String,
+    },
+    #[error(transparent)]
+    Bus(#[from] bus::BusError),
+    #[error(transparent)]
+    Directory(#[from] auth::DirectoryError),
+    #[error(transparent)]
+    Catalogue(#[from] bus::catalogue::CatalogueError),
+    #[error("nats: stream {0} is missing: run `ccass bus init`")]
+    StreamMissing(String),
+    #[error("bind ops port {address}: {source}")]
+    Bind {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("serve ops port: {0}")]
+    Serve(std::io::Error),
+}
+
+/// The running system's listeners, bound before `run` so callers (tests) can pick port 0 and
+/// learn the address.
+pub struct Listeners {
+    pub ops: TcpListener,
+}
+
+impl Listeners {
+    pub async fn bind(config: &Config) -> Result<Listeners, UpError> {
+        let address = config.telemetry.ops_listen_addr;
+        let ops = TcpListener::bind(address)
+            .await
+            .map_err(|source| UpError::Bind { address, source })?;
+        Ok(Listeners { ops })
+    }
+}
+
+/// Connects to every dependency, then serves until `shutdown` completes.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), UpError> {
+    let postgres_address = format!("{}:{}", config.hostdb.host, config.hostdb.port);
+    let postgres_error = |source| UpError::Postgres {
+        address: postgres_address.clone(),
+        source,
+    };
+    let pool = hostdb::connect_as(&config.hostdb, "ccass-up").map_err(postgres_error)?;
+    hostdb::ping(&pool, config.hostdb.connect_timeout())
+        .await
+        .map_err(postgres_error)?;
+    let pending = hostdb::migrate::pending(&pool)
+        .await
+        .map_err(postgres_error)?;
+    if let Some(first) = pending.first() {
+        return Err(UpError::SchemaBehind {
+            address: postgres_address,
+            count: pending.len(),
+            first: first.clone(),
+        });
+    }
+
+    let client = bus::connect(&config.bus, "ccass-up").await?;
+    let jetstream = bus::jetstream(&config.bus, client.clone());
+    for stream in &Catalogue::embedded()?.streams {
+        if jetstream.get_stream(&stream.name).await.is_err() {
+            return Err(UpError::StreamMissing(stream.name.clone()));
+        }
+    }
+
+    let directory = auth::Directory::new(config.directory.clone());
+    directory.ping().await?;
+
+    let probes: Vec<Box<dyn Probe>> = vec![
+        Box::new(hostdb::PostgresProbe {
+            pool: pool.clone(),
+            timeout: config.telemetry.readiness_check_timeout(),
+        }),
+        Box::new(bus::NatsProbe(client.clone())),
+        Box::new(auth::DirectoryProbe(directory)),
+    ];
+    let state = OpsState::new(
+        telemetry::metrics_handle(),
+        probes,
+        config.telemetry.readiness_check_timeout(),
+    );
+    let ops_address = listeners.ops.local_addr().map_err(UpError::Serve)?;
+    tracing::info!(%ops_address, postgres = %postgres_address, nats = %config.bus.url, "ccass up: serving");
+    telemetry::ops::serve(listeners.ops, state, shutdown)
+        .await
+        .map_err(UpError::Serve)?;
+    tracing::info!("ccass up: stopped");
+    Ok(())
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot listen for SIGTERM; SIGINT still stops ccass");
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

@@ -1,0 +1,156 @@
+//! The `ccass` binary as an operator uses it: help texts, the idempotent admin commands twice
+//! in a row, and a clear failure when a dependency is unreachable.
+
+use std::process::{Command, Output};
+
+use crate::harness::nats::NatsServer;
+use crate::harness::postgres::TestDatabase;
+use crate::harness::repo_root;
+
+fn ccass(args: &[&str], env: &[(&str, String)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ccass"));
+    command
+        .args(args)
+        .current_dir(repo_root())
+        .env("CCASS_ENV", "test")
+        .env("CCASS_TELEMETRY__LOG_FILTER", "warn");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command.output().expect("run ccass")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn database_env(database: &TestDatabase) -> Vec<(&'static str, String)> {
+    vec![
+        ("CCASS_HOSTDB__HOST", database.config.host.clone()),
+        ("CCASS_HOSTDB__PORT", database.config.port.to_string()),
+        ("CCASS_HOSTDB__DATABASE", database.config.database.clone()),
+    ]
+}
+
+#[test]
+fn every_command_describes_itself() {
+    let top = ccass(&["--help"], &[]);
+    assert!(top.status.success());
+    let text = stdout(&top);
+    let commands = ["up", "migrate", "seed", "audit", "bus", "config"];
+    for command in commands {
+        assert!(
+            text.contains(command),
+            "{command} missing from --help:\n{text}"
+        );
+    }
+    for args in [
+        &["up", "--help"][..],
+        &["migrate", "--help"],
+        &["seed", "--help"],
+        &["audit", "--help"],
+        &["bus", "--help"],
+        &["bus", "init", "--help"],
+        &["bus", "subjects", "--help"],
+        &["config", "check", "--help"],
+    ] {
+        let output = ccass(args, &[]);
+        assert!(output.status.success(), "{args:?}");
+        let help = stdout(&output);
+        let description = help.lines().next().unwrap_or_default();
+        assert!(
+            description.len() > 10,
+            "{args:?} has no description:\n{help}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn migrate_seed_and_bus_init_twice_give_the_same_result() {
+    // Goal: the operator commands are idempotent. Method: run each twice against a fresh
+    // database and a private nats-server; the second run applies / creates nothing.
+    let Some(database) = TestDatabase::create_unmigrated().await else {
+        return;
+    };
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let mut env = database_env(&database);
+    env.push(("CCASS_BUS__URL", nats.url()));
+
+    let first = ccass(&["migrate"], &env);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let second = ccass(&["migrate"], &env);
+    assert!(second.status.success(), "{}", stderr(&second));
+    assert_ne!(stdout(&first), stdout(&second));
+    assert!(
+        stdout(&second).contains("up to date"),
+        "{}",
+        stdout(&second)
+    );
+
+    let seed_first = ccass(&["seed", "--file", "config/reference/demo.toml"], &env);
+    assert!(seed_first.status.success(), "{}", stderr(&seed_first));
+    let seed_second = ccass(&["seed", "--file", "config/reference/demo.toml"], &env);
+    assert!(seed_second.status.success(), "{}", stderr(&seed_second));
+
+    let audit = ccass(&["audit"], &env);
+    assert!(
+        audit.status.success(),
+        "{}{}",
+        stdout(&audit),
+        stderr(&audit)
+    );
+
+    let init_first = ccass(&["bus", "init"], &env);
+    assert!(init_first.status.success(), "{}", stderr(&init_first));
+    assert!(stdout(&init_first).contains("stream INBOUND: created"));
+    let init_second = ccass(&["bus", "init"], &env);
+    assert!(init_second.status.success(), "{}", stderr(&init_second));
+    let text = stdout(&init_second);
+    assert!(
+        text.lines().all(|line| line.ends_with(": unchanged")),
+        "{text}"
+    );
+}
+
+#[test]
+fn up_fails_fast_naming_an_unreachable_dependency() {
+    // Goal: `ccass up` exits non-zero with the dependency's address when it cannot reach it.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let output = ccass(
+        &["up"],
+        &[
+            ("CCASS_HOSTDB__PORT", closed.to_string()),
+            ("CCASS_HOSTDB__CONNECT_TIMEOUT_MS", "500".to_owned()),
+        ],
+    );
+    assert!(!output.status.success());
+    let message = stderr(&output);
+    assert!(
+        message.contains(&format!("postgres at 127.0.0.1:{closed}")),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_bad_config_key_stops_startup_with_its_name() {
+    let output = ccass(
+        &["config", "check"],
+        &[("CCASS_BUS__REQUEST_TIMEOUT_MS", "0".to_owned())],
+    );
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("bus.request_timeout_ms"),
+        "{}",
+        stderr(&output)
+    );
+}

@@ -1,0 +1,121 @@
+//! A private nats-server with JetStream for one test: free loopback port, temporary store dir,
+//! stop and start again on the same port and store (what a restart of the real server does).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const READY_TIMEOUT: Duration = Duration::from_secs(15);
+
+pub struct NatsServer {
+    binary: PathBuf,
+    port: u16,
+    store: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+/// The nats-server binary: `CCASS_NATS_SERVER_BIN`, else the one `scripts/services up` linked
+/// into `.ccass/bin`, else `nats-server` on PATH.
+fn binary() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("CCASS_NATS_SERVER_BIN") {
+        return Some(PathBuf::from(path));
+    }
+    let linked = super::var_dir().join("bin/nats-server");
+    if linked.exists() {
+        return Some(linked);
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("nats-server"))
+            .find(|candidate| candidate.is_file())
+    })
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("local addr").port()
+}
+
+impl NatsServer {
+    /// Starts a server, or returns `None` (skip) when no nats-server binary exists and services
+    /// are not required.
+    pub async fn start() -> Option<NatsServer> {
+        let Some(binary) = binary() else {
+            super::skip(
+                "nats-server binary",
+                "not found in CCASS_NATS_SERVER_BIN, .ccass/bin or PATH",
+            );
+            return None;
+        };
+        let mut server = NatsServer {
+            binary,
+            port: free_port(),
+            store: tempfile::tempdir().expect("temporary jetstream store"),
+            child: None,
+        };
+        server.resume().await;
+        Some(server)
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// A bus config for this server, from the test config.
+    pub fn bus_config(&self) -> ccass::bus::BusConfig {
+        let mut config = super::test_config().bus;
+        config.url = self.url();
+        config
+    }
+
+    /// Kills the server (SIGKILL: no goodbye to clients), keeping its port and store.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port and store; waits until it accepts clients.
+    pub async fn resume(&mut self) {
+        assert!(self.child.is_none(), "nats-server already running");
+        let child = Command::new(&self.binary)
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(self.store.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|error| panic!("spawn {}: {error}", self.binary.display()));
+        self.child = Some(child);
+        let started = Instant::now();
+        loop {
+            // JetStream answers once the server has recovered its store.
+            let last_error = match async_nats::connect(self.url()).await {
+                Ok(client) => match async_nats::jetstream::new(client).query_account().await {
+                    Ok(_) => return,
+                    Err(error) => error.to_string(),
+                },
+                Err(error) => error.to_string(),
+            };
+            assert!(
+                started.elapsed() < READY_TIMEOUT,
+                "nats-server on port {} not ready within {READY_TIMEOUT:?}: {last_error}",
+                self.port
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
