@@ -178,13 +178,13 @@ impl Catalogue {
         if declared.len() != self.subjects.len() {
             return fail("a builder or pattern is declared twice".to_owned());
         }
-        for missing in built.difference(&declared) {
+        if let Some(missing) = built.difference(&declared).next() {
             return fail(format!(
                 "code builds {} `{}` but no subjects/*.toml declares it",
                 missing.0, missing.1
             ));
         }
-        for extra in declared.difference(&built) {
+        if let Some(extra) = declared.difference(&built).next() {
             return fail(format!(
                 "subjects/*.toml declares {} `{}` but src/bus/subjects.rs has no such builder",
                 extra.0, extra.1

@@ -1192,6 +1192,40 @@ async fn plan_opening_cash(
     Ok(movements)
 }
 
+impl fmt::Display for SeedReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let tables = [
+            ("currencies", self.currencies),
+            ("participants", self.participants),
+            ("stock accounts", self.stock_accounts),
+            ("cash accounts", self.cash_accounts),
+            ("securities", self.securities),
+        ];
+        for (name, changes) in tables {
+            writeln!(
+                f,
+                "{name}: {} inserted, {} updated, {} unchanged",
+                changes.inserted, changes.updated, changes.unchanged
+            )?;
+        }
+        for (name, changes) in [
+            ("opening holdings", self.opening_holdings),
+            ("opening cash", self.opening_cash),
+        ] {
+            writeln!(
+                f,
+                "{name}: {} written, {} already present",
+                changes.written, changes.already_present
+            )?;
+        }
+        if self.is_unchanged() {
+            write!(f, "seed: nothing new")
+        } else {
+            write!(f, "seed: applied")
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1369,39 +1403,5 @@ mod tests {
         assert_eq!(to_minor_units(Decimal::new(12, 0), 2), Some(1200));
         assert_eq!(to_minor_units(Decimal::new(1005, 3), 2), None);
         assert_eq!(to_minor_units(Decimal::MAX, 2), None);
-    }
-}
-
-impl fmt::Display for SeedReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let tables = [
-            ("currencies", self.currencies),
-            ("participants", self.participants),
-            ("stock accounts", self.stock_accounts),
-            ("cash accounts", self.cash_accounts),
-            ("securities", self.securities),
-        ];
-        for (name, changes) in tables {
-            writeln!(
-                f,
-                "{name}: {} inserted, {} updated, {} unchanged",
-                changes.inserted, changes.updated, changes.unchanged
-            )?;
-        }
-        for (name, changes) in [
-            ("opening holdings", self.opening_holdings),
-            ("opening cash", self.opening_cash),
-        ] {
-            writeln!(
-                f,
-                "{name}: {} written, {} already present",
-                changes.written, changes.already_present
-            )?;
-        }
-        if self.is_unchanged() {
-            write!(f, "seed: nothing new")
-        } else {
-            write!(f, "seed: applied")
-        }
     }
 }

@@ -4,7 +4,7 @@
 use std::process::{Command, Output};
 
 use crate::harness::nats::NatsServer;
-use crate::harness::postgres::TestDatabase;
+use crate::harness::postgres::{self, TestDatabase};
 use crate::harness::repo_root;
 
 fn ccass(args: &[&str], env: &[(&str, String)]) -> Output {
@@ -73,7 +73,7 @@ fn every_command_describes_itself() {
 async fn migrate_seed_and_bus_init_twice_give_the_same_result() {
     // Goal: the operator commands are idempotent. Method: run each twice against a fresh
     // database and a private nats-server; the second run applies / creates nothing.
-    let Some(database) = TestDatabase::create_unmigrated().await else {
+    let Some(database) = postgres::empty_database("cli_idempotent").await else {
         return;
     };
     let Some(nats) = NatsServer::start().await else {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::harness::nats::NatsServer;
-use crate::harness::postgres::TestDatabase;
+use crate::harness::postgres;
 use crate::harness::proxy::Proxy;
 
 const STATE_CHANGE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -54,7 +54,7 @@ async fn readyz_follows_postgres_and_nats_and_metrics_are_valid_prometheus_text(
     // Goal: readiness reflects each dependency now, and /metrics parses as Prometheus text.
     // Method: run `ccass up` in-process with Postgres behind a cuttable proxy and a private
     // nats-server; cut/restore the proxy, kill/restart the server, polling /readyz each time.
-    let Some(database) = TestDatabase::create().await else {
+    let Some(database) = postgres::database("readyz").await else {
         return;
     };
     let Some(mut nats) = NatsServer::start().await else {

@@ -6,13 +6,9 @@
 //! and dropped (best effort, `WITH (FORCE)`) when the [`TestDatabase`] is dropped, also when
 //! the test panics.
 
-use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use ccass::hostdb::{self, HostDbConfig, Pool};
-
-/// Set to `1` to make an unreachable service a failure instead of a skip.
-pub const TEST_SERVICES_VARIABLE: &str = "CCASS_TEST_SERVICES";
 
 static DATABASE_COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -27,14 +23,7 @@ pub struct TestDatabase {
 
 /// `[hostdb]` from `config/test.toml` and the process environment.
 pub fn test_config() -> HostDbConfig {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
-    ccass::config::load(&dir, "test", std::env::vars())
-        .expect("load config/test.toml")
-        .hostdb
-}
-
-fn services_required() -> bool {
-    std::env::var(TEST_SERVICES_VARIABLE).is_ok_and(|value| value == "1")
+    super::test_config().hostdb
 }
 
 /// A new, empty database for `test_name`, or `None` (skip) when the server is unreachable
@@ -44,14 +33,9 @@ pub async fn empty_database(test_name: &str) -> Option<TestDatabase> {
     let admin_client = match admin_connect(&admin).await {
         Ok(client) => client,
         Err(error) => {
-            let place = format!("{}:{}", admin.host, admin.port);
-            if services_required() {
-                panic!(
-                    "{TEST_SERVICES_VARIABLE}=1 but postgres at {place} is unreachable: {error}"
-                );
-            }
-            eprintln!(
-                "skipping {test_name}: postgres at {place} is unreachable ({error}); set {TEST_SERVICES_VARIABLE}=1 to fail instead"
+            super::skip(
+                &format!("postgres at {}:{} for {test_name}", admin.host, admin.port),
+                error,
             );
             return None;
         }
