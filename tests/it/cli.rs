@@ -154,3 +154,70 @@ fn a_bad_config_key_stops_startup_with_its_name() {
         stderr(&output)
     );
 }
+
+#[tokio::test]
+async fn up_serves_until_sigterm_then_exits_cleanly() {
+    // Goal: `ccass up` runs until SIGTERM and then shuts down gracefully with status 0.
+    // Method: start the binary against a fresh database and a private nats-server, wait for
+    // /readyz to answer 200 on its ops port, send SIGTERM, and wait for a successful exit.
+    let Some(database) = postgres::database("up_sigterm").await else {
+        return;
+    };
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let mut env = database_env(&database);
+    env.push(("CCASS_BUS__URL", nats.url()));
+    let init = ccass(&["bus", "init"], &env);
+    assert!(init.status.success(), "{}", stderr(&init));
+
+    let ops_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    env.push((
+        "CCASS_TELEMETRY__OPS_LISTEN_ADDR",
+        format!("127.0.0.1:{ops_port}"),
+    ));
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_ccass"));
+    command
+        .arg("up")
+        .current_dir(repo_root())
+        .env("CCASS_ENV", "test")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    for (name, value) in &env {
+        command.env(name, value);
+    }
+    let mut child = command.spawn().unwrap();
+
+    let started = std::time::Instant::now();
+    loop {
+        let ready = tokio::net::TcpStream::connect(("127.0.0.1", ops_port))
+            .await
+            .is_ok()
+            && crate::ops::get(format!("127.0.0.1:{ops_port}").parse().unwrap(), "/readyz")
+                .await
+                .0
+                == 200;
+        if ready {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "ccass up never became ready"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    let pid = child.id().unwrap().to_string();
+    let kill = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(kill.success());
+    let status = tokio::time::timeout(std::time::Duration::from_secs(15), child.wait())
+        .await
+        .expect("ccass up exits within 15 s of SIGTERM")
+        .unwrap();
+    assert!(status.success(), "exit status {status}");
+}

@@ -13,7 +13,7 @@ use crate::harness::proxy::Proxy;
 const STATE_CHANGE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `GET path` over HTTP/1.0; returns (status, body).
-async fn get(address: SocketAddr, path: &str) -> (u16, String) {
+pub async fn get(address: SocketAddr, path: &str) -> (u16, String) {
     let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
     stream
         .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
