@@ -132,6 +132,9 @@ fn dev_and_test_config_point_at_the_servers_the_scripts_start() {
             "{environment}"
         );
         assert_eq!(config.hostdb.user, env["PG_USER"], "{environment}");
+        if environment == "dev" {
+            assert_eq!(config.hostdb.database, env["PG_DATABASE"]);
+        }
         assert_eq!(
             config.bus.url,
             format!("nats://{}:{}", env["NATS_HOST"], env["NATS_PORT"]),
