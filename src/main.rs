@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 
 use ccass::bus::catalogue::Catalogue;
 use ccass::config::{self, Config};
-use ccass::{bus, hostdb, telemetry, up};
+use ccass::{auth, bus, hostdb, telemetry, up};
 
 /// ccass: Central Clearing And Settlement System.
 ///
@@ -38,6 +38,9 @@ struct Cli {
 enum Command {
     /// Run every service in one process until SIGINT or SIGTERM.
     Up,
+    /// Run the authorisation service alone (answers ccass.v1.auth.* in queue group `auth`)
+    /// until SIGINT or SIGTERM.
+    Auth,
     /// Apply pending host database migrations (idempotent).
     Migrate,
     /// Load reference data (participants, accounts, securities, opening balances) from a file.
@@ -104,6 +107,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Up => {
                 let listeners = up::Listeners::bind(&config).await?;
                 up::run(config, listeners, up::shutdown_signal()).await?;
+            }
+            Command::Auth => {
+                let client = bus::connect(&config.bus, "ccass-auth").await?;
+                auth::service::run(config, client, up::shutdown_signal()).await?;
             }
             Command::Migrate => {
                 let pool = connect_hostdb(&config).await?;

@@ -1,6 +1,7 @@
 //! `ccass up`: every service in one process, sharing one ops port.
 //!
-//! Today that is the ops port with readiness over Postgres, NATS and the LDAP directory; each service that later
+//! Today that is the ops port with readiness over Postgres, NATS and the LDAP directory, and the
+//! auth service (`ccass.v1.auth.*`); each service that later
 //! issues add (gateway, terminal, auth, settlement) starts here beside it. Startup fails fast,
 //! with the dependency named, when Postgres, NATS or LDAP is unreachable, the schema is not migrated
 //! or the streams are missing; after startup, outages show on `/readyz` instead.
@@ -114,10 +115,20 @@ pub async fn run(
         config.telemetry.readiness_check_timeout(),
     );
     let ops_address = listeners.ops.local_addr().map_err(UpError::Serve)?;
+    let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
+    let auth_service = tokio::spawn(auth::service::run(
+        config.clone(),
+        client.clone(),
+        shutdown.clone(),
+    ));
     tracing::info!(%ops_address, postgres = %postgres_address, nats = %config.bus.url, "ccass up: serving");
-    telemetry::ops::serve(listeners.ops, state, shutdown)
-        .await
-        .map_err(UpError::Serve)?;
+    let served = telemetry::ops::serve(listeners.ops, state, shutdown).await;
+    match auth_service.await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::error!(%error, "auth service failed"),
+        Err(error) => tracing::error!(%error, "auth service panicked"),
+    }
+    served.map_err(UpError::Serve)?;
     tracing::info!("ccass up: stopped");
     Ok(())
 }
