@@ -495,6 +495,63 @@ impl Directory {
     }
 }
 
+impl Directory {
+    /// Creates a user under its participant: inetOrgPerson with `cn` = `name`, optionally a
+    /// certificate subject and an initial password (set with the Password Modify extended
+    /// operation, so the server stores it hashed). Returns the new DN.
+    pub async fn add_user(
+        &self,
+        participant: &ParticipantId,
+        uid: &str,
+        name: &str,
+        cert_subject: Option<&str>,
+        password: Option<&str>,
+    ) -> Result<String, DirectoryError> {
+        let dn = self.user_dn(participant, uid);
+        let operation = format!("add user {dn}");
+        let surname = name.split_whitespace().last().unwrap_or(uid).to_owned();
+        let mut attributes: Vec<(String, HashSet<String>)> = vec![
+            (
+                "objectClass".into(),
+                HashSet::from(["inetOrgPerson".into()]),
+            ),
+            ("uid".into(), HashSet::from([uid.to_owned()])),
+            ("cn".into(), HashSet::from([name.to_owned()])),
+            ("sn".into(), HashSet::from([surname])),
+            ("ou".into(), HashSet::from([participant.to_string()])),
+        ];
+        if let Some(subject) = cert_subject {
+            attributes.push((
+                "description".into(),
+                HashSet::from([format!("{CERT_SUBJECT_PREFIX}{subject}")]),
+            ));
+        }
+        let mut ldap = self.bind().await?;
+        let added = ldap
+            .with_timeout(self.operation_timeout())
+            .add(&dn, attributes)
+            .await
+            .and_then(|result| result.success());
+        let outcome = match (added, password) {
+            (Err(error), _) => Err(error),
+            (Ok(_), None) => Ok(()),
+            (Ok(_), Some(password)) => ldap
+                .with_timeout(self.operation_timeout())
+                .extended(ldap3::exop::PasswordModify {
+                    user_id: Some(&dn),
+                    old_pass: None,
+                    new_pass: Some(password),
+                })
+                .await
+                .and_then(|result| result.success())
+                .map(|_| ()),
+        };
+        let _ = ldap.unbind().await;
+        outcome.map_err(|error| self.classify(&operation, error))?;
+        Ok(dn)
+    }
+}
+
 /// `uid=<uid>,ou=<participant>,<participants_dn>` → (uid, participant).
 fn parse_user_dn(dn: &str, participants_dn: &str) -> Option<(String, ParticipantId)> {
     let lower_suffix = format!(",{}", participants_dn.to_ascii_lowercase());

@@ -514,6 +514,7 @@ impl AuthService {
 
     async fn administer(&self, request: AdministerRequest) -> Decided<AdminResult> {
         let (action, target) = match &request.action {
+            AdminAction::AddUser { user, .. } => ("add_user", Some(user.to_string())),
             AdminAction::Grant { user, group } => ("grant", Some(format!("{user} group {group}"))),
             AdminAction::Revoke { user, group } => {
                 ("revoke", Some(format!("{user} group {group}")))
@@ -564,6 +565,44 @@ impl AuthService {
         let refused =
             |code: DenyCode, what: String| Denial::new(code, format!("{actor_ref} may not {what}"));
         match action {
+            AdminAction::AddUser {
+                user,
+                name,
+                cert_subject,
+                password,
+            } => {
+                let participant = parse_user(user)?;
+                if name.trim().is_empty() {
+                    return Err(malformed("a user needs a name"));
+                }
+                self.policy
+                    .decide(actor, Function::ParticipantAdmin, Some(&participant))
+                    .map_err(|code| refused(code, format!("add user {user}")))?;
+                let participant_type = self
+                    .directory
+                    .participant_type(&participant)
+                    .await
+                    .map_err(denial_from_directory)?;
+                if participant_type.is_none() {
+                    return Err(Denial::new(
+                        DenyCode::UnknownUser,
+                        format!("participant {participant} not in the directory"),
+                    ));
+                }
+                detail["cert_subject"] = cert_subject.clone().into();
+                detail["password_set"] = password.is_some().into();
+                self.directory
+                    .add_user(
+                        &participant,
+                        &user.uid,
+                        name.trim(),
+                        cert_subject.as_deref(),
+                        password.as_deref().filter(|p| !p.is_empty()),
+                    )
+                    .await
+                    .map_err(directory_write_denial)?;
+                Ok(AdminResult::Applied)
+            }
             AdminAction::Grant { user, group } => {
                 if !is_group_name(group) {
                     return Err(malformed(format!("group `{group}` is not a group name")));

@@ -170,6 +170,21 @@ pub struct UserRef {
     pub uid: String,
 }
 
+/// `B01234.ops1` → participant `B01234`, uid `ops1` (checked by the service, not here).
+impl std::str::FromStr for UserRef {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<UserRef, String> {
+        let (participant, uid) = text
+            .split_once('.')
+            .ok_or_else(|| format!("`{text}` is not <participant>.<uid>"))?;
+        Ok(UserRef {
+            participant: participant.to_owned(),
+            uid: uid.to_owned(),
+        })
+    }
+}
+
 impl fmt::Display for UserRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}.{}", self.participant, self.uid)
@@ -259,6 +274,18 @@ pub struct AdministerRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum AdminAction {
+    /// Create a user under their participant, with no groups.
+    AddUser {
+        user: UserRef,
+        /// Full name (`cn`).
+        name: String,
+        /// The subject of the user's client certificate, if they have one.
+        #[serde(default)]
+        cert_subject: Option<String>,
+        /// An initial password for the terminal, if any (stored hashed by the directory).
+        #[serde(default)]
+        password: Option<String>,
+    },
     /// Add `user` to `group` (pending when the participant requires approval).
     Grant { user: UserRef, group: String },
     /// Remove `user` from `group` (immediate).

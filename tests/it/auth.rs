@@ -821,3 +821,135 @@ async fn a_directory_outage_denies_everything_and_service_resumes_when_it_return
     );
     world.stop().await;
 }
+
+/// Runs `ccass admin --as <actor> <args>` against the world's NATS server.
+async fn admin_cli(world: &World, actor: &str, password: &str, args: &[&str]) -> (bool, String) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_ccass"))
+        .arg("admin")
+        .arg("--as")
+        .arg(actor)
+        .args(args)
+        .current_dir(crate::harness::repo_root())
+        .env("CCASS_ENV", "test")
+        .env("CCASS_TELEMETRY__LOG_FILTER", "warn")
+        .env("CCASS_BUS__URL", world._nats.url())
+        .env("CCASS_ADMIN_PASSWORD", password)
+        .env("CCASS_ADMIN_NEW_PASSWORD", "first-password-1")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .expect("run ccass admin");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+#[tokio::test]
+async fn the_admin_command_acts_with_the_callers_rights() {
+    // Goal: `ccass admin user add|grant|revoke|show` goes through the service as the caller,
+    // so it is subject to the same rules (and audit) as any other channel.
+    let Some(world) = World::start("auth_admin_cli", |_| {}).await else {
+        return;
+    };
+    let sysadmin = ("HKSCC0.sysadmin1", "ccass-dev-HKSCC0-sysadmin1");
+    let admin = ("B01234.admin1", "ccass-dev-B01234-admin1");
+
+    let (ok, text) = admin_cli(
+        &world,
+        sysadmin.0,
+        sysadmin.1,
+        &[
+            "user",
+            "add",
+            "B05678.new1",
+            "--name",
+            "B05678 New User",
+            "--cert-subject",
+            "CN=new1,OU=B05678,O=ccass",
+        ],
+    )
+    .await;
+    assert!(ok, "{text}");
+    let client = world.uncached_client();
+    let principal = client
+        .authenticate_certificate("CN=new1,OU=B05678,O=ccass")
+        .await
+        .unwrap();
+    assert_eq!(principal.user, user("B05678", "new1"));
+    assert_eq!(principal.display_name, "B05678 New User");
+    client
+        .authenticate_password("B05678", "new1", "first-password-1")
+        .await
+        .unwrap();
+
+    let (ok, text) = admin_cli(
+        &world,
+        admin.0,
+        admin.1,
+        &["user", "grant", "B05678.new1", "si-input"],
+    )
+    .await;
+    assert!(
+        !ok && text.contains("not allowed on another participant"),
+        "{text}"
+    );
+    let (ok, text) = admin_cli(
+        &world,
+        admin.0,
+        admin.1,
+        &["user", "add", "B05678.new2", "--name", "X Y"],
+    )
+    .await;
+    assert!(
+        !ok && text.contains("not allowed on another participant"),
+        "{text}"
+    );
+    let (ok, text) = admin_cli(&world, admin.0, "wrong", &["user", "show", "B01234.ops1"]).await;
+    assert!(!ok && text.contains("bad credentials"), "{text}");
+
+    let (ok, text) = admin_cli(
+        &world,
+        sysadmin.0,
+        sysadmin.1,
+        &["user", "grant", "B05678.new1", "si-input"],
+    )
+    .await;
+    assert!(ok, "{text}");
+    let (ok, text) = admin_cli(&world, admin.0, admin.1, &["user", "show", "B01234.ops1"]).await;
+    assert!(ok && text.contains("\"si.input\""), "{text}");
+    let (ok, text) = admin_cli(
+        &world,
+        admin.0,
+        admin.1,
+        &["user", "revoke", "B01234.ops1", "enquiry"],
+    )
+    .await;
+    assert!(ok, "{text}");
+    let rights = client.functions(&user("B01234", "ops1")).await.unwrap();
+    assert_eq!(rights.groups, vec!["si-input"]);
+    assert!(
+        client
+            .authorise(&user("B05678", "new1"), Function::SiInput, &Target::Own)
+            .await
+            .is_ok()
+    );
+
+    let rows = world.audit("auth.administer.add_user").await;
+    let outcomes: Vec<(&str, AuditOutcome)> = rows
+        .iter()
+        .map(|row| (row.record.actor.as_str(), row.record.outcome))
+        .collect();
+    assert_eq!(
+        outcomes,
+        vec![
+            ("HKSCC0.sysadmin1", AuditOutcome::Allowed),
+            ("B01234.admin1", AuditOutcome::Refused),
+        ]
+    );
+    assert_eq!(rows[0].record.detail["password_set"], true);
+    assert!(!rows[0].record.detail.to_string().contains("first-password"));
+    world.stop().await;
+}
