@@ -953,3 +953,82 @@ async fn the_admin_command_acts_with_the_callers_rights() {
     assert!(!rows[0].record.detail.to_string().contains("first-password"));
     world.stop().await;
 }
+
+#[tokio::test]
+async fn ccass_up_answers_auth_requests_and_counts_denials_in_metrics() {
+    // Goal: `ccass up` runs the auth service; denials are counted by reason on /metrics.
+    // Method: `ccass up` in-process on private servers; ask, stop slapd, ask again, scrape.
+    let Some(database) = postgres::database("auth_up").await else {
+        return;
+    };
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let Some(mut slapd) = Slapd::start().await else {
+        return;
+    };
+    let mut config = crate::harness::test_config();
+    config.hostdb = database.config.clone();
+    config.bus = nats.bus_config();
+    config.directory = slapd.directory_config();
+    let nats_client = ccass::bus::connect(&config.bus, "test").await.unwrap();
+    let jetstream = ccass::bus::jetstream(&config.bus, nats_client.clone());
+    let catalogue = ccass::bus::catalogue::Catalogue::embedded().unwrap();
+    ccass::bus::init::run(&config.bus, &jetstream, &catalogue)
+        .await
+        .unwrap();
+    let mut auth = config.auth.clone();
+    auth.cache_ttl_ms = 0;
+    let client = AuthClient::new(nats_client, &auth);
+
+    let listeners = ccass::up::Listeners::bind(&config).await.unwrap();
+    let ops = listeners.ops.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let up = tokio::spawn(ccass::up::run(config, listeners, async {
+        let _ = stopped.await;
+    }));
+
+    let ops1 = user("B01234", "ops1");
+    let started = Instant::now();
+    while let Err(denial) = client
+        .authorise(&ops1, Function::SiInput, &Target::Own)
+        .await
+    {
+        assert_eq!(denial.code, DenyCode::ServiceUnavailable, "{denial}");
+        assert!(started.elapsed() < Duration::from_secs(15), "{denial}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    slapd.kill();
+    let denial = client
+        .authorise(&ops1, Function::SiInput, &Target::Own)
+        .await
+        .unwrap_err();
+    assert_eq!(denial.code, DenyCode::DirectoryUnavailable, "{denial}");
+
+    let (status, text) = crate::ops::get(ops, "/metrics").await;
+    assert_eq!(status, 200);
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+        .unwrap_or_else(|error| panic!("invalid prometheus text: {error}\n{text}"));
+    let counted = |metric: &str, label: &str, value: &str| {
+        scrape.samples.iter().any(|s| {
+            s.metric == metric
+                && s.labels.get("operation") == Some("authorise")
+                && s.labels.get(label) == Some(value)
+        })
+    };
+    assert!(
+        counted("ccass_auth_requests_total", "outcome", "allowed"),
+        "{text}"
+    );
+    assert!(
+        counted("ccass_auth_denials_total", "code", "directory_unavailable"),
+        "{text}"
+    );
+
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(15), up)
+        .await
+        .expect("ccass up stops")
+        .unwrap()
+        .unwrap();
+}
