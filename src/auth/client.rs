@@ -115,7 +115,10 @@ impl AuthClient {
         let body = serde_json::to_vec(request)
             .map_err(|error| Denial::new(DenyCode::MalformedRequest, error))?;
         let subject = subjects::auth(operation);
-        let answer = tokio::time::timeout(self.timeout, self.nats.request(subject, body.into()))
+        let request = async_nats::Request::new()
+            .payload(body.into())
+            .timeout(Some(self.timeout));
+        let answer = tokio::time::timeout(self.timeout, self.nats.send_request(subject, request))
             .await
             .map_err(|_| {
                 Denial::new(

@@ -175,9 +175,20 @@ impl AuthService {
     /// returns a reply body (a denial when anything fails).
     pub async fn handle(&self, subject: &str, payload: &[u8]) -> Vec<u8> {
         let Some(operation) = bus::auth::operation_of(subject) else {
-            let denial = malformed(format!("unknown auth subject {subject}"));
-            self.count("unknown", Err(&denial));
-            return encode(&AuthReply::<()>::Denied(denial));
+            let decided: Decided<()> = Decided {
+                result: Err(malformed(format!("unknown auth subject {subject}"))),
+                audit: AuditRecord {
+                    actor: "unknown".to_owned(),
+                    participant_id: None,
+                    action: "auth.unknown".to_owned(),
+                    target: Some(subject.to_owned()),
+                    outcome: AuditOutcome::Refused,
+                    detail: serde_json::json!({}),
+                },
+            };
+            let result = self.audit(decided).await;
+            self.count("unknown", result.as_ref().map(|_| ()));
+            return encode(&AuthReply::from(result));
         };
         match operation {
             AuthOperation::Authenticate => {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use ccass::auth::client::Target;
 use ccass::auth::service::{AuthService, serve};
-use ccass::auth::{AuthClient, AuthConfig, Directory, Function, GroupScope};
+use ccass::auth::{AuthClient, AuthConfig, Directory, DirectoryConfig, Function, GroupScope};
 use ccass::bus::auth::{AdminAction, AdminResult, DenyCode, UserRef};
 use ccass::hostdb::audit_trail::{self, AuditOutcome, AuditRow};
 use ccass::ids::ParticipantId;
@@ -32,16 +32,20 @@ struct World {
 
 impl World {
     /// `configure` adjusts `[auth]` (cache time, maker–checker) before the service starts.
-    async fn start(test: &str, configure: impl FnOnce(&mut AuthConfig)) -> Option<World> {
+    async fn start(
+        test: &str,
+        configure: impl FnOnce(&mut AuthConfig, &mut DirectoryConfig),
+    ) -> Option<World> {
         let database = postgres::database(test).await?;
         let nats = NatsServer::start().await?;
         let slapd = Slapd::start().await?;
         let config = crate::harness::test_config();
         let mut auth = config.auth.clone();
-        configure(&mut auth);
+        let mut directory = slapd.directory_config();
+        configure(&mut auth, &mut directory);
         let nats_client = async_nats::connect(nats.url()).await.unwrap();
         let service = Arc::new(AuthService::new(
-            slapd.directory_config(),
+            directory,
             auth.clone(),
             database.pool.clone(),
         ));
@@ -160,7 +164,7 @@ async fn the_authorisation_matrix_follows_the_config() {
     // Method: for each group, give one user of a participant type that may hold it (and one
     // of a type that may not) exactly that group, then ask `authorise` for every function on
     // their own participant and on another; the oracle is computed here from `[auth]`.
-    let Some(world) = World::start("auth_matrix", |_| {}).await else {
+    let Some(world) = World::start("auth_matrix", |_, _| {}).await else {
         return;
     };
     let client = world.uncached_client();
@@ -241,7 +245,7 @@ async fn the_authorisation_matrix_follows_the_config() {
 async fn authentication_by_certificate_and_password() {
     // Goal: certificate subject and password both map to the directory's user and
     // participant; anything else is denied with its reason and audited.
-    let Some(world) = World::start("auth_authenticate", |_| {}).await else {
+    let Some(world) = World::start("auth_authenticate", |_, _| {}).await else {
         return;
     };
     let client = &world.client;
@@ -316,7 +320,7 @@ async fn delegation_is_limited_to_own_participant_and_available_groups() {
     // Goal: a participant admin manages only their own participant's users and only groups
     // its type may be given; the clearing house's system admin manages any; every attempt is
     // audited; a grant takes effect at once when no approval is configured.
-    let Some(world) = World::start("auth_delegation", |_| {}).await else {
+    let Some(world) = World::start("auth_delegation", |_, _| {}).await else {
         return;
     };
     let client = world.uncached_client();
@@ -473,7 +477,7 @@ async fn a_grant_waits_for_a_second_administrator_when_configured() {
     // Goal: maker–checker of delegated administration: with B01234 listed, a grant is pending
     // until a different entitled administrator approves it; the requester cannot approve it;
     // a rejected grant never takes effect.
-    let Some(world) = World::start("auth_grant_approval", |auth| {
+    let Some(world) = World::start("auth_grant_approval", |auth, _| {
         auth.grant_approval_participants = vec!["B01234".to_owned()];
     })
     .await
@@ -625,7 +629,7 @@ async fn a_grant_waits_for_a_second_administrator_when_configured() {
 async fn a_revoked_grant_stops_working_within_the_cache_time() {
     // Goal: callers cache answers for `auth.cache_ttl_ms` only: after a revocation, the
     // caching client denies at the latest one cache time later.
-    let Some(world) = World::start("auth_revocation", |auth| {
+    let Some(world) = World::start("auth_revocation", |auth, _| {
         auth.cache_ttl_ms = 1000;
     })
     .await
@@ -692,7 +696,7 @@ async fn a_revoked_grant_stops_working_within_the_cache_time() {
 async fn maker_checker_data_and_input_limits() {
     // Goal: the service tells who may input and who may authorise, with input limits per
     // currency, and checks an authoriser against the maker.
-    let Some(world) = World::start("auth_maker_checker", |_| {}).await else {
+    let Some(world) = World::start("auth_maker_checker", |_, _| {}).await else {
         return;
     };
     let client = &world.client;
@@ -746,7 +750,7 @@ async fn a_directory_outage_denies_everything_and_service_resumes_when_it_return
     // Goal: fail closed: with slapd stopped every operation is denied with "directory
     // unavailable" (and audited as such); once slapd is back, the same service instance
     // answers again without a restart.
-    let Some(mut world) = World::start("auth_outage", |_| {}).await else {
+    let Some(mut world) = World::start("auth_outage", |_, _| {}).await else {
         return;
     };
     let client = world.client.clone();
@@ -851,7 +855,7 @@ async fn admin_cli(world: &World, actor: &str, password: &str, args: &[&str]) ->
 async fn the_admin_command_acts_with_the_callers_rights() {
     // Goal: `ccass admin user add|grant|revoke|show` goes through the service as the caller,
     // so it is subject to the same rules (and audit) as any other channel.
-    let Some(world) = World::start("auth_admin_cli", |_| {}).await else {
+    let Some(world) = World::start("auth_admin_cli", |_, _| {}).await else {
         return;
     };
     let sysadmin = ("HKSCC0.sysadmin1", "ccass-dev-HKSCC0-sysadmin1");
@@ -1031,4 +1035,38 @@ async fn ccass_up_answers_auth_requests_and_counts_denials_in_metrics() {
         .expect("ccass up stops")
         .unwrap()
         .unwrap();
+}
+
+#[tokio::test]
+async fn a_directory_that_stops_answering_is_a_timeout_denial() {
+    // Goal: a hung directory (accepts connections, answers nothing) is denied within the
+    // directory's operation timeout with "directory unavailable", and recovers by itself.
+    let Some(world) = World::start("auth_hang", |_, directory| {
+        directory.operation_timeout_ms = 300;
+    })
+    .await
+    else {
+        return;
+    };
+    let client = world.uncached_client();
+    let ops1 = user("B01234", "ops1");
+    client
+        .authorise(&ops1, Function::SiInput, &Target::Own)
+        .await
+        .unwrap();
+    world.slapd.pause();
+    let started = Instant::now();
+    let denial = client
+        .authorise(&ops1, Function::SiInput, &Target::Own)
+        .await
+        .unwrap_err();
+    assert_eq!(denial.code, DenyCode::DirectoryUnavailable, "{denial}");
+    assert!(denial.reason.contains("timeout"), "{denial}");
+    assert!(started.elapsed() < world.auth.request_timeout(), "{denial}");
+    world.slapd.unpause();
+    client
+        .authorise(&ops1, Function::SiInput, &Target::Own)
+        .await
+        .unwrap();
+    world.stop().await;
 }

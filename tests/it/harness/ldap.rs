@@ -104,11 +104,34 @@ impl Slapd {
         }
     }
 
+    /// Freezes the server (SIGSTOP): it still accepts TCP connections but answers nothing.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Thaws a paused server (SIGCONT).
+    pub fn unpause(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.pid.expect("slapd running");
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} {pid}: {status}");
+    }
+
     /// Stops the server (SIGKILL) and waits until it is gone; port and data are kept.
     pub fn kill(&mut self) {
         let Some(pid) = self.pid.take() else {
             return;
         };
+        let _ = Command::new("kill")
+            .args(["-CONT", &pid.to_string()])
+            .stderr(Stdio::null())
+            .status();
         let _ = Command::new("kill")
             .args(["-KILL", &pid.to_string()])
             .stderr(Stdio::null())
