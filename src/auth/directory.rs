@@ -320,6 +320,45 @@ impl Directory {
             .and_then(|entry| self.user_entry(entry)))
     }
 
+    /// One user and their participant's type, in one search: None when the participant or
+    /// the user is not in the directory.
+    pub async fn user_and_participant_type(
+        &self,
+        participant: &ParticipantId,
+        uid: &str,
+    ) -> Result<Option<(UserEntry, String)>, DirectoryError> {
+        if !is_uid(uid) {
+            return Ok(None);
+        }
+        let participant_dn = self.participant_dn(participant);
+        let filter = format!(
+            "(|(objectClass=organizationalUnit)(&(objectClass=inetOrgPerson)(uid={})))",
+            ldap3::ldap_escape(uid)
+        );
+        let entries = self
+            .search(
+                &format!("read user {participant}.{uid}"),
+                &participant_dn,
+                Scope::Subtree,
+                &filter,
+                &USER_ATTRIBUTES,
+            )
+            .await?;
+        let mut participant_type = None;
+        let mut user = None;
+        for entry in entries {
+            if entry.dn.eq_ignore_ascii_case(&participant_dn) {
+                participant_type = Some(type_of(&entry));
+            } else if let Some(found) = self.user_entry(entry)
+                && found.uid == uid
+                && found.participant == *participant
+            {
+                user = Some(found);
+            }
+        }
+        Ok(participant_type.zip(user).map(|(kind, user)| (user, kind)))
+    }
+
     /// The user whose certificate subject is `subject`; None when no user or several have it.
     pub async fn user_by_certificate(
         &self,
@@ -382,16 +421,7 @@ impl Directory {
                 &["description"],
             )
             .await?;
-        Ok(entries.into_iter().next().map(|entry| {
-            entry
-                .attrs
-                .get("description")
-                .into_iter()
-                .flatten()
-                .find_map(|d| d.strip_prefix(PARTICIPANT_TYPE_PREFIX))
-                .unwrap_or_default()
-                .to_owned()
-        }))
+        Ok(entries.first().map(type_of))
     }
 
     /// Checks a user's password with a bind as that user: Ok(false) for a wrong password or
@@ -550,6 +580,18 @@ impl Directory {
         outcome.map_err(|error| self.classify(&operation, error))?;
         Ok(dn)
     }
+}
+
+/// A participant entry's type (`participant-type=` in its description), empty when absent.
+fn type_of(entry: &SearchEntry) -> String {
+    entry
+        .attrs
+        .get("description")
+        .into_iter()
+        .flatten()
+        .find_map(|d| d.strip_prefix(PARTICIPANT_TYPE_PREFIX))
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// `uid=<uid>,ou=<participant>,<participants_dn>` → (uid, participant).

@@ -283,13 +283,17 @@ impl AuthService {
         participant: &ParticipantId,
         uid: &str,
     ) -> Result<(UserEntry, UserFacts), Denial> {
-        let entry = self
+        let (entry, participant_type) = self
             .directory
-            .user(participant, uid)
+            .user_and_participant_type(participant, uid)
             .await
             .map_err(denial_from_directory)?
             .ok_or_else(|| Denial::new(DenyCode::UnknownUser, format!("{participant}.{uid}")))?;
-        let facts = self.facts(&entry).await?;
+        let facts = UserFacts {
+            participant: entry.participant.clone(),
+            participant_type,
+            groups: entry.groups.clone(),
+        };
         Ok((entry, facts))
     }
 
