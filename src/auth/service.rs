@@ -352,15 +352,19 @@ impl AuthService {
             } => (format!("{participant}.{uid}"), "password"),
         };
         let result = async {
-            let entry = match &request {
-                AuthenticateRequest::Certificate { subject } => self
-                    .directory
-                    .user_by_certificate(subject)
-                    .await
-                    .map_err(denial_from_directory)?
-                    .ok_or_else(|| {
-                        Denial::new(DenyCode::UnknownUser, "no user has this certificate")
-                    })?,
+            let (entry, facts) = match &request {
+                AuthenticateRequest::Certificate { subject } => {
+                    let entry = self
+                        .directory
+                        .user_by_certificate(subject)
+                        .await
+                        .map_err(denial_from_directory)?
+                        .ok_or_else(|| {
+                            Denial::new(DenyCode::UnknownUser, "no user has this certificate")
+                        })?;
+                    let facts = self.facts(&entry).await?;
+                    (entry, facts)
+                }
                 AuthenticateRequest::Password {
                     participant,
                     uid,
@@ -378,14 +382,9 @@ impl AuthService {
                     if !valid {
                         return Err(DenyCode::BadCredentials.into());
                     }
-                    self.directory
-                        .user(&participant, uid)
-                        .await
-                        .map_err(denial_from_directory)?
-                        .ok_or_else(|| Denial::new(DenyCode::UnknownUser, &actor))?
+                    self.load_user(&participant, uid).await?
                 }
             };
-            let facts = self.facts(&entry).await?;
             Ok(Self::principal(&entry, &facts))
         }
         .await;
