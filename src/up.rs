@@ -46,6 +46,13 @@ pub enum UpError {
     },
     #[error("serve ops port: {0}")]
     Serve(std::io::Error),
+    #[error("auth service: {0}")]
+    Auth(#[from] auth::AuthError),
+    #[error("{service} service task: {message}")]
+    Task {
+        service: &'static str,
+        message: String,
+    },
 }
 
 /// The running system's listeners, bound before `run` so callers (tests) can pick port 0 and
@@ -116,21 +123,43 @@ pub async fn run(
     );
     let ops_address = listeners.ops.local_addr().map_err(UpError::Serve)?;
     let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
-    let auth_service = tokio::spawn(auth::service::run(
+    let mut auth_service = tokio::spawn(auth::service::run(
         config.clone(),
         client.clone(),
         shutdown.clone(),
     ));
     tracing::info!(%ops_address, postgres = %postgres_address, nats = %config.bus.url, "ccass up: serving");
-    let served = telemetry::ops::serve(listeners.ops, state, shutdown).await;
-    match auth_service.await {
-        Ok(Ok(())) => {}
-        Ok(Err(error)) => tracing::error!(%error, "auth service failed"),
-        Err(error) => tracing::error!(%error, "auth service panicked"),
+    let serve = telemetry::ops::serve(listeners.ops, state, shutdown);
+    tokio::pin!(serve);
+    // A service that fails stops `ccass up` with its error rather than leaving it half up.
+    tokio::select! {
+        served = &mut serve => {
+            if let Err(error) = served {
+                auth_service.abort();
+                return Err(UpError::Serve(error));
+            }
+            // Shutdown reached the ops port; the auth service finishes its requests in hand.
+            auth_finished(auth_service.await)?;
+        }
+        finished = &mut auth_service => {
+            auth_finished(finished)?;
+            serve.await.map_err(UpError::Serve)?;
+        }
     }
-    served.map_err(UpError::Serve)?;
     tracing::info!("ccass up: stopped");
     Ok(())
+}
+
+fn auth_finished(
+    finished: Result<Result<(), auth::AuthError>, tokio::task::JoinError>,
+) -> Result<(), UpError> {
+    match finished {
+        Ok(result) => result.map_err(UpError::from),
+        Err(error) => Err(UpError::Task {
+            service: "auth",
+            message: error.to_string(),
+        }),
+    }
 }
 
 /// Completes on SIGINT or SIGTERM.
