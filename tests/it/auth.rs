@@ -1070,3 +1070,49 @@ async fn a_directory_that_stops_answering_is_a_timeout_denial() {
         .unwrap();
     world.stop().await;
 }
+
+#[tokio::test]
+async fn several_instances_share_the_load_in_the_queue_group() {
+    // Goal: instances join the queue group `auth`: each request is answered once, by one of
+    // them, and both take a share. Method: a second instance with its own database, so the
+    // audit rows tell which instance answered.
+    let Some(world) = World::start("auth_queue_a", |_, _| {}).await else {
+        return;
+    };
+    let Some(second_database) = postgres::database("auth_queue_b").await else {
+        return;
+    };
+    let second = Arc::new(AuthService::new(
+        world.slapd.directory_config(),
+        world.auth.clone(),
+        second_database.pool.clone(),
+    ));
+    let (stop_second, second_stopped) = oneshot::channel::<()>();
+    let second_task = tokio::spawn(serve(second, world.nats_client.clone(), async {
+        let _ = second_stopped.await;
+    }));
+    world.nats_client.flush().await.unwrap();
+
+    let client = world.uncached_client();
+    let before = world.audit("auth.authorise").await.len();
+    let requests = 60;
+    for _ in 0..requests {
+        client
+            .authorise(&user("B01234", "ops1"), Function::SiInput, &Target::Own)
+            .await
+            .unwrap();
+    }
+    let first_share = world.audit("auth.authorise").await.len() - before;
+    let second_share = audit_trail::list(&second_database.pool, "auth.authorise", 1000)
+        .await
+        .unwrap()
+        .len();
+    assert_eq!(first_share + second_share, requests, "each answered once");
+    assert!(
+        first_share > 0 && second_share > 0,
+        "both instances answer: {first_share} + {second_share}"
+    );
+    stop_second.send(()).unwrap();
+    second_task.await.unwrap().unwrap();
+    world.stop().await;
+}
