@@ -52,7 +52,8 @@ pub struct GroupConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
-    /// The clearing house's own participant id (its staff are users of it).
+    /// The clearing house's own participant id (its staff are users of it). Only its users
+    /// act across participants through groups of scope `any`.
     pub ccp_participant: String,
     /// How long [`AuthClient`] keeps an answer: directory changes take effect within it.
     pub cache_ttl_ms: u64,

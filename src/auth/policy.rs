@@ -7,7 +7,9 @@
 //!   (`auth.participant_types`); stale membership in a group the type may not have grants
 //!   nothing.
 //! - A function is allowed when a held group grants it and the target participant (explicit,
-//!   or the owner of the target account) is the user's own, or the group's scope is `any`.
+//!   or the owner of the target account) is the user's own, or the group's scope is `any` and
+//!   the user belongs to the clearing house (`auth.ccp_participant`): only its staff ever act
+//!   across participants, whatever the rest of the config says.
 //! - Administration of a user's groups is the function `participant.admin` applied to the
 //!   target user's participant, and the group must be one that participant's type may be given.
 
@@ -129,6 +131,11 @@ impl Policy {
         &self.config
     }
 
+    /// Whether `participant` is the clearing house itself (`auth.ccp_participant`).
+    pub fn is_ccp(&self, participant: &ParticipantId) -> bool {
+        participant.as_str() == self.config.ccp_participant
+    }
+
     /// Whether a participant type may be given a group.
     pub fn group_available(&self, participant_type: &str, group: &str) -> bool {
         self.config.groups.contains_key(group)
@@ -179,7 +186,7 @@ impl Policy {
             if !config.functions.iter().any(|f| f == function.name()) {
                 continue;
             }
-            if own || config.scope == GroupScope::Any {
+            if own || (config.scope == GroupScope::Any && self.is_ccp(&user.participant)) {
                 return Ok(group.to_owned());
             }
             granted_on_own_only = true;
@@ -300,6 +307,23 @@ mod tests {
         let sysadmin = user("HKSCC0", "ccp", &["system-admin"]);
         assert_eq!(
             policy.may_administer(&sysadmin, &other, "broker", "si-input"),
+            Ok(())
+        );
+        // A scope-any group configured for another type still stops at the own participant.
+        let mut config = policy.config().clone();
+        config
+            .participant_types
+            .get_mut("broker")
+            .unwrap()
+            .push("system-admin".to_owned());
+        let lenient = Policy::new(config);
+        let broker_sysadmin = user("B01234", "broker", &["system-admin"]);
+        assert_eq!(
+            lenient.may_administer(&broker_sysadmin, &other, "broker", "si-input"),
+            Err(DenyCode::OtherParticipant)
+        );
+        assert_eq!(
+            lenient.may_administer(&broker_sysadmin, &own, "broker", "si-input"),
             Ok(())
         );
     }
