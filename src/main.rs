@@ -6,9 +6,10 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
+use ccass::bus::auth::{AdminAction, UserRef};
 use ccass::bus::catalogue::Catalogue;
 use ccass::config::{self, Config};
-use ccass::{bus, hostdb, telemetry, up};
+use ccass::{auth, bus, hostdb, telemetry, up};
 
 /// ccass: Central Clearing And Settlement System.
 ///
@@ -38,6 +39,9 @@ struct Cli {
 enum Command {
     /// Run every service in one process until SIGINT or SIGTERM.
     Up,
+    /// Run the authorisation service alone (answers ccass.v1.auth.* in queue group `auth`)
+    /// until SIGINT or SIGTERM.
+    Auth,
     /// Apply pending host database migrations (idempotent).
     Migrate,
     /// Load reference data (participants, accounts, securities, opening balances) from a file.
@@ -58,6 +62,101 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Delegated administration through the auth service, with the caller's own rights.
+    ///
+    /// The caller authenticates with a password: --as <participant>.<uid> and the password in
+    /// CCASS_ADMIN_PASSWORD (or one line on standard input). Prints the result as JSON.
+    Admin {
+        /// Who is acting: <participant>.<uid>, e.g. B01234.admin1.
+        #[arg(long = "as", env = "CCASS_ADMIN_USER")]
+        actor: UserRef,
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Users and their user groups.
+    User {
+        #[command(subcommand)]
+        command: AdminUserCommand,
+    },
+    /// Grants waiting for a second administrator (maker–checker).
+    Grants {
+        #[command(subcommand)]
+        command: AdminGrantsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminUserCommand {
+    /// Create a user (no groups yet). An initial password comes from CCASS_ADMIN_NEW_PASSWORD.
+    Add {
+        /// <participant>.<uid>
+        user: UserRef,
+        /// Full name.
+        #[arg(long)]
+        name: String,
+        /// Subject of the user's client certificate.
+        #[arg(long)]
+        cert_subject: Option<String>,
+    },
+    /// Add a user to a user group (pending when the participant requires approval).
+    Grant { user: UserRef, group: String },
+    /// Remove a user from a user group.
+    Revoke { user: UserRef, group: String },
+    /// Show a user's groups, functions and input limits.
+    Show { user: UserRef },
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminGrantsCommand {
+    /// List the pending grants the caller may decide.
+    Pending,
+    /// Approve a pending grant made by another administrator.
+    Approve { grant_id: i64 },
+    /// Reject a pending grant.
+    Reject { grant_id: i64 },
+}
+
+impl AdminCommand {
+    fn into_action(self) -> AdminAction {
+        match self {
+            AdminCommand::User { command } => match command {
+                AdminUserCommand::Add {
+                    user,
+                    name,
+                    cert_subject,
+                } => AdminAction::AddUser {
+                    user,
+                    name,
+                    cert_subject,
+                    password: std::env::var("CCASS_ADMIN_NEW_PASSWORD").ok(),
+                },
+                AdminUserCommand::Grant { user, group } => AdminAction::Grant { user, group },
+                AdminUserCommand::Revoke { user, group } => AdminAction::Revoke { user, group },
+                AdminUserCommand::Show { user } => AdminAction::Show { user },
+            },
+            AdminCommand::Grants { command } => match command {
+                AdminGrantsCommand::Pending => AdminAction::Pending,
+                AdminGrantsCommand::Approve { grant_id } => AdminAction::Approve { grant_id },
+                AdminGrantsCommand::Reject { grant_id } => AdminAction::Reject { grant_id },
+            },
+        }
+    }
+}
+
+/// The acting administrator's password: CCASS_ADMIN_PASSWORD, else one line of standard input.
+fn admin_password() -> anyhow::Result<String> {
+    if let Ok(password) = std::env::var("CCASS_ADMIN_PASSWORD") {
+        return Ok(password);
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("read the password from standard input")?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }
 
 #[derive(Debug, Subcommand)]
@@ -104,6 +203,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Up => {
                 let listeners = up::Listeners::bind(&config).await?;
                 up::run(config, listeners, up::shutdown_signal()).await?;
+            }
+            Command::Auth => {
+                let client = bus::connect(&config.bus, "ccass-auth").await?;
+                auth::service::run(config, client, up::shutdown_signal()).await?;
             }
             Command::Migrate => {
                 let pool = connect_hostdb(&config).await?;
@@ -163,6 +266,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 command: ConfigCommand::Check,
             } => {
                 println!("{config:#?}");
+            }
+            Command::Admin { actor, command } => {
+                let password = admin_password()?;
+                let client = bus::connect(&config.bus, "ccass-admin").await?;
+                let auth = auth::AuthClient::new(client, &config.auth);
+                let principal = auth
+                    .authenticate_password(&actor.participant, &actor.uid, &password)
+                    .await
+                    .with_context(|| format!("authenticate {actor}"))?;
+                let result = auth
+                    .administer(&principal.user, command.into_action())
+                    .await
+                    .context("denied")?;
+                println!("{}", serde_json::to_string_pretty(&result)?);
             }
         }
         Ok(ExitCode::SUCCESS)

@@ -1,6 +1,7 @@
 //! `ccass up`: every service in one process, sharing one ops port.
 //!
-//! Today that is the ops port with readiness over Postgres, NATS and the LDAP directory; each service that later
+//! Today that is the ops port with readiness over Postgres, NATS and the LDAP directory, and the
+//! auth service (`ccass.v1.auth.*`); each service that later
 //! issues add (gateway, terminal, auth, settlement) starts here beside it. Startup fails fast,
 //! with the dependency named, when Postgres, NATS or LDAP is unreachable, the schema is not migrated
 //! or the streams are missing; after startup, outages show on `/readyz` instead.
@@ -45,6 +46,13 @@ pub enum UpError {
     },
     #[error("serve ops port: {0}")]
     Serve(std::io::Error),
+    #[error("auth service: {0}")]
+    Auth(#[from] auth::AuthError),
+    #[error("{service} service task: {message}")]
+    Task {
+        service: &'static str,
+        message: String,
+    },
 }
 
 /// The running system's listeners, bound before `run` so callers (tests) can pick port 0 and
@@ -114,12 +122,44 @@ pub async fn run(
         config.telemetry.readiness_check_timeout(),
     );
     let ops_address = listeners.ops.local_addr().map_err(UpError::Serve)?;
+    let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
+    let mut auth_service = tokio::spawn(auth::service::run(
+        config.clone(),
+        client.clone(),
+        shutdown.clone(),
+    ));
     tracing::info!(%ops_address, postgres = %postgres_address, nats = %config.bus.url, "ccass up: serving");
-    telemetry::ops::serve(listeners.ops, state, shutdown)
-        .await
-        .map_err(UpError::Serve)?;
+    let serve = telemetry::ops::serve(listeners.ops, state, shutdown);
+    tokio::pin!(serve);
+    // A service that fails stops `ccass up` with its error rather than leaving it half up.
+    tokio::select! {
+        served = &mut serve => {
+            if let Err(error) = served {
+                auth_service.abort();
+                return Err(UpError::Serve(error));
+            }
+            // Shutdown reached the ops port; the auth service finishes its requests in hand.
+            auth_finished(auth_service.await)?;
+        }
+        finished = &mut auth_service => {
+            auth_finished(finished)?;
+            serve.await.map_err(UpError::Serve)?;
+        }
+    }
     tracing::info!("ccass up: stopped");
     Ok(())
+}
+
+fn auth_finished(
+    finished: Result<Result<(), auth::AuthError>, tokio::task::JoinError>,
+) -> Result<(), UpError> {
+    match finished {
+        Ok(result) => result.map_err(UpError::from),
+        Err(error) => Err(UpError::Task {
+            service: "auth",
+            message: error.to_string(),
+        }),
+    }
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -94,6 +94,7 @@ impl BusConfig {
     }
 }
 
+pub mod auth;
 pub mod catalogue;
 pub mod init;
 pub mod subjects;

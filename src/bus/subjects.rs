@@ -188,14 +188,16 @@ pub enum AuthOperation {
     Authenticate,
     Authorise,
     Functions,
+    Users,
     Administer,
 }
 
 impl AuthOperation {
-    pub const ALL: [AuthOperation; 4] = [
+    pub const ALL: [AuthOperation; 5] = [
         AuthOperation::Authenticate,
         AuthOperation::Authorise,
         AuthOperation::Functions,
+        AuthOperation::Users,
         AuthOperation::Administer,
     ];
 
@@ -204,6 +206,7 @@ impl AuthOperation {
             AuthOperation::Authenticate => "authenticate",
             AuthOperation::Authorise => "authorise",
             AuthOperation::Functions => "functions",
+            AuthOperation::Users => "users",
             AuthOperation::Administer => "administer",
         }
     }

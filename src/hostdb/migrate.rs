@@ -47,11 +47,18 @@ pub(crate) fn hex_sha256(bytes: &[u8]) -> String {
 
 /// The migrations shipped with this binary, in version order.
 pub fn embedded() -> Vec<Migration> {
-    vec![Migration {
-        version: 1,
-        name: Cow::Borrowed("first_schema"),
-        sql: Cow::Borrowed(include_str!("migrations/V0001__first_schema.sql")),
-    }]
+    vec![
+        Migration {
+            version: 1,
+            name: Cow::Borrowed("first_schema"),
+            sql: Cow::Borrowed(include_str!("migrations/V0001__first_schema.sql")),
+        },
+        Migration {
+            version: 2,
+            name: Cow::Borrowed("auth"),
+            sql: Cow::Borrowed(include_str!("migrations/V0002__auth.sql")),
+        },
+    ]
 }
 
 /// A migration this run applied.

@@ -11,6 +11,7 @@
 //! - [`journal`]: COPY BINARY appends to the movement journals.
 //! - [`partitions`]: monthly partitions of the journals, created ahead.
 //! - [`audit`]: whole-database invariant checks (balances, conservation, references).
+//! - [`audit_trail`]: the append-only trail of authorisation decisions, and pending grants.
 //! - [`isin`]: ISIN check-digit validation (the schema enforces the same rule).
 
 use std::time::Duration;
@@ -20,6 +21,7 @@ use serde::Deserialize;
 use crate::config::{ConfigError, Secret, check_range};
 
 pub mod audit;
+pub mod audit_trail;
 pub mod isin;
 pub mod journal;
 pub mod migrate;

@@ -7,6 +7,7 @@
 
 mod harness;
 
+mod auth;
 mod bus;
 mod cli;
 mod config;

@@ -4,6 +4,8 @@
 //!   stoppable and restartable on the same port (fault tests).
 //! - [`postgres`]: a fresh, migrated database per test on the project's PostgreSQL
 //!   (`scripts/services up`), dropped afterwards.
+//! - [`ldap`]: a private slapd loaded from the LDAP fixture on a free loopback port, writable,
+//!   stoppable and restartable on the same port and data (fault tests).
 //! - [`proxy`]: a loopback TCP proxy that can cut and restore a connection path, to make a
 //!   shared server "go away" for one test only.
 //!
@@ -11,6 +13,7 @@
 //! (set by `scripts/test` and CI) an unreachable server is a failure; without it the test
 //! prints why and returns.
 
+pub mod ldap;
 pub mod nats;
 pub mod postgres;
 
