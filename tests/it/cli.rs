@@ -41,7 +41,7 @@ fn every_command_describes_itself() {
     let top = ccass(&["--help"], &[]);
     assert!(top.status.success());
     let text = stdout(&top);
-    let commands = ["up", "migrate", "seed", "audit", "bus", "config"];
+    let commands = ["up", "auth", "admin", "migrate", "seed", "audit", "bus", "config"];
     for command in commands {
         assert!(
             text.contains(command),
@@ -50,6 +50,8 @@ fn every_command_describes_itself() {
     }
     for args in [
         &["up", "--help"][..],
+        &["auth", "--help"],
+        &["admin", "--help"],
         &["migrate", "--help"],
         &["seed", "--help"],
         &["audit", "--help"],
