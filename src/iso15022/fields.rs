@@ -147,6 +147,25 @@ impl Isin {
         Ok(Isin(isin))
     }
 
+    /// Parse the format only, without verifying the check digit (typed views use this so they
+    /// can still answer for a message whose ISIN validation has rejected).
+    pub fn parse_unchecked(value: &str) -> Result<Isin, IsinError> {
+        match Isin::parse(value) {
+            Ok(isin) => Ok(isin),
+            Err(IsinError::CheckDigit { .. }) => {
+                let mut isin = [0u8; 12];
+                isin.copy_from_slice(value.as_bytes());
+                Ok(Isin(isin))
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Whether the check digit is right.
+    pub fn has_valid_check_digit(&self) -> bool {
+        isin_check_digit(&self.0[..11]) == self.0[11] - b'0'
+    }
+
     /// The 12 characters.
     pub fn as_str(&self) -> &str {
         std::str::from_utf8(&self.0).unwrap_or("")

@@ -298,6 +298,11 @@ impl<'t, 'a> Seq<'t, 'a> {
         self.fields().find(|field| field.number() == number)
     }
 
+    /// All fields of the whole text (to resolve [`SequenceNode::open`] and `close`).
+    pub fn text_fields(&self) -> &'t [Field<'a>] {
+        &self.text.fields
+    }
+
     /// Path of this sequence.
     pub fn path(&self) -> String {
         self.text.sequence_path(self.index)

@@ -23,3 +23,31 @@ fn dump() {
         }
     }
 }
+
+#[test]
+fn cli_dump() {
+    use ccass::iso15022::cli::{FinCommand, run};
+    let mut out = Vec::new();
+    let code = run(
+        &FinCommand::Parse {
+            file: "tests/data/samples/mt548-hkex-1.fin".into(),
+            mt: Some(548),
+        },
+        &mut out,
+    )
+    .unwrap();
+    println!("{code:?}\n{}", String::from_utf8(out).unwrap());
+    let mut out = Vec::new();
+    let code = run(
+        &FinCommand::Validate {
+            files: vec![
+                "tests/data/samples/mt548-hkex-1.fin".into(),
+                "tests/data/samples/mt535-prowide-ack-1.fin".into(),
+            ],
+            mt: None,
+        },
+        &mut out,
+    )
+    .unwrap();
+    println!("{code:?}\n{}", String::from_utf8(out).unwrap());
+}
