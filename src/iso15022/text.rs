@@ -232,7 +232,18 @@ impl<'t, 'a> Seq<'t, 'a> {
 
     /// The node.
     pub fn node(&self) -> SequenceNode<'a> {
-        self.text.sequences[self.index as usize]
+        // A text that was never tokenised (the envelope failed first) has no root node.
+        self.text
+            .sequences
+            .get(self.index as usize)
+            .copied()
+            .unwrap_or(SequenceNode {
+                name: "",
+                parent: NONE,
+                open: 0,
+                close: 0,
+                depth: 0,
+            })
     }
 
     /// Block name (empty for the root).

@@ -87,7 +87,8 @@ pub struct Linkage<'a> {
 /// The financial instrument (`35B`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Instrument<'a> {
-    /// ISIN when the field starts with `ISIN` (format checked; see [`Isin::has_valid_check_digit`]).
+    /// ISIN when the field starts with a well-formed `ISIN` (the check digit is not verified
+    /// here: see [`Isin::has_valid_check_digit`]; validation rejects a wrong one).
     pub isin: Option<Isin>,
     /// Raw value (description lines kept verbatim).
     pub raw: &'a str,
@@ -548,9 +549,7 @@ impl<'a> Statement<'a> {
             }
         }
         if message_type.0 == 537 {
-            for child in root.children() {
-                collect_transactions(child, None, &mut transactions);
-            }
+            collect_transactions(root, None, &mut transactions);
         }
         Ok(Statement {
             message_type,
@@ -674,10 +673,10 @@ fn instrument<'a>(sequence: Seq<'_, 'a>) -> Result<Instrument<'a>, ViewError> {
 
 fn instrument_of<'a>(field: &Field<'a>) -> Result<Instrument<'a>, ViewError> {
     let first = field.lines().next().unwrap_or("");
-    let isin = match first.strip_prefix("ISIN ") {
-        Some(code) => Some(Isin::parse_unchecked(code).map_err(|_| invalid("35B", field))?),
-        None => None,
-    };
+    // A malformed ISIN reads as none (validation reports it); the raw value stays available.
+    let isin = first
+        .strip_prefix("ISIN ")
+        .and_then(|code| Isin::parse_unchecked(code).ok());
     Ok(Instrument {
         isin,
         raw: field.value,
