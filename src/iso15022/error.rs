@@ -472,3 +472,28 @@ pub(crate) fn position(input: &str, offset: usize) -> (u32, u32) {
         u32::try_from(column).unwrap_or(u32::MAX),
     )
 }
+
+/// Fill line and column of `problems` (sorted by offset) in one pass over `input`.
+pub(crate) fn fill_positions(input: &str, problems: &mut [Problem]) {
+    let bytes = input.as_bytes();
+    let mut line: u32 = 1;
+    let mut line_start = 0;
+    let mut scanned = 0;
+    for problem in problems {
+        let offset = problem.offset.min(bytes.len());
+        if offset < scanned {
+            // Not sorted: fall back to a scan from the start.
+            (problem.line, problem.column) = position(input, offset);
+            continue;
+        }
+        for (index, &byte) in bytes[scanned..offset].iter().enumerate() {
+            if byte == b'\n' {
+                line = line.saturating_add(1);
+                line_start = scanned + index + 1;
+            }
+        }
+        scanned = offset;
+        problem.line = line;
+        problem.column = u32::try_from(offset - line_start + 1).unwrap_or(u32::MAX);
+    }
+}

@@ -530,20 +530,32 @@ pub fn first_non_x(value: &str) -> Option<usize> {
 }
 
 fn is_x_byte(byte: u8) -> bool {
-    byte.is_ascii_alphanumeric()
-        || matches!(
-            byte,
-            b'/' | b'-'
-                | b'?'
-                | b':'
-                | b'('
-                | b')'
-                | b'.'
-                | b','
-                | b'\''
-                | b'+'
-                | b' '
-                | b'\r'
-                | b'\n'
-        )
+    X_CHARSET[usize::from(byte)]
 }
+
+/// Lookup table of the SWIFT X character set (plus CR and LF).
+static X_CHARSET: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut index = 0;
+    while index < 256 {
+        let byte = index as u8;
+        table[index] = byte.is_ascii_alphanumeric()
+            || matches!(
+                byte,
+                b'/' | b'-'
+                    | b'?'
+                    | b':'
+                    | b'('
+                    | b')'
+                    | b'.'
+                    | b','
+                    | b'\''
+                    | b'+'
+                    | b' '
+                    | b'\r'
+                    | b'\n'
+            );
+        index += 1;
+    }
+    table
+};

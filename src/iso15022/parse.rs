@@ -3,7 +3,9 @@
 //! The parser never stops at the first problem: it records it and resynchronises (at the next
 //! block, the next line, the next `16S`), so one pass reports everything it can.
 
-use super::error::{Code, Disposition, NakCode, Problem, Rejection, Severity, position};
+use super::error::{
+    Code, Disposition, NakCode, Problem, Rejection, Severity, fill_positions, position,
+};
 use super::text::{Field, NONE, ROOT, SequenceNode, Text};
 use super::{INPUT_LENGTH_MAX_BYTES, MessageType, SEQUENCE_DEPTH_MAX, TAG_BLOCK_ITEMS_MAX};
 
@@ -219,9 +221,12 @@ pub fn parse_with_problems(input: &str, options: ParseOptions) -> (Message<'_>, 
             "input",
             format!("input longer than {INPUT_LENGTH_MAX_BYTES} bytes"),
         );
+        fill_positions(input, &mut parser.problems);
         return (message, parser.problems);
     }
     parser.message(&mut message, options);
+    parser.problems.sort_by_key(|problem| problem.offset);
+    fill_positions(input, &mut parser.problems);
     message.message_type = message
         .application_header
         .map(|header| header.message_type)
@@ -251,11 +256,11 @@ fn envelope_disposition(code: Code) -> Disposition {
 
 impl<'a> Parser<'a> {
     fn problem(&mut self, code: Code, offset: usize, path: &str, message: String) {
-        let (line, column) = position(self.input, offset);
+        // Line and column are filled in one pass at the end (fill_positions).
         self.problems.push(Problem {
             code,
-            line,
-            column,
+            line: 0,
+            column: 0,
             offset,
             path: path.to_owned(),
             message,
@@ -599,6 +604,10 @@ impl<'a> Parser<'a> {
     fn text_body(&mut self, message: &mut Message<'a>, start: usize) {
         let text = &mut message.text;
         text.offset = start;
+        // Sized from the input so the vectors rarely grow: a field line is rarely under 16 bytes.
+        let remaining_bytes = self.bytes.len().saturating_sub(start);
+        text.fields.reserve(remaining_bytes / 16 + 4);
+        text.sequences.reserve(remaining_bytes / 64 + 2);
         text.sequences.push(SequenceNode {
             name: "",
             parent: NONE,
@@ -622,10 +631,8 @@ impl<'a> Parser<'a> {
                 self.pos = bytes.len();
                 break;
             }
-            let newline = bytes[line_start..]
-                .iter()
-                .position(|&byte| byte == b'\n')
-                .map(|length| line_start + length);
+            let newline =
+                memchr::memchr(b'\n', &bytes[line_start..]).map(|length| line_start + length);
             let line_end = newline.unwrap_or(bytes.len());
             let content_end = if line_end > line_start && bytes[line_end - 1] == b'\r' {
                 line_end - 1
@@ -749,7 +756,6 @@ impl<'a> Parser<'a> {
             }
         }
         text.sequences[ROOT as usize].close = field_count;
-        self.problems.sort_by_key(|problem| problem.offset);
     }
 }
 

@@ -50,7 +50,13 @@ impl<'a> Field<'a> {
 
     /// Whether the field is a `16R` or `16S` marker.
     pub fn is_marker(&self) -> bool {
-        self.tag == "16R" || self.tag == "16S"
+        // Byte compares: this runs for every field of every sequence walk.
+        matches!(self.tag.as_bytes(), [b'1', b'6', b'R' | b'S'])
+    }
+
+    /// The tag as a 3-byte key (`[0; 3]` when it is not 3 bytes), for cheap matching.
+    pub(crate) fn tag_key(&self) -> [u8; 3] {
+        self.tag.as_bytes().try_into().unwrap_or([0; 3])
     }
 
     /// The value as a generic field, if it has that shape.

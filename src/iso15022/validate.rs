@@ -4,7 +4,7 @@
 //! walk over the fields for formats, the X character set, dates and ISINs. Every problem is
 //! collected; nothing stops early. No allocation happens unless a problem is found.
 
-use super::error::{Code, Disposition, NakCode, Problem, ReasonCode, Severity, position};
+use super::error::{Code, Disposition, NakCode, Problem, ReasonCode, Severity, fill_positions};
 use super::fields::{
     Isin, IsinError, first_non_x, is_bic, parse_amount, parse_date, parse_date_time,
     parse_function, parse_page, parse_quantity, parse_signed_decimal,
@@ -104,6 +104,7 @@ pub fn validate(message: &Message<'_>) -> Vec<Problem> {
         }
     }
     validator.problems.sort_by_key(|problem| problem.offset);
+    fill_positions(message.input(), &mut validator.problems);
     validator.problems
 }
 
@@ -142,11 +143,11 @@ impl<'m, 'a> Validator<'m, 'a> {
         message: String,
         disposition: Disposition,
     ) {
-        let (line, column) = position(self.input, offset);
+        // Line and column are filled in one pass at the end (fill_positions).
         self.problems.push(Problem {
             code,
-            line,
-            column,
+            line: 0,
+            column: 0,
             offset,
             path,
             message,
@@ -175,7 +176,10 @@ impl<'m, 'a> Validator<'m, 'a> {
         let Some(body) = self.input.get(start..end) else {
             return;
         };
-        // FIN counts the canonical (CRLF) text.
+        // FIN counts the canonical (CRLF) text, at most twice the bytes (every byte a bare LF).
+        if body.len() * 2 <= TEXT_LENGTH_MAX_CHARS {
+            return;
+        }
         let bytes = body.as_bytes();
         let bare_lf = bytes
             .iter()
@@ -259,17 +263,23 @@ impl<'m, 'a> Validator<'m, 'a> {
         for field in sequence.fields() {
             let qualifier = field.qualifier();
             let number = field.number();
+            let number_key = key(number);
+            let qualifier_key = qualifier.map(key);
             let matched = spec.fields.iter().position(|field_spec| {
-                field_spec.number == number
+                key(field_spec.number) == number_key
                     && (field_spec.qualifiers.is_empty()
-                        || qualifier
-                            .is_some_and(|qualifier| field_spec.qualifiers.contains(&qualifier)))
+                        || qualifier_key.is_some_and(|qualifier_key| {
+                            field_spec
+                                .qualifiers
+                                .iter()
+                                .any(|allowed| key(allowed) == qualifier_key)
+                        }))
             });
             let Some(index) = matched else {
                 if spec
                     .fields
                     .iter()
-                    .any(|field_spec| field_spec.number == number)
+                    .any(|field_spec| key(field_spec.number) == number_key)
                 {
                     self.field_problem(
                         field,
@@ -350,9 +360,10 @@ impl<'m, 'a> Validator<'m, 'a> {
             );
         }
         let tag = field.tag;
+        let tag_key = field.tag_key();
         // Non-generic fields first.
-        match tag {
-            "16R" | "16S" => {
+        match &tag_key {
+            b"16R" | b"16S" => {
                 if field.value.is_empty() || field.value.len() > 16 || field.value.contains('\n') {
                     self.field_problem(
                         field,
@@ -362,7 +373,7 @@ impl<'m, 'a> Validator<'m, 'a> {
                 }
                 return;
             }
-            "23G" => {
+            b"23G" => {
                 if parse_function(field.value).is_none() {
                     self.field_problem(
                         field,
@@ -372,7 +383,7 @@ impl<'m, 'a> Validator<'m, 'a> {
                 }
                 return;
             }
-            "28E" => {
+            b"28E" => {
                 if parse_page(field.value).is_none() {
                     self.field_problem(
                         field,
@@ -385,7 +396,7 @@ impl<'m, 'a> Validator<'m, 'a> {
                 }
                 return;
             }
-            "35B" => {
+            b"35B" => {
                 self.instrument(field);
                 return;
             }
@@ -415,13 +426,13 @@ impl<'m, 'a> Validator<'m, 'a> {
             );
         }
         let value = generic.value;
-        let ok = match tag {
-            "98A" => self.date(field, value, parse_date(value).is_some(), 8),
-            "98C" => self.date(field, value, parse_date_time(value).is_some(), 14),
-            "98B" | "22F" | "22H" | "25D" | "24B" | "12A" => {
-                is_code(value) || (tag == "12A" && value.len() <= 30)
+        let ok = match &tag_key {
+            b"98A" => self.date(field, value, parse_date(value).is_some(), 8),
+            b"98C" => self.date(field, value, parse_date_time(value).is_some(), 14),
+            b"98B" | b"22F" | b"22H" | b"25D" | b"24B" | b"12A" => {
+                is_code(value) || (&tag_key == b"12A" && value.len() <= 30)
             }
-            "69A" => match value.split_once('/') {
+            b"69A" => match value.split_once('/') {
                 Some((from, to)) => self.date(
                     field,
                     value,
@@ -430,35 +441,35 @@ impl<'m, 'a> Validator<'m, 'a> {
                 ),
                 None => false,
             },
-            "20C" => self.reference(field, value),
-            "13A" => value.len() == 3 && value.bytes().all(|byte| byte.is_ascii_alphanumeric()),
-            "36B" | "93B" => parse_quantity(value).is_some(),
-            "19A" | "19B" => parse_amount(value).is_some(),
-            "90A" => value.split_once('/').is_some_and(|(kind, number)| {
+            b"20C" => self.reference(field, value),
+            b"13A" => value.len() == 3 && value.bytes().all(|byte| byte.is_ascii_alphanumeric()),
+            b"36B" | b"93B" => parse_quantity(value).is_some(),
+            b"19A" | b"19B" => parse_amount(value).is_some(),
+            b"90A" => value.split_once('/').is_some_and(|(kind, number)| {
                 is_code(kind) && parse_signed_decimal(number).is_some()
             }),
-            "90B" => value
+            b"90B" => value
                 .split_once('/')
                 .is_some_and(|(kind, amount)| is_code(kind) && parse_amount(amount).is_some()),
-            "92A" => parse_signed_decimal(value).is_some(),
-            "97A" | "97E" => !value.is_empty() && value.len() <= 35 && !value.contains('\n'),
-            "97B" => value.split_once('/').is_some_and(|(kind, account)| {
+            b"92A" => parse_signed_decimal(value).is_some(),
+            b"97A" | b"97E" => !value.is_empty() && value.len() <= 35 && !value.contains('\n'),
+            b"97B" => value.split_once('/').is_some_and(|(kind, account)| {
                 is_code(kind) && !account.is_empty() && account.len() <= 35
             }),
-            "95P" => self.bic(field, value),
-            "95R" => generic.scheme.is_some() && !value.is_empty() && value.len() <= 34,
-            "95Q" | "70C" | "70D" | "70E" => {
+            b"95P" => self.bic(field, value),
+            b"95R" => generic.scheme.is_some() && !value.is_empty() && value.len() <= 34,
+            b"95Q" | b"70C" | b"70D" | b"70E" => {
                 value.split('\n').count() <= 10
                     && value
                         .split('\n')
                         .all(|line| line.trim_end_matches('\r').len() <= 35)
             }
-            "94F" => value
+            b"94F" => value
                 .split_once('/')
                 .is_some_and(|(kind, bic)| is_code(kind) && is_bic(bic)),
-            "11A" => value.len() == 3 && value.bytes().all(|byte| byte.is_ascii_uppercase()),
-            "17B" => value == "Y" || value == "N",
-            "99A" => {
+            b"11A" => value.len() == 3 && value.bytes().all(|byte| byte.is_ascii_uppercase()),
+            b"17B" => value == "Y" || value == "N",
+            b"99A" => {
                 let digits = value.strip_prefix('N').unwrap_or(value);
                 digits.len() == 3 && digits.bytes().all(|byte| byte.is_ascii_digit())
             }
@@ -471,9 +482,9 @@ impl<'m, 'a> Validator<'m, 'a> {
                 format!("'{}' is not a valid {tag} value", first_line(value)),
             );
         }
-        match tag {
-            "25D" if generic.scheme.is_none() => self.status_code(field, generic.qualifier, value),
-            "24B"
+        match &tag_key {
+            b"25D" if generic.scheme.is_none() => self.status_code(field, generic.qualifier, value),
+            b"24B"
                 if generic.scheme.is_none()
                     && schema::REASON_QUALIFIERS.contains(&generic.qualifier)
                     && Reason::parse(value).is_none()
@@ -699,4 +710,11 @@ fn is_generic_tag(tag: &str) -> bool {
                 | "99"
         )
     )
+}
+
+/// A short code (tag number, qualifier) as an integer, for compares without `memcmp`.
+fn key(code: &str) -> u32 {
+    code.bytes()
+        .take(4)
+        .fold(0, |total, byte| (total << 8) | u32::from(byte))
 }
