@@ -209,6 +209,7 @@ fn summary(budget: Duration) {
 
 fn main() {
     let benchmarking = std::env::args().any(|argument| argument == "--bench");
+    let profiling = std::env::args().any(|argument| argument == "--profile-time");
     let mut criterion = Criterion::default().configure_from_args();
     benches(&mut criterion);
     criterion.final_summary();
@@ -217,5 +218,7 @@ fn main() {
     } else {
         Duration::from_millis(10)
     };
-    summary(budget);
+    if !profiling {
+        summary(budget);
+    }
 }

@@ -66,7 +66,13 @@ impl<'a> Field<'a> {
 
     /// The qualifier of a generic field.
     pub fn qualifier(&self) -> Option<&'a str> {
-        self.generic().map(|generic| generic.qualifier)
+        // Same rule as `generic()` for the qualifier, without splitting the rest.
+        let bytes = self.value.as_bytes();
+        let generic = bytes.len() >= 6
+            && bytes[0] == b':'
+            && bytes[5] == b'/'
+            && bytes[1..5].iter().all(u8::is_ascii_alphanumeric);
+        if generic { self.value.get(1..5) } else { None }
     }
 
     /// The value's lines without their line endings.
@@ -92,8 +98,9 @@ pub(crate) fn parse_generic(value: &str) -> Option<Generic<'_>> {
             one_slash: false,
         });
     }
-    match rest.find('/') {
-        Some(index) if !rest[..index].contains('\n') => Some(Generic {
+    let end_of_scheme = rest.bytes().position(|byte| byte == b'/' || byte == b'\n');
+    match end_of_scheme {
+        Some(index) if rest.as_bytes()[index] == b'/' => Some(Generic {
             qualifier,
             scheme: Some(&rest[..index]),
             value: &rest[index + 1..],
@@ -295,19 +302,24 @@ impl<'t, 'a> Seq<'t, 'a> {
 
     /// Direct child sequences named `name`.
     pub fn sequences(&self, name: &'t str) -> impl Iterator<Item = Seq<'t, 'a>> + 't {
-        self.children().filter(move |child| child.name() == name)
+        self.children()
+            .filter(move |child| same(child.name(), name))
     }
 
     /// First direct child sequence named `name`.
     pub fn sequence(&self, name: &str) -> Option<Seq<'t, 'a>> {
-        self.children().find(|child| child.name() == name)
+        self.children().find(|child| same(child.name(), name))
     }
 
     /// First direct field with tag number `number` (any option) and generic qualifier
     /// `qualifier`.
     pub fn field(&self, number: &str, qualifier: &str) -> Option<&'t Field<'a>> {
-        self.fields()
-            .find(|field| field.number() == number && field.qualifier() == Some(qualifier))
+        self.fields().find(|field| {
+            same(field.number(), number)
+                && field
+                    .qualifier()
+                    .is_some_and(|found| same(found, qualifier))
+        })
     }
 
     /// First direct field with tag number `number` (any option), generic or not.
@@ -324,4 +336,26 @@ impl<'t, 'a> Seq<'t, 'a> {
     pub fn path(&self) -> String {
         self.text.sequence_path(self.index)
     }
+}
+
+/// String equality for the short codes of ISO 15022 (tags, qualifiers, block names) without a
+/// `memcmp` call: a length check and a byte loop the compiler keeps inline.
+pub(crate) fn same(left: &str, right: &str) -> bool {
+    let (left, right) = (left.as_bytes(), right.as_bytes());
+    if left.len() != right.len() {
+        return false;
+    }
+    if let (Some(left4), Some(right4)) = (left.first_chunk::<4>(), right.first_chunk::<4>())
+        && left.len() == 4
+    {
+        return left4 == right4;
+    }
+    let mut index = 0;
+    while index < left.len() {
+        if left[index] != right[index] {
+            return false;
+        }
+        index += 1;
+    }
+    true
 }

@@ -11,7 +11,7 @@ use super::fields::{
 };
 use super::parse::{Message, ParseOptions, parse_with_problems};
 use super::schema::{self, FieldSpec, MANY, SeqSpec};
-use super::text::{Field, Seq, Text, parse_generic};
+use super::text::{Field, Seq, Text, parse_generic, same};
 use super::{ReasonCode as Reason, TEXT_LENGTH_MAX_CHARS};
 
 /// Most field specs a sequence spec may have (the counters live on the stack).
@@ -201,7 +201,7 @@ impl<'m, 'a> Validator<'m, 'a> {
     fn children(&mut self, parent: Seq<'m, 'a>, specs: &'static [SeqSpec]) {
         let mut counts = [0u8; SPECS_PER_SEQUENCE_MAX];
         for child in parent.children() {
-            let Some(index) = specs.iter().position(|spec| spec.name == child.name()) else {
+            let Some(index) = specs.iter().position(|spec| same(spec.name, child.name())) else {
                 let open = self.text.fields()[child.node().open as usize];
                 self.field_problem(
                     &open,
@@ -263,23 +263,22 @@ impl<'m, 'a> Validator<'m, 'a> {
         for field in sequence.fields() {
             let qualifier = field.qualifier();
             let number = field.number();
-            let number_key = key(number);
-            let qualifier_key = qualifier.map(key);
+
             let matched = spec.fields.iter().position(|field_spec| {
-                key(field_spec.number) == number_key
+                same(field_spec.number, number)
                     && (field_spec.qualifiers.is_empty()
-                        || qualifier_key.is_some_and(|qualifier_key| {
+                        || qualifier.is_some_and(|qualifier| {
                             field_spec
                                 .qualifiers
                                 .iter()
-                                .any(|allowed| key(allowed) == qualifier_key)
+                                .any(|allowed| same(allowed, qualifier))
                         }))
             });
             let Some(index) = matched else {
                 if spec
                     .fields
                     .iter()
-                    .any(|field_spec| key(field_spec.number) == number_key)
+                    .any(|field_spec| same(field_spec.number, number))
                 {
                     self.field_problem(
                         field,
@@ -459,10 +458,8 @@ impl<'m, 'a> Validator<'m, 'a> {
             b"95P" => self.bic(field, value),
             b"95R" => generic.scheme.is_some() && !value.is_empty() && value.len() <= 34,
             b"95Q" | b"70C" | b"70D" | b"70E" => {
-                value.split('\n').count() <= 10
-                    && value
-                        .split('\n')
-                        .all(|line| line.trim_end_matches('\r').len() <= 35)
+                let (lines, longest) = line_shape(value);
+                lines <= 10 && longest <= 35
             }
             b"94F" => value
                 .split_once('/')
@@ -565,15 +562,9 @@ impl<'m, 'a> Validator<'m, 'a> {
 
     fn instrument(&mut self, field: &Field<'_>) {
         let first = first_line(field.value);
-        let lines = field.value.split('\n').count();
+        let (lines, longest) = line_shape(field.value);
         let isin_line = first.starts_with("ISIN");
-        if lines > 5
-            || (!isin_line && lines > 4)
-            || field
-                .value
-                .split('\n')
-                .any(|line| line.trim_end_matches('\r').len() > 35)
-        {
+        if lines > 5 || (!isin_line && lines > 4) || longest > 35 {
             self.field_problem(
                 field,
                 Code::FieldFormat,
@@ -672,8 +663,23 @@ fn value_offset(input: &str, field: &Field<'_>) -> usize {
 }
 
 fn first_line(value: &str) -> &str {
-    let line = value.split('\n').next().unwrap_or("");
+    let line = match memchr::memchr(b'\n', value.as_bytes()) {
+        Some(index) => &value[..index],
+        None => value,
+    };
     line.strip_suffix('\r').unwrap_or(line)
+}
+
+/// Number of lines and length of the longest line (without its line ending).
+fn line_shape(value: &str) -> (usize, usize) {
+    let mut lines = 0;
+    let mut longest = 0;
+    for line in value.as_bytes().split(|&byte| byte == b'\n') {
+        lines += 1;
+        let length = line.len() - usize::from(line.last() == Some(&b'\r'));
+        longest = longest.max(length);
+    }
+    (lines, longest)
 }
 
 /// `4!c`: four upper-case letters or digits.
@@ -710,11 +716,4 @@ fn is_generic_tag(tag: &str) -> bool {
                 | "99"
         )
     )
-}
-
-/// A short code (tag number, qualifier) as an integer, for compares without `memcmp`.
-fn key(code: &str) -> u32 {
-    code.bytes()
-        .take(4)
-        .fold(0, |total, byte| (total << 8) | u32::from(byte))
 }
