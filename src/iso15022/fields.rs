@@ -559,3 +559,106 @@ static X_CHARSET: [bool; 256] = {
     }
     table
 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimals_use_a_comma_and_an_n_sign() {
+        assert_eq!(parse_decimal("1,"), Some(Decimal::ONE));
+        assert_eq!(parse_decimal("0,5"), Some(Decimal::new(5, 1)));
+        assert_eq!(
+            parse_decimal("123456,78"),
+            Some(Decimal::new(12_345_678, 2))
+        );
+        assert_eq!(
+            parse_signed_decimal("N990692,"),
+            Some(Decimal::from(-990_692))
+        );
+        for bad in [
+            "",
+            ",5",
+            "1.5",
+            "15",
+            "1,2,3",
+            "1234567890123456,",
+            "N",
+            "-1,",
+        ] {
+            assert_eq!(parse_signed_decimal(bad), None, "{bad}");
+        }
+        for value in [
+            Decimal::ONE,
+            Decimal::new(-5, 1),
+            Decimal::new(31_000_000, 0),
+        ] {
+            let mut text = String::new();
+            format_decimal(value, &mut text);
+            assert_eq!(parse_signed_decimal(&text), Some(value), "{text}");
+        }
+    }
+
+    #[test]
+    fn isins_have_a_luhn_check_digit() {
+        for valid in [
+            "US0378331005",
+            "DE0001141828",
+            "GB0007192106",
+            "CH0011075394",
+        ] {
+            assert!(Isin::parse(valid).is_ok(), "{valid}");
+        }
+        assert_eq!(
+            Isin::parse("US0378331004"),
+            Err(IsinError::CheckDigit {
+                expected: 5,
+                found: 4
+            })
+        );
+        assert_eq!(Isin::parse("A1234567890"), Err(IsinError::Format));
+        assert!(
+            !Isin::parse_unchecked("US0378331004")
+                .map_or(true, |isin| isin.has_valid_check_digit())
+        );
+    }
+
+    #[test]
+    fn dates_must_exist_on_the_calendar() {
+        assert!(parse_date("20240229").is_some());
+        assert!(parse_date("20230229").is_none());
+        assert!(parse_date("20150230").is_none());
+        assert!(parse_date("2024022").is_none());
+        assert!(parse_date_time("20211216144402").is_some());
+        assert!(parse_date_time("20211216246000").is_none());
+    }
+
+    #[test]
+    fn codes_parse_into_their_parts() {
+        assert!(is_bic("CCASHKHH") && is_bic("CCASHKHHXXX") && !is_bic("FOOEITM0X"));
+        let function = parse_function("NEWM/COPY");
+        assert_eq!(
+            function,
+            Some(Function {
+                code: FunctionCode::Newm,
+                subfunction: Some(Subfunction::Copy)
+            })
+        );
+        assert_eq!(
+            parse_page("00001/ONLY"),
+            Some(Page {
+                number: 1,
+                continuation: Continuation::Only
+            })
+        );
+        assert_eq!(parse_page("REAS/PAGE/00001/ONLY"), None);
+        let amount = parse_amount("NEUR1234,5");
+        assert_eq!(
+            amount.map(|amount| amount.value),
+            Some(Decimal::new(-12_345, 1))
+        );
+        assert!(
+            is_x_charset("ABC abc 0-9/?:().,'+\r\n") && !is_x_charset("a=b") && !is_x_charset("{")
+        );
+    }
+}

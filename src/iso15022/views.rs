@@ -280,6 +280,49 @@ pub enum StatusQualifier {
     Other,
 }
 
+/// Status code of `25D` in the SMPG vocabulary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusCode {
+    /// IPRC: acknowledged, accepted.
+    Pack,
+    /// IPRC: rejected.
+    Rejt,
+    /// MTCH: matched.
+    Mach,
+    /// MTCH: unmatched.
+    Nmat,
+    /// SETT: pending.
+    Pend,
+    /// SETT: failing (pending past the settlement date).
+    Penf,
+    /// CPRC (or IPRC): cancelled.
+    Cand,
+    /// CPRC (or IPRC): cancellation pending.
+    Canp,
+    /// CPRC: cancellation denied.
+    Dend,
+    /// Another code (or a proprietary one), kept as written in [`Status::code`].
+    Other,
+}
+
+impl StatusCode {
+    /// Read a 4-letter status code.
+    pub fn parse(code: &str) -> StatusCode {
+        match code {
+            "PACK" => StatusCode::Pack,
+            "REJT" => StatusCode::Rejt,
+            "MACH" => StatusCode::Mach,
+            "NMAT" => StatusCode::Nmat,
+            "PEND" => StatusCode::Pend,
+            "PENF" => StatusCode::Penf,
+            "CAND" => StatusCode::Cand,
+            "CANP" => StatusCode::Canp,
+            "DEND" => StatusCode::Dend,
+            _ => StatusCode::Other,
+        }
+    }
+}
+
 /// One `STAT` sequence.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Status<'a> {
@@ -289,7 +332,9 @@ pub struct Status<'a> {
     pub qualifier_code: &'a str,
     /// Data source scheme (proprietary status), when present.
     pub scheme: Option<&'a str>,
-    /// Status code: `PACK`, `REJT`, `MACH`, `NMAT`, `PEND`, `PENF`, `CAND`, `CANP`, `DEND`...
+    /// Typed status code (`Other` for proprietary or unlisted codes).
+    pub status: StatusCode,
+    /// Status code as written: `PACK`, `REJT`, `MACH`, `NMAT`, `PEND`, `PENF`, `CAND`...
     pub code: &'a str,
     /// `REAS` sequences in order.
     pub reasons: Vec<Reason<'a>>,
@@ -391,6 +436,11 @@ impl<'a> StatusAdvice<'a> {
                 qualifier,
                 qualifier_code: generic.qualifier,
                 scheme: generic.scheme,
+                status: if generic.scheme.is_none() {
+                    StatusCode::parse(generic.value)
+                } else {
+                    StatusCode::Other
+                },
                 code: generic.value,
                 reasons,
             });

@@ -19,7 +19,7 @@ use ccass::iso15022::fields::{
 };
 use ccass::iso15022::views::{
     Linkage, Party, PaymentType, SettlementDirection, SettlementInstruction, Statement,
-    StatusAdvice, StatusQualifier,
+    StatusAdvice, StatusCode, StatusQualifier,
 };
 use ccass::iso15022::{
     self, AckStatus, Code, Disposition, MessageType, NakCode, ParseOptions, ReasonCode, Severity,
@@ -377,6 +377,7 @@ fn lenient_hkex_status_reads_as_double_slash() {
     assert_eq!(advice.related_reference(), Some("D20123456"));
     let settlement = advice.status(StatusQualifier::Sett).unwrap();
     assert_eq!(settlement.code, "PEND");
+    assert_eq!(settlement.status, StatusCode::Pend);
     assert_eq!(settlement.reasons[0].qualifier, "DEND");
     assert_eq!(settlement.reasons[0].code, Some(ReasonCode::Narr));
     assert!(advice.transaction.is_none());
