@@ -7,7 +7,9 @@ use super::error::{
     Code, Disposition, NakCode, Problem, Rejection, Severity, fill_positions, position,
 };
 use super::text::{Field, NONE, ROOT, SequenceNode, Text};
-use super::{INPUT_LENGTH_MAX_BYTES, MessageType, SEQUENCE_DEPTH_MAX, TAG_BLOCK_ITEMS_MAX};
+use super::{
+    INPUT_LENGTH_MAX_BYTES, MessageType, PROBLEMS_MAX, SEQUENCE_DEPTH_MAX, TAG_BLOCK_ITEMS_MAX,
+};
 
 /// What the caller accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -256,6 +258,9 @@ fn envelope_disposition(code: Code) -> Disposition {
 
 impl<'a> Parser<'a> {
     fn problem(&mut self, code: Code, offset: usize, path: &str, message: String) {
+        if self.problems.len() >= PROBLEMS_MAX {
+            return;
+        }
         // Line and column are filled in one pass at the end (fill_positions).
         self.problems.push(Problem {
             code,
@@ -775,6 +780,9 @@ fn tag_length(line: &[u8]) -> Option<usize> {
 fn input_direction(rest: &str) -> Option<Direction<'_>> {
     // receiver(12) priority(1) monitoring(1) obsolescence(3); every part may be absent, and a
     // lone priority (`I564N`) is accepted.
+    if !rest.is_ascii() {
+        return None;
+    }
     let (receiver, rest) = if rest.len() >= 12 {
         (Some(&rest[..12]), &rest[12..])
     } else {

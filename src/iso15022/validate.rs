@@ -12,7 +12,7 @@ use super::fields::{
 use super::parse::{Message, ParseOptions, parse_with_problems};
 use super::schema::{self, FieldSpec, MANY, SeqSpec};
 use super::text::{Field, Seq, Text, parse_generic, same};
-use super::{ReasonCode as Reason, TEXT_LENGTH_MAX_CHARS};
+use super::{PROBLEMS_MAX, ReasonCode as Reason, TEXT_LENGTH_MAX_CHARS};
 
 /// Most field specs a sequence spec may have (the counters live on the stack).
 const SPECS_PER_SEQUENCE_MAX: usize = 32;
@@ -143,6 +143,9 @@ impl<'m, 'a> Validator<'m, 'a> {
         message: String,
         disposition: Disposition,
     ) {
+        if self.problems.len() >= PROBLEMS_MAX {
+            return;
+        }
         // Line and column are filled in one pass at the end (fill_positions).
         self.problems.push(Problem {
             code,

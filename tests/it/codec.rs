@@ -1292,6 +1292,28 @@ proptest! {
     }
 
     #[test]
+    fn envelope_shaped_text_with_any_characters_never_panics(
+        block1 in ".{0,30}",
+        block2 in ".{0,50}",
+        fields in proptest::collection::vec((":[0-9]{2}[A-Z]?:", ".{0,40}"), 0..12),
+        tail in ".{0,20}",
+    ) {
+        let mut text = format!("{{1:{block1}}}{{2:{block2}}}{{4:\r\n");
+        for (tag, value) in &fields {
+            text.push_str(tag);
+            text.push_str(value);
+            text.push_str("\r\n");
+        }
+        text.push_str("-}");
+        text.push_str(&tail);
+        for options in [ParseOptions::fin(), ParseOptions::text_only(Some(MessageType(548)))] {
+            let report = iso15022::check(&text, options);
+            let _ = iso15022::to_canonical(&report.message);
+            let _ = StatusAdvice::from_message(&report.message);
+        }
+    }
+
+    #[test]
     fn mutated_samples_never_panic(
         index in 0usize..TABLE.len(),
         position in any::<prop::sample::Index>(),
