@@ -989,6 +989,19 @@ fn builders_produce_valid_messages_of_every_type() {
         parties: &parties,
         settlement_amount: None,
     };
+    let previous = [Linkage {
+        qualifier: "PREV",
+        reference: "SEME0001",
+    }];
+    let linked = SettlementInstructionSpec {
+        links: &previous,
+        ..cancel
+    };
+    let text = build::settlement_instruction(None, &linked).unwrap();
+    let message = iso15022::parse(&text, ParseOptions::text_only(Some(MessageType(540)))).unwrap();
+    let view = SettlementInstruction::from_message(&message).unwrap();
+    assert_eq!(view.function.code, FunctionCode::Canc);
+    assert_eq!(view.previous_reference(), Some("SEME0001"));
     match build::settlement_instruction(None, &cancel) {
         Err(build::BuildError::Invalid(rejection)) => {
             assert_eq!(
