@@ -6,7 +6,7 @@
 use super::error::{
     Code, Disposition, NakCode, Problem, Rejection, Severity, fill_positions, position,
 };
-use super::text::{Field, NONE, ROOT, SequenceNode, Text};
+use super::text::{Field, NONE, ROOT, SequenceNode, Text, same};
 use super::{
     INPUT_LENGTH_MAX_BYTES, MessageType, PROBLEMS_MAX, SEQUENCE_DEPTH_MAX, TAG_BLOCK_ITEMS_MAX,
 };
@@ -659,7 +659,7 @@ impl<'a> Parser<'a> {
                         let value = &self.input[value_start..content_end];
                         let index = text.fields.len();
                         let mut sequence = current;
-                        if tag == "16R" {
+                        if same(tag, "16R") {
                             let depth = text.sequences[current as usize].depth + 1;
                             if depth as usize > SEQUENCE_DEPTH_MAX {
                                 self.problem(
@@ -679,7 +679,7 @@ impl<'a> Parser<'a> {
                                 current = (text.sequences.len() - 1) as u32;
                                 sequence = current;
                             }
-                        } else if tag == "16S" {
+                        } else if same(tag, "16S") {
                             if current == ROOT {
                                 self.problem(
                                     Code::SequenceUnopened,
@@ -690,7 +690,7 @@ impl<'a> Parser<'a> {
                                 sequence = NONE;
                             } else {
                                 let node = &mut text.sequences[current as usize];
-                                if node.name != value {
+                                if !same(node.name, value) {
                                     let expected = node.name;
                                     self.problem(
                                         Code::SequenceMismatch,

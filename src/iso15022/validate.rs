@@ -302,7 +302,11 @@ impl<'m, 'a> Validator<'m, 'a> {
                 continue;
             };
             let field_spec: &FieldSpec = &spec.fields[index];
-            if !field_spec.options.contains(field.option()) || field.option().is_empty() {
+            let option_allowed = match field.option().as_bytes() {
+                [letter] => field_spec.options.as_bytes().contains(letter),
+                _ => false,
+            };
+            if !option_allowed {
                 self.field_problem(
                     field,
                     Code::OptionNotAllowed,
