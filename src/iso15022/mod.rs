@@ -3,14 +3,14 @@
 //! # Design
 //!
 //! A sans-I/O layer in the spirit of rust-postgres' protocol crate: `&str` in, borrowed
-//! [`Message`] out; [`write`] back to canonical text; no tokio, NATS, SQL or filesystem here
+//! [`Message`] out; [`write()`] back to canonical text; no tokio, NATS, SQL or filesystem here
 //! (only [`cli`] touches files).
 //!
 //! * [`parse()`] tokenises the envelope (blocks 1, 2, 3, 4, 5, S, a leading ACK/NAK service
 //!   message, trailing whitespace) and block 4 into a flat list of borrowed [`Field`]s plus a
 //!   flat `16R`/`16S` sequence tree ([`Text`]): two allocations per message. Continuation lines
 //!   are kept verbatim; only a colon at the start of a line opens a tag. CRLF, LF and mixed line
-//!   endings are accepted; [`write`] always emits CRLF.
+//!   endings are accepted; [`write()`] always emits CRLF.
 //! * [`validate()`] applies the network-style rules of the message type's schema (mandatory
 //!   sequences and fields, qualifiers and options per sequence, repetition, field formats, the
 //!   X character set, the 10,000-character text limit, ISIN check digits, calendar dates) plus a
@@ -34,6 +34,20 @@
 //!   so ([`ParseOptions::text_only`]), with the message type given by the caller.
 //! * Message types without a schema here (MT564, MT566, ...) get the generic checks only and a
 //!   [`Code::NoSchema`] warning.
+//! * A wrong ISIN check digit (common in published examples) is a business rejection
+//!   ([`Code::InvalidIsin`] → MT548 `REJT` with `DSEC`), not a syntax error: such messages still
+//!   parse, round-trip and answer their typed views. A date such as `11111111` is a valid
+//!   calendar date and passes; plausibility against the settlement calendar is the settlement
+//!   engine's job.
+//!
+//! The expected outcome of every public sample is listed in `tests/it/codec.rs`.
+//!
+//! # What is not checked (yet)
+//!
+//! Field order inside a sequence; the sub-sequences marked open in the schemas (REPO, OTHRPRTY,
+//! ADDINFO, FIA, BREAK, CSHPRTY, MT536/537 detail sequences, PENA); consistency of a `24B`
+//! reason qualifier with its `25D` status; network rules that span sequences beyond the
+//! settlement-party, cancellation-link and against-payment-amount rules.
 //!
 //! # Limits
 //!

@@ -120,7 +120,7 @@ pub(crate) fn parse_generic(value: &str) -> Option<Generic<'_>> {
 pub struct SequenceNode<'a> {
     /// Block name, e.g. `SETPRTY` (empty for the root).
     pub name: &'a str,
-    /// Parent index ([`NONE`] for the root).
+    /// Parent index (`u32::MAX` for the root).
     pub parent: u32,
     /// Index of the opening `16R` field (0 for the root).
     pub open: u32,
