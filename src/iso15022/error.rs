@@ -449,11 +449,41 @@ fn first(problems: &[Problem]) -> String {
 }
 
 impl Rejection {
-    /// The first error, whose disposition is the answer to send.
+    /// The first error by position.
     pub fn first_error(&self) -> Option<&Problem> {
         self.problems
             .iter()
             .find(|problem| problem.severity() == Severity::Error)
+    }
+
+    /// The answer to send: a NAK with the code of the first network-level error if there is
+    /// one (the network refuses before the business layer looks), else a business rejection
+    /// with the reason of the first business error. `None` when there is no error.
+    pub fn disposition(&self) -> Option<Disposition> {
+        let errors = || {
+            self.problems
+                .iter()
+                .filter(|problem| problem.severity() == Severity::Error)
+        };
+        errors()
+            .find(|problem| matches!(problem.disposition, Disposition::Nak(_)))
+            .or_else(|| errors().next())
+            .map(|problem| problem.disposition)
+    }
+
+    /// Every distinct business reason among the errors, in order of first appearance (the
+    /// `REAS` sequences of the MT548 rejection).
+    pub fn reasons(&self) -> Vec<ReasonCode> {
+        let mut reasons = Vec::new();
+        for problem in &self.problems {
+            if let Disposition::Reject(reason) = problem.disposition
+                && problem.severity() == Severity::Error
+                && !reasons.contains(&reason)
+            {
+                reasons.push(reason);
+            }
+        }
+        reasons
     }
 }
 

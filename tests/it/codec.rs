@@ -367,6 +367,24 @@ fn problems_map_to_nak_codes_or_reason_codes() {
 }
 
 #[test]
+fn rejections_answer_with_a_nak_before_a_business_reason() {
+    // Goal: the gateway gets one answer per rejected message. Method: a syntax error wins over
+    // a bad ISIN; a bad ISIN alone is a REJT with DSEC.
+    let both = iso15022::check(sample("mt541-prowide-1.fin"), ParseOptions::fin())
+        .into_result()
+        .unwrap_err();
+    assert_eq!(both.disposition(), Some(Disposition::Nak(NakCode::T56)));
+    assert_eq!(both.reasons(), [ReasonCode::Dsec]);
+    let business = iso15022::check(sample("mt541-prowide-2.fin"), ParseOptions::fin())
+        .into_result()
+        .unwrap_err();
+    assert_eq!(
+        business.disposition(),
+        Some(Disposition::Reject(ReasonCode::Dsec))
+    );
+}
+
+#[test]
 fn lenient_hkex_status_reads_as_double_slash() {
     // Goal: the CCASS one-slash form is accepted and means what it says.
     let input = sample("mt548-hkex-1.fin");
