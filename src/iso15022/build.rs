@@ -27,6 +27,15 @@ pub enum BuildError {
     /// The built message does not validate (the spec was inconsistent).
     #[error("built message does not validate: {0}")]
     Invalid(Rejection),
+    /// A value carried a line break followed by `:` or `-}`, which would read back as extra
+    /// fields or the end of the text.
+    #[error("a value would be read back as {found} fields instead of {written}")]
+    FieldInjection {
+        /// Fields the builder wrote.
+        written: usize,
+        /// Fields the parser found.
+        found: usize,
+    },
 }
 
 /// Blocks 1 and 2 of an input message.
@@ -46,6 +55,8 @@ pub struct Envelope<'s> {
 #[derive(Debug, Clone, Default)]
 pub struct TextBuilder {
     out: String,
+    /// Fields written, checked against what the parser reads back.
+    field_count: usize,
 }
 
 impl TextBuilder {
@@ -53,6 +64,7 @@ impl TextBuilder {
     pub fn new() -> TextBuilder {
         TextBuilder {
             out: String::with_capacity(512),
+            field_count: 0,
         }
     }
 
@@ -68,6 +80,7 @@ impl TextBuilder {
 
     /// `:tag:value` with the value written as given (lines separated by CRLF or LF).
     pub fn field(&mut self, tag: &str, value: &str) -> &mut Self {
+        self.field_count += 1;
         self.out.push(':');
         self.out.push_str(tag);
         self.out.push(':');
@@ -77,6 +90,7 @@ impl TextBuilder {
     }
 
     fn open_generic(&mut self, tag: &str, qualifier: &str, scheme: Option<&str>) {
+        self.field_count += 1;
         self.out.push(':');
         self.out.push_str(tag);
         self.out.push_str("::");
@@ -227,9 +241,16 @@ impl TextBuilder {
         } else {
             ParseOptions::text_only(Some(message_type))
         };
-        check(&message, options)
+        let parsed = check(&message, options)
             .into_result()
             .map_err(BuildError::Invalid)?;
+        let found = parsed.text.fields().len();
+        if found != self.field_count {
+            return Err(BuildError::FieldInjection {
+                written: self.field_count,
+                found,
+            });
+        }
         Ok(message)
     }
 }

@@ -1156,6 +1156,52 @@ fn builders_produce_valid_messages_of_every_type() {
 }
 
 #[test]
+fn builder_values_cannot_inject_fields() {
+    // Goal: a value cannot smuggle in a field. Method: a party name whose second line is a field
+    // that would be valid where it lands (20C::PROC in SETPRTY).
+    let parties = [
+        Party {
+            role: "DEAG",
+            id: PartyId::NameAndAddress("BANK NAME\n:20C::PROC//FORGED"),
+            safekeeping_account: None,
+        },
+        Party {
+            role: "PSET",
+            id: PartyId::Bic("CCASHKHH"),
+            safekeeping_account: None,
+        },
+    ];
+    let spec = SettlementInstructionSpec {
+        message_type: MessageType(540),
+        function: Function {
+            code: FunctionCode::Newm,
+            subfunction: None,
+        },
+        reference: "SEME0003",
+        links: &[],
+        prepared: None,
+        trade_date: None,
+        settlement_date: date!(2026 - 11 - 26),
+        isin: isin_from("HK000000700"),
+        description: None,
+        quantity: Quantity {
+            kind: QuantityKind::Unit,
+            value: Decimal::ONE,
+        },
+        account: "A1",
+        transaction_type: "TRAD",
+        parties: &parties,
+        settlement_amount: None,
+    };
+    match build::settlement_instruction(None, &spec) {
+        Err(build::BuildError::FieldInjection { written, found }) => {
+            assert_eq!(found, written + 1);
+        }
+        other => panic!("injected field must be refused: {other:?}"),
+    }
+}
+
+#[test]
 fn cli_validate_parse_and_fmt() {
     // Goal: the three subcommands behave as documented. Method: run them on samples.
     let mut out = Vec::new();
