@@ -22,7 +22,8 @@ fuzz_target!(|data: &[u8]| {
     let _ = Statement::from_message(&report.message);
     if report.is_valid() {
         let canonical = iso15022::to_canonical(&report.message);
-        let again = iso15022::parse(&canonical, options).expect("canonical form of a valid message parses");
+        let again =
+            iso15022::parse(&canonical, options).expect("canonical form of a valid message parses");
         assert_eq!(iso15022::to_canonical(&again), canonical);
     }
 });
