@@ -526,7 +526,26 @@ pub fn is_x_charset(value: &str) -> bool {
 
 /// Offset of the first byte outside the X character set.
 pub fn first_non_x(value: &str) -> Option<usize> {
-    value.bytes().position(|byte| !is_x_byte(byte))
+    // Chunks without a branch per byte; the exact position only when a chunk fails.
+    const CHUNK_BYTES: usize = 16;
+    let bytes = value.as_bytes();
+    let mut chunks = bytes.chunks_exact(CHUNK_BYTES);
+    let mut offset = 0;
+    for chunk in chunks.by_ref() {
+        let all_x = chunk.iter().fold(true, |all, &byte| all & is_x_byte(byte));
+        if !all_x {
+            return chunk
+                .iter()
+                .position(|&byte| !is_x_byte(byte))
+                .map(|index| offset + index);
+        }
+        offset += CHUNK_BYTES;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&byte| !is_x_byte(byte))
+        .map(|index| offset + index)
 }
 
 fn is_x_byte(byte: u8) -> bool {

@@ -184,21 +184,27 @@ impl<'a> Text<'a> {
             let Some(node) = self.sequences.get(current as usize) else {
                 break;
             };
-            let siblings = self
+            // Same-named siblings lie between the parent and the parent's close: count those
+            // before this one, and look for one after it.
+            let parent = node.parent as usize;
+            let parent_close = self
                 .sequences
+                .get(parent)
+                .map_or(u32::MAX, |parent_node| parent_node.close);
+            let is_sibling = |other: &SequenceNode<'_>| {
+                other.parent == node.parent && same(other.name, node.name)
+            };
+            let before = self.sequences
+                [parent.saturating_add(1).min(current as usize)..current as usize]
                 .iter()
-                .enumerate()
-                .filter(|(_, other)| other.parent == node.parent && other.name == node.name);
-            let mut count = 0;
-            let mut position = 0;
-            for (other_index, _) in siblings {
-                count += 1;
-                if other_index as u32 == current {
-                    position = count;
-                }
-            }
-            if count > 1 {
-                names.push(format!("{}[{position}]", node.name));
+                .filter(|other| is_sibling(other))
+                .count();
+            let after = self.sequences[current as usize + 1..]
+                .iter()
+                .take_while(|other| other.open < parent_close)
+                .any(is_sibling);
+            if before > 0 || after {
+                names.push(format!("{}[{}]", node.name, before + 1));
             } else {
                 names.push(node.name.to_owned());
             }

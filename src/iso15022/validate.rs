@@ -184,10 +184,8 @@ impl<'m, 'a> Validator<'m, 'a> {
             return;
         }
         let bytes = body.as_bytes();
-        let bare_lf = bytes
-            .iter()
-            .enumerate()
-            .filter(|&(index, &byte)| byte == b'\n' && (index == 0 || bytes[index - 1] != b'\r'))
+        let bare_lf = memchr::memchr_iter(b'\n', bytes)
+            .filter(|&index| index == 0 || bytes[index - 1] != b'\r')
             .count();
         let length_chars = bytes.len() + bare_lf;
         if length_chars > TEXT_LENGTH_MAX_CHARS {
