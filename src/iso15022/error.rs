@@ -516,11 +516,9 @@ pub(crate) fn fill_positions(input: &str, problems: &mut [Problem]) {
             (problem.line, problem.column) = position(input, offset);
             continue;
         }
-        for (index, &byte) in bytes[scanned..offset].iter().enumerate() {
-            if byte == b'\n' {
-                line = line.saturating_add(1);
-                line_start = scanned + index + 1;
-            }
+        for index in memchr::memchr_iter(b'\n', &bytes[scanned..offset]) {
+            line = line.saturating_add(1);
+            line_start = scanned + index + 1;
         }
         scanned = offset;
         problem.line = line;
