@@ -348,7 +348,7 @@ impl<'a> Parser<'a> {
                         return;
                     };
                     let header = self.basic_header(raw, block_start + 3);
-                    if header.service_id == "21" && message.service.is_none() {
+                    if header.service_id.as_bytes() == *b"21" && message.service.is_none() {
                         self.service_message(message, header);
                         last_rank = 0;
                         continue;
@@ -512,7 +512,7 @@ impl<'a> Parser<'a> {
             sequence: part(19..25),
         };
         let well_formed = raw.len() == 25
-            && matches!(header.application_id, "F" | "A" | "L")
+            && matches!(header.application_id.as_bytes(), b"F" | b"A" | b"L")
             && header.service_id.bytes().all(|byte| byte.is_ascii_digit())
             && header
                 .logical_terminal
@@ -793,8 +793,8 @@ fn input_direction(rest: &str) -> Option<Direction<'_>> {
     let (obsolescence, rest) = split_optional(rest, 3);
     let valid = rest.is_empty()
         && receiver.is_none_or(|address| address.bytes().all(|byte| byte.is_ascii_alphanumeric()))
-        && priority.is_none_or(|value| matches!(value, "S" | "N" | "U"))
-        && monitoring.is_none_or(|value| matches!(value, "1" | "2" | "3"))
+        && priority.is_none_or(|value| matches!(value.as_bytes(), b"S" | b"N" | b"U"))
+        && monitoring.is_none_or(|value| matches!(value.as_bytes(), b"1" | b"2" | b"3"))
         && obsolescence.is_none_or(|value| {
             value.len() == 3 && value.bytes().all(|byte| byte.is_ascii_digit())
         });

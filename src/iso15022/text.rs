@@ -330,7 +330,7 @@ impl<'t, 'a> Seq<'t, 'a> {
 
     /// First direct field with tag number `number` (any option), generic or not.
     pub fn field_by_number(&self, number: &str) -> Option<&'t Field<'a>> {
-        self.fields().find(|field| field.number() == number)
+        self.fields().find(|field| same(field.number(), number))
     }
 
     /// All fields of the whole text (to resolve [`SequenceNode::open`] and `close`).

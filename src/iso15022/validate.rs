@@ -470,7 +470,7 @@ impl<'m, 'a> Validator<'m, 'a> {
                 .split_once('/')
                 .is_some_and(|(kind, bic)| is_code(kind) && is_bic(bic)),
             b"11A" => value.len() == 3 && value.bytes().all(|byte| byte.is_ascii_uppercase()),
-            b"17B" => value == "Y" || value == "N",
+            b"17B" => matches!(value.as_bytes(), b"Y" | b"N"),
             b"99A" => {
                 let digits = value.strip_prefix('N').unwrap_or(value);
                 digits.len() == 3 && digits.bytes().all(|byte| byte.is_ascii_digit())
