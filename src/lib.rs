@@ -1,6 +1,7 @@
 //! ccass: a Central Clearing And Settlement System.
 //!
 //! Modules in reading order (see ARCHITECTURE.md for the code map and invariants):
+//! - [`iso15022`]: the ISO 15022 codec (sans I/O): parse, validate, typed views, builders.
 //! - [`config`]: typed configuration from `config/` and `CCASS_` overrides.
 //! - [`telemetry`]: tracing, metrics, the ops port.
 //! - [`hostdb`]: PostgreSQL, the system of record (the only SQL).
@@ -12,5 +13,6 @@ pub mod bus;
 pub mod config;
 pub mod hostdb;
 pub mod ids;
+pub mod iso15022;
 pub mod telemetry;
 pub mod up;

@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use ccass::bus::auth::{AdminAction, UserRef};
 use ccass::bus::catalogue::Catalogue;
 use ccass::config::{self, Config};
-use ccass::{auth, bus, hostdb, telemetry, up};
+use ccass::{auth, bus, hostdb, iso15022, telemetry, up};
 
 /// ccass: Central Clearing And Settlement System.
 ///
@@ -56,6 +56,11 @@ enum Command {
     Bus {
         #[command(subcommand)]
         command: BusCommand,
+    },
+    /// ISO 15022 tools: parse, validate and format FIN messages (no servers needed).
+    Fin {
+        #[command(subcommand)]
+        command: iso15022::cli::FinCommand,
     },
     /// Configuration tools.
     Config {
@@ -184,22 +189,31 @@ fn main() -> ExitCode {
     }
 }
 
-fn load_config(cli: &Cli) -> anyhow::Result<Config> {
-    config::load(&cli.config_dir, &cli.environment, std::env::vars()).with_context(|| {
+fn load_config(config_dir: &std::path::Path, environment: &str) -> anyhow::Result<Config> {
+    config::load(config_dir, environment, std::env::vars()).with_context(|| {
         format!(
-            "load config from {} (env {})",
-            cli.config_dir.display(),
-            cli.environment
+            "load config from {} (env {environment})",
+            config_dir.display()
         )
     })
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let config = load_config(&cli)?;
+    match cli.command {
+        // The codec tools read files only: they need no configuration and no servers.
+        Command::Fin { command } => iso15022::cli::run(&command, &mut std::io::stdout().lock()),
+        command => {
+            let config = load_config(&cli.config_dir, &cli.environment)?;
+            run_with_config(config, command)
+        }
+    }
+}
+
+fn run_with_config(config: Config, command: Command) -> anyhow::Result<ExitCode> {
     telemetry::init_tracing(&config.telemetry)?;
     let runtime = tokio::runtime::Runtime::new().context("start tokio runtime")?;
     runtime.block_on(async move {
-        match cli.command {
+        match command {
             Command::Up => {
                 let listeners = up::Listeners::bind(&config).await?;
                 up::run(config, listeners, up::shutdown_signal()).await?;
@@ -261,6 +275,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         .unwrap_or_default();
                     println!("{:<48} {home}", subject.pattern);
                 }
+            }
+            Command::Fin { command } => {
+                return iso15022::cli::run(&command, &mut std::io::stdout().lock());
             }
             Command::Config {
                 command: ConfigCommand::Check,

@@ -41,7 +41,9 @@ fn every_command_describes_itself() {
     let top = ccass(&["--help"], &[]);
     assert!(top.status.success());
     let text = stdout(&top);
-    let commands = ["up", "auth", "admin", "migrate", "seed", "audit", "bus", "config"];
+    let commands = [
+        "up", "auth", "admin", "migrate", "seed", "audit", "bus", "fin", "config",
+    ];
     for command in commands {
         assert!(
             text.contains(command),
@@ -51,6 +53,9 @@ fn every_command_describes_itself() {
     for args in [
         &["up", "--help"][..],
         &["auth", "--help"],
+        &["fin", "parse", "--help"],
+        &["fin", "validate", "--help"],
+        &["fin", "fmt", "--help"],
         &["admin", "--help"],
         &["migrate", "--help"],
         &["seed", "--help"],
@@ -222,4 +227,36 @@ async fn up_serves_until_sigterm_then_exits_cleanly() {
         .expect("ccass up exits within 15 s of SIGTERM")
         .unwrap();
     assert!(status.success(), "exit status {status}");
+}
+
+#[test]
+fn fin_validate_needs_no_servers_and_reports_positions() {
+    // Goal: `ccass fin validate` works with no configuration or servers, prints each problem as
+    // LINE:COL CODE path: message, and exits non-zero for an invalid file.
+    // Method: run it from an empty directory (no config/) on a valid and a malformed sample.
+    let empty = tempfile::tempdir().unwrap();
+    let samples = repo_root().join("tests/data/samples");
+    let run = |file: &str| {
+        Command::new(env!("CARGO_BIN_EXE_ccass"))
+            .args(["fin", "validate"])
+            .arg(samples.join(file))
+            .current_dir(empty.path())
+            .output()
+            .unwrap()
+    };
+    let valid = run("mt540-pwintegr-1.fin");
+    assert!(
+        valid.status.success(),
+        "{}{}",
+        stdout(&valid),
+        stderr(&valid)
+    );
+    assert!(stdout(&valid).contains("OK"), "{}", stdout(&valid));
+    let malformed = run("mt541-prowide-1.fin");
+    assert!(!malformed.status.success());
+    assert!(
+        stdout(&malformed).contains("14:1 E203 16S:TRADFOO"),
+        "{}",
+        stdout(&malformed)
+    );
 }
