@@ -22,7 +22,6 @@ use crate::config::{ConfigError, Secret, check_range};
 
 pub mod audit;
 pub mod audit_trail;
-pub mod isin;
 pub mod journal;
 pub mod migrate;
 pub mod partitions;

@@ -22,12 +22,12 @@ use rust_decimal::Decimal;
 use serde::Deserialize;
 use time::Date;
 
-use super::isin::validate_isin;
 use super::journal::{
     CashMovement, CashMovementKind, HoldingMovement, HoldingMovementKind, append_cash_movements,
     append_holding_movements,
 };
 use super::{HostDbError, Pool};
+use crate::ids::Isin;
 
 /// Advisory lock key serialising seed runs ("ccassref" in ASCII).
 const SEED_LOCK_KEY: i64 = 0x6363_6173_7372_6566;
@@ -774,9 +774,9 @@ pub fn validate(data: &ReferenceData) -> Vec<SeedProblem> {
     let mut stock_codes: HashSet<&str> = HashSet::new();
     for security in &data.securities {
         let isin = security.isin.as_str();
-        if let Err(error) = validate_isin(isin) {
+        if let Err(error) = Isin::parse(isin) {
             problems.push(BadIsin {
-                problem: error.to_string(),
+                problem: format!("security `{isin}`: {error}"),
             });
         }
         if security.stock_code.len() != 5
