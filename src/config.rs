@@ -27,6 +27,7 @@ pub struct Config {
     pub hostdb: crate::hostdb::HostDbConfig,
     pub bus: crate::bus::BusConfig,
     pub directory: crate::auth::DirectoryConfig,
+    pub cns: crate::cns::CnsConfig,
 }
 
 /// Prefix of environment variables that override config keys.
@@ -178,6 +179,7 @@ impl Config {
     fn check(&self) -> Result<(), ConfigError> {
         self.hostdb.check()?;
         self.bus.check()?;
+        self.cns.check()?;
         Ok(())
     }
 }

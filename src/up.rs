@@ -1,6 +1,7 @@
 //! `ccass up`: every service in one process, sharing one ops port.
 //!
-//! Today that is the ops port with readiness over Postgres, NATS and the LDAP directory; each service that later
+//! Today that is the ops port with readiness over Postgres, NATS and the LDAP directory, and the
+//! CNS capture workers; each service that later
 //! issues add (gateway, terminal, auth, settlement) starts here beside it. Startup fails fast,
 //! with the dependency named, when Postgres, NATS or LDAP is unreachable, the schema is not migrated
 //! or the streams are missing; after startup, outages show on `/readyz` instead.
@@ -13,7 +14,7 @@ use tokio::net::TcpListener;
 use crate::bus::catalogue::Catalogue;
 use crate::config::Config;
 use crate::telemetry::ops::{OpsState, Probe};
-use crate::{auth, bus, hostdb, telemetry};
+use crate::{auth, bus, cns, hostdb, telemetry};
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpError {
@@ -100,6 +101,22 @@ pub async fn run(
     let directory = auth::Directory::new(config.directory.clone());
     directory.ping().await?;
 
+    // CNS capture workers share the durable `cns-capture` consumer of TRADES.
+    let capture_consumer = cns::capture::capture_consumer(&jetstream).await?;
+    cns::metrics::describe_all();
+    let (stop_capture, capture_stopped) = tokio::sync::watch::channel(false);
+    let capture_workers: Vec<_> = (0..config.cns.capture_workers)
+        .map(|_| {
+            tokio::spawn(cns::capture::run_worker(
+                config.cns.clone(),
+                pool.clone(),
+                jetstream.clone(),
+                capture_consumer.clone(),
+                capture_stopped.clone(),
+            ))
+        })
+        .collect();
+
     let probes: Vec<Box<dyn Probe>> = vec![
         Box::new(hostdb::PostgresProbe {
             pool: pool.clone(),
@@ -115,9 +132,13 @@ pub async fn run(
     );
     let ops_address = listeners.ops.local_addr().map_err(UpError::Serve)?;
     tracing::info!(%ops_address, postgres = %postgres_address, nats = %config.bus.url, "ccass up: serving");
-    telemetry::ops::serve(listeners.ops, state, shutdown)
-        .await
-        .map_err(UpError::Serve)?;
+    let served = telemetry::ops::serve(listeners.ops, state, shutdown).await;
+    // Workers finish their current transaction (or abandon it unacknowledged) and stop.
+    let _ = stop_capture.send(true);
+    for worker in capture_workers {
+        let _ = worker.await;
+    }
+    served.map_err(UpError::Serve)?;
     tracing::info!("ccass up: stopped");
     Ok(())
 }

@@ -97,6 +97,7 @@ impl BusConfig {
 pub mod catalogue;
 pub mod init;
 pub mod subjects;
+pub mod trades;
 
 use crate::telemetry::ops::{Probe, ProbeFuture};
 

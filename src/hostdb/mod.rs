@@ -20,6 +20,7 @@ use serde::Deserialize;
 use crate::config::{ConfigError, Secret, check_range};
 
 pub mod audit;
+pub mod cns;
 pub mod isin;
 pub mod journal;
 pub mod migrate;
