@@ -200,9 +200,12 @@ pub const PRICE_SCALE: i64 = 1_000_000;
 /// `None` when it does not fit an i64.
 pub fn trade_amount_minor(quantity: i64, price_micros: i64, minor_units: u8) -> Option<i64> {
     let minor_per_major = 10i128.checked_pow(u32::from(minor_units))?;
-    let scaled = i128::from(quantity) * i128::from(price_micros) * minor_per_major;
+    let scaled = i128::from(quantity)
+        .checked_mul(i128::from(price_micros))?
+        .checked_mul(minor_per_major)?;
     let scale = i128::from(PRICE_SCALE);
-    let rounded = (scaled + scale / 2).div_euclid(scale);
+    // Quantity and price are positive (validated), so half up is half away from zero.
+    let rounded = scaled.checked_add(scale / 2)?.div_euclid(scale);
     i64::try_from(rounded).ok()
 }
 

@@ -9,6 +9,7 @@ mod harness;
 
 mod bus;
 mod cli;
+mod cns;
 mod config;
 mod directory;
 mod hostdb;
