@@ -14,6 +14,11 @@
 --   `settled_amount_minor` and `status`; the netted figures never change after the cut-off.
 --   The engine takes short positions (net_quantity < 0) first, then SIs, then allocates
 --   what the CCP received to long positions (rule in src/cns/mod.rs).
+-- * Positions carry no foreign keys and no index beyond the primary key: capture validates
+--   participants and securities against reference data before netting, and the primary key
+--   (settlement_date, participant_id, ...) serves both the engine (by date) and the views
+--   (by date and participant). A foreign key check per upserted row was the largest cost of
+--   persisting positions (measured with `ccass bench cns`).
 -- * Isolated trades bypass netting: one obligation per trade side against the CCP, settled
 --   trade for trade (DvP of quantity against amount).
 
@@ -59,8 +64,8 @@ CREATE TRIGGER cns_trade_exceptions_append_only
 -- carried_forward: unsettled at day end, rolled into a later settlement date's position.
 CREATE TABLE cns_stock_positions (
     settlement_date date NOT NULL,
-    participant_id text NOT NULL REFERENCES participants,
-    isin text NOT NULL REFERENCES securities,
+    participant_id text NOT NULL,
+    isin text NOT NULL,
     net_quantity bigint NOT NULL,
     -- Novated obligations netted into this position: one per CNS trade the participant
     -- bought or sold (two for a trade it did with itself).
@@ -73,15 +78,11 @@ CREATE TABLE cns_stock_positions (
     PRIMARY KEY (settlement_date, participant_id, isin),
     CHECK (settled_quantity BETWEEN 0 AND abs(net_quantity))
 ) WITH (fillfactor = 70);
--- The engine's first pass: the day's short positions.
-CREATE INDEX cns_stock_positions_due ON cns_stock_positions (settlement_date, status)
-    WHERE net_quantity <> 0;
-CREATE INDEX cns_stock_positions_participant ON cns_stock_positions (participant_id, settlement_date);
 
 CREATE TABLE cns_money_positions (
     settlement_date date NOT NULL,
-    participant_id text NOT NULL REFERENCES participants,
-    currency_code text NOT NULL REFERENCES currencies,
+    participant_id text NOT NULL,
+    currency_code text NOT NULL,
     net_amount_minor bigint NOT NULL,
     obligation_count integer NOT NULL CHECK (obligation_count > 0),
     settled_amount_minor bigint NOT NULL DEFAULT 0,
@@ -91,7 +92,6 @@ CREATE TABLE cns_money_positions (
     PRIMARY KEY (settlement_date, participant_id, currency_code),
     CHECK (settled_amount_minor BETWEEN 0 AND abs(net_amount_minor))
 ) WITH (fillfactor = 70);
-CREATE INDEX cns_money_positions_participant ON cns_money_positions (participant_id, settlement_date);
 
 -- Isolated trades: each side is one obligation against the CCP, settled trade for trade.
 CREATE TABLE cns_isolated_obligations (
