@@ -344,7 +344,7 @@ async fn end_to_end(
             durable_name: Some(BENCH_CONSUMER.to_owned()),
             filter_subject: subject.clone(),
             ack_policy: consumer::AckPolicy::Explicit,
-            ack_wait: Duration::from_secs(120),
+            ack_wait: Duration::from_secs(60),
             max_ack_pending: 100_000,
             ..Default::default()
         })

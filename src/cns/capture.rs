@@ -800,6 +800,7 @@ pub async fn run_worker(
         let fetched = consumer
             .fetch()
             .max_messages(config.capture_fetch_messages_max)
+            .max_bytes(config.capture_fetch_bytes_max)
             .expires(Duration::from_millis(config.capture_fetch_wait_ms))
             .messages()
             .await;
@@ -821,7 +822,9 @@ pub async fn run_worker(
             let message = match message {
                 Ok(message) => message,
                 Err(error) => {
-                    tracing::warn!(%error, "cns capture: message error");
+                    // A fetch also ends this way when the next message would pass
+                    // `capture_fetch_bytes_max` (status 409): capture what arrived, fetch again.
+                    tracing::debug!(%error, "cns capture: fetch ended early");
                     break;
                 }
             };

@@ -74,6 +74,11 @@ pub struct CnsConfig {
     pub capture_workers: usize,
     /// Messages (trade batches) taken per fetch, captured in one transaction.
     pub capture_fetch_messages_max: usize,
+    /// Bytes taken per fetch. All workers of a process share one NATS connection, so
+    /// `capture_workers` x this must stay well below the server's per-client pending limit
+    /// (nats-server `max_pending`, 64 MiB by default): beyond it the server drops deliveries
+    /// as a slow consumer and they come back only after the consumer's ack wait.
+    pub capture_fetch_bytes_max: usize,
     /// How long a fetch waits for messages before capturing what it has.
     pub capture_fetch_wait_ms: u64,
     /// How long a worker waits before retrying after the host database failed.

@@ -315,7 +315,8 @@ async fn a_trade_file_flows_from_the_feed_to_positions_and_rejects_are_reported(
     // worker captures it, each refused trade is stored with its reason and reported on the
     // events subject, only accepted trades are netted, `ccass cns positions` shows them.
     // Method: private nats-server, a worker task, the test file with one line per reject
-    // reason; expectations written out by hand from the file.
+    // reason; expectations written out by hand from the file. Also `ccass trades generate
+    // --out` writes a day that validates against the same reference data.
     let Some(database) = seeded_database("cns_file_flow").await else {
         return;
     };
@@ -482,6 +483,38 @@ async fn a_trade_file_flows_from_the_feed_to_positions_and_rejects_are_reported(
     assert!(text.contains("KYG875721634 short"), "{text}");
     assert!(text.contains("-9690000"), "{text}");
     assert!(text.contains("cns positions: 3 for 2026-11-26"), "{text}");
+
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("generated.csv");
+    let output = ccass(
+        &[
+            "trades",
+            "generate",
+            "--count",
+            "250",
+            "--seed",
+            "5",
+            "--date",
+            "2026-11-24",
+            "--out",
+            file.to_str().unwrap(),
+        ],
+        &database,
+        &nats.url(),
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let generated = feed::parse_csv(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert_eq!(generated.len(), 250);
+    let reference = reference(&database.pool).await;
+    let calendar = test_config().cns.calendar();
+    for (market, trade) in &generated {
+        assert_eq!(market, MARKET);
+        capture::validate(&reference, &calendar, market, trade).unwrap();
+    }
 
     let _ = stop.send(true);
     worker.await.unwrap();
