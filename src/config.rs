@@ -28,6 +28,7 @@ pub struct Config {
     pub bus: crate::bus::BusConfig,
     pub directory: crate::auth::DirectoryConfig,
     pub auth: crate::auth::AuthConfig,
+    pub cns: crate::cns::CnsConfig,
 }
 
 /// Prefix of environment variables that override config keys.
@@ -180,6 +181,7 @@ impl Config {
         self.hostdb.check()?;
         self.bus.check()?;
         self.auth.check()?;
+        self.cns.check()?;
         Ok(())
     }
 }

@@ -7,9 +7,11 @@
 //! - [`hostdb`]: PostgreSQL, the system of record (the only SQL).
 //! - [`bus`]: NATS and JetStream (the only subject strings and wire payloads).
 //! - [`auth`]: the LDAP directory (the only LDAP).
+//! - [`cns`]: CNS clearing: trade feed, capture, novation and netting, positions.
 
 pub mod auth;
 pub mod bus;
+pub mod cns;
 pub mod config;
 pub mod hostdb;
 pub mod ids;

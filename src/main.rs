@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use ccass::bus::auth::{AdminAction, UserRef};
 use ccass::bus::catalogue::Catalogue;
 use ccass::config::{self, Config};
-use ccass::{auth, bus, hostdb, iso15022, telemetry, up};
+use ccass::{auth, bus, cns, hostdb, iso15022, telemetry, up};
 
 /// ccass: Central Clearing And Settlement System.
 ///
@@ -77,6 +77,87 @@ enum Command {
         actor: UserRef,
         #[command(subcommand)]
         command: AdminCommand,
+    },
+    /// The exchange trade feed: publish trades to ccass.v1.trades.{market}.
+    Trades {
+        #[command(subcommand)]
+        command: TradesCommand,
+    },
+    /// CNS clearing: positions and the cut-off.
+    Cns {
+        #[command(subcommand)]
+        command: CnsCommand,
+    },
+    /// Benchmarks against the configured servers.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TradesCommand {
+    /// Publish a CSV file of trades (format in `ccass::cns::feed`; header
+    /// trade_id,market,trade_date,trade_time,security,buyer,seller,quantity,price,currency,settlement_type).
+    Load {
+        /// The trade file.
+        file: PathBuf,
+    },
+    /// Generate a realistic synthetic trading day from the host database's reference data
+    /// (Zipf-skewed securities and participants, board lots, prices); publish it, or write
+    /// it as CSV with --out.
+    Generate {
+        #[arg(long)]
+        count: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Trade date, YYYY-MM-DD (default: today, UTC).
+        #[arg(long)]
+        date: Option<String>,
+        /// Write CSV here instead of publishing.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CnsCommand {
+    /// Print CNS stock and money positions and isolated obligations of a settlement date.
+    Positions {
+        /// Participant id, e.g. B01234 (default: every participant).
+        #[arg(long)]
+        participant: Option<String>,
+        /// Settlement date, YYYY-MM-DD.
+        #[arg(long)]
+        date: String,
+    },
+    /// Close the netting of a settlement date: re-net its trades, check them against the
+    /// positions netted during the day, mark positions final, publish position events.
+    Cutoff {
+        /// Settlement date, YYYY-MM-DD.
+        #[arg(long)]
+        date: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// In-memory netting vs Postgres GROUP BY, and capture end to end (own database and market).
+    Cns {
+        #[arg(long, default_value_t = 5_000_000)]
+        trades: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, default_value_t = 1_000)]
+        participants: usize,
+        #[arg(long, default_value_t = 2_500)]
+        securities: usize,
+        /// Capture workers (default: cns.capture_workers).
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Keep the benchmark database afterwards.
+        #[arg(long)]
+        keep_database: bool,
     },
 }
 
@@ -298,6 +379,30 @@ fn run_with_config(config: Config, command: Command) -> anyhow::Result<ExitCode>
                     .context("denied")?;
                 println!("{}", serde_json::to_string_pretty(&result)?);
             }
+            Command::Trades { command } => trades_command(&config, command).await?,
+            Command::Cns { command } => cns_command(&config, command).await?,
+            Command::Bench {
+                command:
+                    BenchCommand::Cns {
+                        trades,
+                        seed,
+                        participants,
+                        securities,
+                        workers,
+                        keep_database,
+                    },
+            } => {
+                let options = cns::bench::BenchOptions {
+                    trades,
+                    seed,
+                    participants,
+                    securities,
+                    workers: workers.unwrap_or(config.cns.capture_workers),
+                    keep_database,
+                };
+                let report = cns::bench::run(&config, &options).await?;
+                println!("{report}");
+            }
         }
         Ok(ExitCode::SUCCESS)
     })
@@ -316,4 +421,147 @@ async fn connect_hostdb(config: &Config) -> anyhow::Result<hostdb::Pool> {
         .await
         .with_context(context)?;
     Ok(pool)
+}
+
+fn parse_date_arg(text: &str) -> anyhow::Result<time::Date> {
+    cns::parse_date(text).with_context(|| format!("`{text}` is not a date such as 2026-11-24"))
+}
+
+async fn trades_command(config: &Config, command: TradesCommand) -> anyhow::Result<()> {
+    let (trades, prefix) = match command {
+        TradesCommand::Load { file } => {
+            let bytes = std::fs::read(&file).with_context(|| format!("read {}", file.display()))?;
+            let text = String::from_utf8(bytes)
+                .with_context(|| format!("{} is not UTF-8", file.display()))?;
+            let trades =
+                cns::feed::parse_csv(&text).with_context(|| format!("parse {}", file.display()))?;
+            (trades, cns::feed::content_id(text.as_bytes()))
+        }
+        TradesCommand::Generate {
+            count,
+            seed,
+            date,
+            out,
+        } => {
+            let date = match date {
+                Some(text) => parse_date_arg(&text)?,
+                None => time::OffsetDateTime::now_utc().date(),
+            };
+            let pool = connect_hostdb(config).await?;
+            let reference = hostdb::cns::load_reference(&pool).await?;
+            let universe =
+                cns::feed::Universe::from_reference(&reference, &config.cns.ccp_participant)?;
+            let date_text = cns::format_date(date);
+            let trades: Vec<(String, ccass::bus::trades::TradeRecord)> =
+                cns::feed::generate(&universe, count, seed)
+                    .iter()
+                    .map(|trade| {
+                        (
+                            config.cns.market.clone(),
+                            cns::feed::to_record(&universe, trade, &date_text),
+                        )
+                    })
+                    .collect();
+            if let Some(out) = out {
+                let mut text = String::from(cns::feed::CSV_HEADER);
+                text.push('\n');
+                for (market, trade) in &trades {
+                    text.push_str(&cns::feed::csv_line(market, trade));
+                    text.push('\n');
+                }
+                std::fs::write(&out, text).with_context(|| format!("write {}", out.display()))?;
+                println!("trades: wrote {} trades to {}", trades.len(), out.display());
+                return Ok(());
+            }
+            (trades, format!("gen{seed}-{date_text}-{count}"))
+        }
+    };
+    let count = trades.len();
+    let batches = cns::feed::into_batches(trades, config.cns.feed_trades_per_batch_max, &prefix)?;
+    let client = bus::connect(&config.bus, "ccass-trades").await?;
+    let jetstream = bus::jetstream(&config.bus, client);
+    let published =
+        cns::feed::publish_batches(&jetstream, batches, config.bus.publish_in_flight_max).await?;
+    println!("trades: published {count} trades in {published} batches");
+    Ok(())
+}
+
+async fn cns_command(config: &Config, command: CnsCommand) -> anyhow::Result<()> {
+    let pool = connect_hostdb(config).await?;
+    match command {
+        CnsCommand::Positions { participant, date } => {
+            let date = parse_date_arg(&date)?;
+            let participant = participant
+                .map(|text| ccass::ids::ParticipantId::parse(&text))
+                .transpose()?;
+            let rows = cns::positions::positions(&pool, participant.as_ref(), date).await?;
+            println!(
+                "{:<8} {:<12} {:<5} {:>16} {:>16} {:>8}  status",
+                "participant", "isin/currency", "kind", "net", "settled", "obligations"
+            );
+            for row in &rows {
+                let (kind, what) = match (&row.isin, &row.currency_code) {
+                    (Some(isin), _) => (
+                        if row.net > 0 {
+                            "long"
+                        } else if row.net < 0 {
+                            "short"
+                        } else {
+                            "flat"
+                        },
+                        isin.clone(),
+                    ),
+                    (None, Some(currency)) => ("money", currency.clone()),
+                    (None, None) => ("?", String::new()),
+                };
+                println!(
+                    "{:<8} {:<12} {:<5} {:>16} {:>16} {:>8}  {}",
+                    row.participant_id,
+                    what,
+                    kind,
+                    row.net,
+                    row.settled,
+                    row.obligation_count,
+                    row.status
+                );
+            }
+            if let Some(participant) = &participant {
+                for obligation in
+                    hostdb::cns::isolated_obligations(&pool, participant.as_str(), date).await?
+                {
+                    println!(
+                        "isolated {} {} {} {} {} {} settled {} {}",
+                        obligation.trade_id,
+                        obligation.side,
+                        obligation.isin,
+                        obligation.quantity,
+                        obligation.currency_code,
+                        obligation.amount_minor,
+                        obligation.settled_quantity,
+                        obligation.status
+                    );
+                }
+            }
+            println!(
+                "cns positions: {} for {}",
+                rows.len(),
+                cns::format_date(date)
+            );
+        }
+        CnsCommand::Cutoff { date } => {
+            let date = parse_date_arg(&date)?;
+            let report = cns::positions::cutoff(&pool, &config.cns.ccp_participant, date).await?;
+            let client = bus::connect(&config.bus, "ccass-cns-cutoff").await?;
+            let jetstream = bus::jetstream(&config.bus, client);
+            let events = cns::positions::publish_position_events(&pool, &jetstream, date).await?;
+            println!(
+                "cns cutoff {}: {} trades, {} stock and {} money positions final, {events} position events published",
+                cns::format_date(report.settlement_date),
+                report.trade_count,
+                report.stock_positions,
+                report.money_positions
+            );
+        }
+    }
+    Ok(())
 }

@@ -2,6 +2,7 @@
 //!
 //! Today that is the ops port with readiness over Postgres, NATS and the LDAP directory, and the
 //! auth service (`ccass.v1.auth.*`); each service that later
+//! CNS capture workers; each service that later
 //! issues add (gateway, terminal, auth, settlement) starts here beside it. Startup fails fast,
 //! with the dependency named, when Postgres, NATS or LDAP is unreachable, the schema is not migrated
 //! or the streams are missing; after startup, outages show on `/readyz` instead.
@@ -14,7 +15,7 @@ use tokio::net::TcpListener;
 use crate::bus::catalogue::Catalogue;
 use crate::config::Config;
 use crate::telemetry::ops::{OpsState, Probe};
-use crate::{auth, bus, hostdb, telemetry};
+use crate::{auth, bus, cns, hostdb, telemetry};
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpError {
@@ -108,6 +109,22 @@ pub async fn run(
     let directory = auth::Directory::new(config.directory.clone());
     directory.ping().await?;
 
+    // CNS capture workers share the durable `cns-capture` consumer of TRADES.
+    let capture_consumer = cns::capture::capture_consumer(&jetstream).await?;
+    cns::metrics::describe_all();
+    let (stop_capture, capture_stopped) = tokio::sync::watch::channel(false);
+    let capture_workers: Vec<_> = (0..config.cns.capture_workers)
+        .map(|_| {
+            tokio::spawn(cns::capture::run_worker(
+                config.cns.clone(),
+                pool.clone(),
+                jetstream.clone(),
+                capture_consumer.clone(),
+                capture_stopped.clone(),
+            ))
+        })
+        .collect();
+
     let probes: Vec<Box<dyn Probe>> = vec![
         Box::new(hostdb::PostgresProbe {
             pool: pool.clone(),
@@ -132,20 +149,26 @@ pub async fn run(
     let serve = telemetry::ops::serve(listeners.ops, state, shutdown);
     tokio::pin!(serve);
     // A service that fails stops `ccass up` with its error rather than leaving it half up.
-    tokio::select! {
-        served = &mut serve => {
-            if let Err(error) = served {
+    let outcome = tokio::select! {
+        served = &mut serve => match served {
+            Err(error) => {
                 auth_service.abort();
-                return Err(UpError::Serve(error));
+                Err(UpError::Serve(error))
             }
             // Shutdown reached the ops port; the auth service finishes its requests in hand.
-            auth_finished(auth_service.await)?;
-        }
-        finished = &mut auth_service => {
-            auth_finished(finished)?;
-            serve.await.map_err(UpError::Serve)?;
-        }
+            Ok(()) => auth_finished(auth_service.await),
+        },
+        finished = &mut auth_service => match auth_finished(finished) {
+            Ok(()) => serve.await.map_err(UpError::Serve),
+            Err(error) => Err(error),
+        },
+    };
+    // Capture workers finish their current transaction (or abandon it unacknowledged) and stop.
+    let _ = stop_capture.send(true);
+    for worker in capture_workers {
+        let _ = worker.await;
     }
+    outcome?;
     tracing::info!("ccass up: stopped");
     Ok(())
 }

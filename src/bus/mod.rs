@@ -98,6 +98,7 @@ pub mod auth;
 pub mod catalogue;
 pub mod init;
 pub mod subjects;
+pub mod trades;
 
 use crate::telemetry::ops::{Probe, ProbeFuture};
 

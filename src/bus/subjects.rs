@@ -150,6 +150,10 @@ impl Market {
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
         valid.then(|| Market(text.to_owned()))
     }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 /// What changed, for live consumers of `ccass.v1.events.{participant}.{kind}`.

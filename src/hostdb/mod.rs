@@ -22,6 +22,7 @@ use crate::config::{ConfigError, Secret, check_range};
 
 pub mod audit;
 pub mod audit_trail;
+pub mod cns;
 pub mod journal;
 pub mod migrate;
 pub mod partitions;

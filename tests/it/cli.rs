@@ -42,7 +42,8 @@ fn every_command_describes_itself() {
     assert!(top.status.success());
     let text = stdout(&top);
     let commands = [
-        "up", "auth", "admin", "migrate", "seed", "audit", "bus", "fin", "config",
+        "up", "auth", "admin", "migrate", "seed", "audit", "bus", "fin", "trades", "cns", "bench",
+        "config",
     ];
     for command in commands {
         assert!(
@@ -54,6 +55,11 @@ fn every_command_describes_itself() {
         &["up", "--help"][..],
         &["auth", "--help"],
         &["fin", "parse", "--help"],
+        &["trades", "load", "--help"],
+        &["trades", "generate", "--help"],
+        &["cns", "positions", "--help"],
+        &["cns", "cutoff", "--help"],
+        &["bench", "cns", "--help"],
         &["fin", "validate", "--help"],
         &["fin", "fmt", "--help"],
         &["admin", "--help"],

@@ -10,6 +10,7 @@ mod harness;
 mod auth;
 mod bus;
 mod cli;
+mod cns;
 mod codec;
 mod config;
 mod directory;

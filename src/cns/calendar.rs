@@ -1,0 +1,67 @@
+//! The settlement calendar: business days are Monday to Friday except configured holidays;
+//! CNS trades settle `settlement_cycle_days` business days after the trade date (T+2).
+
+use std::collections::BTreeSet;
+
+use time::{Date, Duration, Weekday};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Calendar {
+    holidays: BTreeSet<Date>,
+    settlement_cycle_days: u8,
+}
+
+impl Calendar {
+    pub fn new(holidays: impl IntoIterator<Item = Date>, settlement_cycle_days: u8) -> Calendar {
+        Calendar {
+            holidays: holidays.into_iter().collect(),
+            settlement_cycle_days,
+        }
+    }
+
+    pub fn is_business_day(&self, date: Date) -> bool {
+        !matches!(date.weekday(), Weekday::Saturday | Weekday::Sunday)
+            && !self.holidays.contains(&date)
+    }
+
+    /// The settlement date of a trade done on `trade_date` (a business day).
+    pub fn settlement_date(&self, trade_date: Date) -> Date {
+        let mut date = trade_date;
+        let mut remaining = self.settlement_cycle_days;
+        while remaining > 0 {
+            date += Duration::days(1);
+            if self.is_business_day(date) {
+                remaining -= 1;
+            }
+        }
+        date
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use time::macros::date;
+
+    use super::*;
+
+    #[test]
+    fn settlement_date_skips_weekends_and_holidays() {
+        // Goal: T+2 counts business days only. Method: known dates around a weekend and a
+        // holiday.
+        let calendar = Calendar::new([date!(2026 - 12 - 25)], 2);
+        assert_eq!(
+            calendar.settlement_date(date!(2026 - 11 - 24)),
+            date!(2026 - 11 - 26)
+        );
+        assert_eq!(
+            calendar.settlement_date(date!(2026 - 11 - 26)),
+            date!(2026 - 11 - 30)
+        );
+        assert_eq!(
+            calendar.settlement_date(date!(2026 - 12 - 23)),
+            date!(2026 - 12 - 28)
+        );
+        assert!(!calendar.is_business_day(date!(2026 - 12 - 25)));
+        assert!(!calendar.is_business_day(date!(2026 - 11 - 28)));
+    }
+}

@@ -1,0 +1,948 @@
+//! Capture: validate feed trades, persist them, net them into provisional positions.
+//!
+//! [`capture_batches`] is the whole write path for a group of batches and runs in ONE
+//! transaction: batch markers, trades (COPY BINARY), exceptions, isolated obligations and
+//! the position deltas netted in memory. [`run_worker`] feeds it from the TRADES stream and
+//! acknowledges the messages only after that transaction committed; refused trades are then
+//! reported on `ccass.v1.events.{participant}.trade` (the exceptions table is the record;
+//! events are notifications for live consumers).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, AckKind};
+use futures::StreamExt as _;
+use time::{Date, Time};
+
+use super::calendar::Calendar;
+use super::netting::{NettableTrade, NettingBook, parse_price_micros, trade_amount_minor};
+use super::{CnsConfig, metrics as names, parse_date};
+use crate::bus::subjects::{self, EventKind};
+use crate::bus::trades::{TradeBatch, TradeRecord, TradeRejectedEvent};
+use crate::hostdb::cns::{
+    self as sql, BatchRow, ExceptionRow, IsolatedObligationRow, MoneyDelta, ReferenceRows,
+    StockDelta, TradeRow,
+};
+use crate::hostdb::{HostDbError, Pool};
+use crate::ids::ParticipantId;
+
+/// Why a trade was refused (`cns_trade_exceptions.reason_code`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RejectReason {
+    MalformedField,
+    UnknownParticipant,
+    ParticipantNotActive,
+    CcpAsParty,
+    UnknownSecurity,
+    SecurityNotActive,
+    CurrencyMismatch,
+    NotBoardLot,
+    BadPrice,
+    NotBusinessDay,
+    DuplicateTrade,
+    SettlementDateClosed,
+}
+
+impl RejectReason {
+    pub fn code(self) -> &'static str {
+        match self {
+            RejectReason::MalformedField => "malformed_field",
+            RejectReason::UnknownParticipant => "unknown_participant",
+            RejectReason::ParticipantNotActive => "participant_not_active",
+            RejectReason::CcpAsParty => "ccp_as_party",
+            RejectReason::UnknownSecurity => "unknown_security",
+            RejectReason::SecurityNotActive => "security_not_active",
+            RejectReason::CurrencyMismatch => "currency_mismatch",
+            RejectReason::NotBoardLot => "not_board_lot",
+            RejectReason::BadPrice => "bad_price",
+            RejectReason::NotBusinessDay => "not_business_day",
+            RejectReason::DuplicateTrade => "duplicate_trade",
+            RejectReason::SettlementDateClosed => "settlement_date_closed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub reason: RejectReason,
+    pub detail: String,
+}
+
+fn reject(reason: RejectReason, detail: impl Into<String>) -> Rejection {
+    Rejection {
+        reason,
+        detail: detail.into(),
+    }
+}
+
+#[derive(Debug, Clone)]
+struct SecurityInfo {
+    isin: String,
+    currency: u16,
+    board_lot: i64,
+    active: bool,
+}
+
+/// Reference data interned to dense ids: participants, securities and currencies are
+/// numbered in key order, the ids the netting book uses.
+#[derive(Debug, Clone)]
+pub struct Reference {
+    participant_ids: Vec<String>,
+    participants: HashMap<String, (u32, bool)>,
+    ccp: String,
+    securities: Vec<SecurityInfo>,
+    by_isin: HashMap<String, u32>,
+    by_stock_code: HashMap<String, u32>,
+    currency_codes: Vec<String>,
+    currency_minor_units: Vec<u8>,
+    currencies: HashMap<String, u16>,
+}
+
+impl Reference {
+    pub fn new(rows: &ReferenceRows, ccp_participant: &str) -> Reference {
+        let currency_codes: Vec<String> = rows
+            .currencies
+            .iter()
+            .map(|c| c.currency_code.clone())
+            .collect();
+        let currencies: HashMap<String, u16> = currency_codes
+            .iter()
+            .enumerate()
+            .map(|(index, code)| (code.clone(), index as u16))
+            .collect();
+        let securities: Vec<SecurityInfo> = rows
+            .securities
+            .iter()
+            .map(|s| SecurityInfo {
+                isin: s.isin.clone(),
+                // A security's currency is a foreign key to currencies: always present.
+                currency: currencies
+                    .get(&s.currency_code)
+                    .copied()
+                    .unwrap_or(u16::MAX),
+                board_lot: i64::from(s.board_lot),
+                active: s.status == "active",
+            })
+            .collect();
+        Reference {
+            participant_ids: rows
+                .participants
+                .iter()
+                .map(|p| p.participant_id.clone())
+                .collect(),
+            participants: rows
+                .participants
+                .iter()
+                .enumerate()
+                .map(|(index, p)| {
+                    (
+                        p.participant_id.clone(),
+                        (index as u32, p.status == "active"),
+                    )
+                })
+                .collect(),
+            ccp: ccp_participant.to_owned(),
+            by_isin: rows
+                .securities
+                .iter()
+                .enumerate()
+                .map(|(index, s)| (s.isin.clone(), index as u32))
+                .collect(),
+            by_stock_code: rows
+                .securities
+                .iter()
+                .enumerate()
+                .map(|(index, s)| (s.stock_code.clone(), index as u32))
+                .collect(),
+            securities,
+            currency_minor_units: rows
+                .currencies
+                .iter()
+                .map(|c| u8::try_from(c.minor_units).unwrap_or(0))
+                .collect(),
+            currency_codes,
+            currencies,
+        }
+    }
+
+    pub async fn load(pool: &Pool, ccp_participant: &str) -> Result<Reference, HostDbError> {
+        Ok(Reference::new(
+            &sql::load_reference(pool).await?,
+            ccp_participant,
+        ))
+    }
+
+    /// A netting book sized for this reference data.
+    pub fn netting_book(&self) -> NettingBook {
+        NettingBook::new(
+            self.participant_ids.len() as u32,
+            self.securities.len() as u32,
+            self.currency_codes.len() as u16,
+        )
+    }
+
+    pub fn participant_id(&self, dense: u32) -> &str {
+        &self.participant_ids[dense as usize]
+    }
+
+    pub fn isin(&self, dense: u32) -> &str {
+        &self.securities[dense as usize].isin
+    }
+
+    pub fn currency_code(&self, dense: u16) -> &str {
+        &self.currency_codes[usize::from(dense)]
+    }
+
+    pub fn participant_dense(&self, id: &str) -> Option<u32> {
+        self.participants.get(id).map(|(dense, _)| *dense)
+    }
+
+    pub fn security_dense(&self, isin_or_code: &str) -> Option<u32> {
+        self.by_isin
+            .get(isin_or_code)
+            .or_else(|| self.by_stock_code.get(isin_or_code))
+            .copied()
+    }
+
+    pub fn currency_dense(&self, code: &str) -> Option<u16> {
+        self.currencies.get(code).copied()
+    }
+
+    pub fn minor_units(&self, currency: u16) -> u8 {
+        self.currency_minor_units[usize::from(currency)]
+    }
+
+    fn party(&self, role: &str, id: &str) -> Result<u32, Rejection> {
+        if id == self.ccp {
+            return Err(reject(
+                RejectReason::CcpAsParty,
+                format!("{role} {id} is the ccp, which is never a party to an exchange trade"),
+            ));
+        }
+        match self.participants.get(id) {
+            None => Err(reject(
+                RejectReason::UnknownParticipant,
+                format!("{role} {id} is not a participant"),
+            )),
+            Some((_, false)) => Err(reject(
+                RejectReason::ParticipantNotActive,
+                format!("{role} {id} is not active"),
+            )),
+            Some((dense, true)) => Ok(*dense),
+        }
+    }
+}
+
+/// A trade that passed validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidTrade {
+    pub row: TradeRow,
+    pub buyer: u32,
+    pub seller: u32,
+    pub security: u32,
+    pub currency: u16,
+    pub amount_minor: i64,
+    pub isolated: bool,
+}
+
+impl ValidTrade {
+    pub fn nettable(&self) -> NettableTrade {
+        NettableTrade {
+            buyer: self.buyer,
+            seller: self.seller,
+            security: self.security,
+            currency: self.currency,
+            quantity: self.row.quantity,
+            amount_minor: self.amount_minor,
+        }
+    }
+}
+
+/// Checks one trade against reference data and the calendar (everything that needs no
+/// database: duplicates and closed dates are checked in the capture transaction).
+pub fn validate(
+    reference: &Reference,
+    calendar: &Calendar,
+    market: &str,
+    record: &TradeRecord,
+) -> Result<ValidTrade, Rejection> {
+    let malformed = |field: &str, value: &str| {
+        reject(
+            RejectReason::MalformedField,
+            format!("{field} `{value}` is malformed"),
+        )
+    };
+    if record.trade_id.is_empty() || record.trade_id.len() > 64 {
+        return Err(malformed("trade_id", &record.trade_id));
+    }
+    let trade_date = parse_date(&record.trade_date)
+        .ok_or_else(|| malformed("trade_date", &record.trade_date))?;
+    let trade_time = Time::parse(
+        &record.trade_time,
+        time::macros::format_description!("[hour]:[minute]:[second]"),
+    )
+    .map_err(|_| malformed("trade_time", &record.trade_time))?;
+    let isolated = match record.settlement_type.as_str() {
+        "cns" => false,
+        "isolated" => true,
+        other => return Err(malformed("settlement_type", other)),
+    };
+    if !calendar.is_business_day(trade_date) {
+        return Err(reject(
+            RejectReason::NotBusinessDay,
+            format!("trade date {} is not a business day", record.trade_date),
+        ));
+    }
+    let buyer = reference.party("buyer", &record.buyer)?;
+    let seller = reference.party("seller", &record.seller)?;
+    let security = reference.security_dense(&record.security).ok_or_else(|| {
+        reject(
+            RejectReason::UnknownSecurity,
+            format!("security {} is unknown", record.security),
+        )
+    })?;
+    let info = &reference.securities[security as usize];
+    if !info.active {
+        return Err(reject(
+            RejectReason::SecurityNotActive,
+            format!("security {} is not active", info.isin),
+        ));
+    }
+    let currency = reference
+        .currency_dense(&record.currency)
+        .filter(|c| *c == info.currency);
+    let Some(currency) = currency else {
+        return Err(reject(
+            RejectReason::CurrencyMismatch,
+            format!(
+                "currency {} is not the currency of {} ({})",
+                record.currency,
+                info.isin,
+                reference.currency_code(info.currency)
+            ),
+        ));
+    };
+    if record.quantity <= 0 || record.quantity % info.board_lot != 0 {
+        return Err(reject(
+            RejectReason::NotBoardLot,
+            format!(
+                "quantity {} is not a positive multiple of the board lot {} of {}",
+                record.quantity, info.board_lot, info.isin
+            ),
+        ));
+    }
+    let price_micros = parse_price_micros(&record.price).ok_or_else(|| {
+        reject(
+            RejectReason::BadPrice,
+            format!(
+                "price `{}` is not a positive decimal with at most 6 decimals",
+                record.price
+            ),
+        )
+    })?;
+    let amount_minor = trade_amount_minor(
+        record.quantity,
+        price_micros,
+        reference.minor_units(currency),
+    )
+    .ok_or_else(|| {
+        reject(
+            RejectReason::BadPrice,
+            format!(
+                "value of {} at {} is out of range",
+                record.quantity, record.price
+            ),
+        )
+    })?;
+    Ok(ValidTrade {
+        row: TradeRow {
+            market: market.to_owned(),
+            trade_date,
+            trade_id: record.trade_id.clone(),
+            trade_time,
+            isin: info.isin.clone(),
+            buyer_participant_id: record.buyer.clone(),
+            seller_participant_id: record.seller.clone(),
+            quantity: record.quantity,
+            price_micros,
+            currency_code: record.currency.clone(),
+            settlement_type: if isolated { "isolated" } else { "cns" },
+            settlement_date: calendar.settlement_date(trade_date),
+        },
+        buyer,
+        seller,
+        security,
+        currency,
+        amount_minor,
+        isolated,
+    })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error("batch {batch_id} is for market {batch_market}, not {market}")]
+    WrongMarket {
+        batch_id: String,
+        batch_market: String,
+        market: String,
+    },
+    #[error("netting of settlement date {settlement_date} is unbalanced in security {isin}")]
+    Unbalanced {
+        settlement_date: String,
+        isin: String,
+    },
+    #[error(transparent)]
+    Db(#[from] HostDbError),
+}
+
+/// A refused trade to report, with the parties it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReportedRejection {
+    pub buyer: String,
+    pub seller: String,
+    pub event: TradeRejectedEvent,
+}
+
+/// What one capture transaction did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CaptureReport {
+    pub batches_captured: usize,
+    /// Batches captured before (redelivered): nothing done for them.
+    pub batches_already_captured: usize,
+    pub trades_accepted: usize,
+    pub rejections: Vec<ReportedRejection>,
+}
+
+struct Candidate<'a> {
+    batch: usize,
+    record: &'a TradeRecord,
+    outcome: Result<ValidTrade, Rejection>,
+}
+
+/// Captures `batches` of `market` in one transaction (see the module docs). `book` is
+/// scratch space sized by [`Reference::netting_book`], reused between calls.
+pub async fn capture_batches(
+    pool: &Pool,
+    reference: &Reference,
+    calendar: &Calendar,
+    market: &str,
+    batches: &[TradeBatch],
+    book: &mut NettingBook,
+) -> Result<CaptureReport, CaptureError> {
+    for batch in batches {
+        if batch.market != market {
+            return Err(CaptureError::WrongMarket {
+                batch_id: batch.batch_id.clone(),
+                batch_market: batch.market.clone(),
+                market: market.to_owned(),
+            });
+        }
+    }
+    // Validation needs no database: do it before the transaction.
+    let mut seen_batches: HashSet<&str> = HashSet::new();
+    let mut candidates: Vec<Candidate<'_>> = Vec::new();
+    for (index, batch) in batches.iter().enumerate() {
+        if !seen_batches.insert(batch.batch_id.as_str()) {
+            continue;
+        }
+        candidates.extend(batch.trades.iter().map(|record| Candidate {
+            batch: index,
+            record,
+            outcome: validate(reference, calendar, market, record),
+        }));
+    }
+    let batch_ids: Vec<&str> = seen_batches.into_iter().collect();
+
+    let mut client = crate::hostdb::client(pool).await?;
+    // Second pass only when the first COPY met a trade key already stored.
+    let mut look_up_duplicates = false;
+    loop {
+        let transaction = client
+            .transaction()
+            .await
+            .map_err(|error| HostDbError::from_postgres("begin capture", error))?;
+        let captured = sql::captured_batches(&transaction, market, &batch_ids).await?;
+        let live = |candidate: &&Candidate<'_>| {
+            !captured.contains(batches[candidate.batch].batch_id.as_str())
+        };
+        let mut dates: Vec<Date> = candidates
+            .iter()
+            .filter(live)
+            .filter_map(|c| c.outcome.as_ref().ok().map(|t| t.row.settlement_date))
+            .collect();
+        dates.sort();
+        dates.dedup();
+        let closed = sql::lock_open_settlement_dates(&transaction, &dates).await?;
+        let stored = if look_up_duplicates {
+            let keys: Vec<(Date, String)> = candidates
+                .iter()
+                .filter(live)
+                .filter_map(|c| c.outcome.as_ref().ok())
+                .map(|t| (t.row.trade_date, t.row.trade_id.clone()))
+                .collect();
+            sql::existing_trades(&transaction, market, &keys).await?
+        } else {
+            HashSet::new()
+        };
+
+        let mut report = CaptureReport::default();
+        let mut accepted: Vec<&ValidTrade> = Vec::new();
+        let mut exceptions: Vec<ExceptionRow> = Vec::new();
+        let mut batch_rows: BTreeMap<usize, BatchRow> = BTreeMap::new();
+        let mut keys_in_call: HashSet<(Date, &str)> = HashSet::new();
+        for candidate in candidates.iter().filter(live) {
+            let batch = &batches[candidate.batch];
+            let marker = batch_rows
+                .entry(candidate.batch)
+                .or_insert_with(|| BatchRow {
+                    market: market.to_owned(),
+                    batch_id: batch.batch_id.clone(),
+                    trade_count: 0,
+                    accepted_count: 0,
+                });
+            marker.trade_count += 1;
+            let outcome = match &candidate.outcome {
+                Err(rejection) => Err(rejection.clone()),
+                Ok(trade) => {
+                    let key = (trade.row.trade_date, trade.row.trade_id.as_str());
+                    if stored.contains(&(key.0, key.1.to_owned())) || !keys_in_call.insert(key) {
+                        Err(reject(
+                            RejectReason::DuplicateTrade,
+                            format!(
+                                "trade {} of {} was already received",
+                                trade.row.trade_id, trade.row.trade_date
+                            ),
+                        ))
+                    } else if closed.contains(&trade.row.settlement_date) {
+                        Err(reject(
+                            RejectReason::SettlementDateClosed,
+                            format!(
+                                "netting of settlement date {} is closed",
+                                trade.row.settlement_date
+                            ),
+                        ))
+                    } else {
+                        Ok(trade)
+                    }
+                }
+            };
+            match outcome {
+                Ok(trade) => {
+                    marker.accepted_count += 1;
+                    accepted.push(trade);
+                }
+                Err(rejection) => {
+                    let record = candidate.record;
+                    exceptions.push(ExceptionRow {
+                        market: market.to_owned(),
+                        batch_id: batch.batch_id.clone(),
+                        trade_id: record.trade_id.clone(),
+                        trade_date: parse_date(&record.trade_date),
+                        reason_code: rejection.reason.code(),
+                        detail: rejection.detail.clone(),
+                        trade: serde_json::to_value(record).unwrap_or(serde_json::Value::Null),
+                    });
+                    report.rejections.push(ReportedRejection {
+                        buyer: record.buyer.clone(),
+                        seller: record.seller.clone(),
+                        event: TradeRejectedEvent {
+                            market: market.to_owned(),
+                            batch_id: batch.batch_id.clone(),
+                            trade_id: record.trade_id.clone(),
+                            reason_code: rejection.reason.code().to_owned(),
+                            detail: rejection.detail,
+                        },
+                    });
+                }
+            }
+        }
+        // Batches with no trades still get their marker.
+        for (index, batch) in batches.iter().enumerate() {
+            if !captured.contains(batch.batch_id.as_str())
+                && !batch_rows
+                    .values()
+                    .any(|row| row.batch_id == batch.batch_id)
+            {
+                batch_rows.insert(
+                    index,
+                    BatchRow {
+                        market: market.to_owned(),
+                        batch_id: batch.batch_id.clone(),
+                        trade_count: 0,
+                        accepted_count: 0,
+                    },
+                );
+            }
+        }
+        report.batches_captured = batch_rows.len();
+        report.batches_already_captured = batch_ids.len() - batch_rows.len();
+        report.trades_accepted = accepted.len();
+        if batch_rows.is_empty() {
+            transaction
+                .rollback()
+                .await
+                .map_err(|error| HostDbError::from_postgres("end capture", error))?;
+            return Ok(report);
+        }
+
+        let batch_rows: Vec<BatchRow> = batch_rows.into_values().collect();
+        sql::insert_batches(&transaction, &batch_rows).await?;
+        sql::insert_exceptions(&transaction, &exceptions).await?;
+        let rows: Vec<TradeRow> = accepted.iter().map(|t| t.row.clone()).collect();
+        match sql::copy_trades(&transaction, &rows).await {
+            Ok(_) => {}
+            Err(error) if sql::is_duplicate_trade(&error) && !look_up_duplicates => {
+                drop(transaction);
+                look_up_duplicates = true;
+                continue;
+            }
+            Err(error) => return Err(error.into()),
+        }
+        persist_netting(&transaction, reference, &accepted, book).await?;
+        transaction
+            .commit()
+            .await
+            .map_err(|error| HostDbError::from_postgres("commit capture", error))?;
+        return Ok(report);
+    }
+}
+
+/// Nets the accepted CNS trades per settlement date in memory and adds the deltas to the
+/// stored positions; writes isolated trades' obligations.
+async fn persist_netting(
+    transaction: &tokio_postgres::Transaction<'_>,
+    reference: &Reference,
+    accepted: &[&ValidTrade],
+    book: &mut NettingBook,
+) -> Result<(), CaptureError> {
+    let mut by_date: BTreeMap<Date, Vec<NettableTrade>> = BTreeMap::new();
+    let mut isolated: Vec<IsolatedObligationRow> = Vec::new();
+    for trade in accepted {
+        if trade.isolated {
+            for (side, participant) in [
+                ("buy", &trade.row.buyer_participant_id),
+                ("sell", &trade.row.seller_participant_id),
+            ] {
+                isolated.push(IsolatedObligationRow {
+                    market: trade.row.market.clone(),
+                    trade_date: trade.row.trade_date,
+                    trade_id: trade.row.trade_id.clone(),
+                    side,
+                    participant_id: participant.clone(),
+                    settlement_date: trade.row.settlement_date,
+                    isin: trade.row.isin.clone(),
+                    quantity: trade.row.quantity,
+                    currency_code: trade.row.currency_code.clone(),
+                    amount_minor: trade.amount_minor,
+                    status: "provisional",
+                });
+            }
+        } else {
+            by_date
+                .entry(trade.row.settlement_date)
+                .or_default()
+                .push(trade.nettable());
+        }
+    }
+    sql::insert_isolated_obligations(transaction, &isolated).await?;
+    for (date, trades) in by_date {
+        book.clear();
+        book.add_all(&trades);
+        if let Some(security) = book.unbalanced_security() {
+            return Err(CaptureError::Unbalanced {
+                settlement_date: super::format_date(date),
+                isin: reference.isin(security).to_owned(),
+            });
+        }
+        let (stock, money) = deltas(reference, book);
+        sql::add_position_deltas(transaction, date, &stock, &money).await?;
+    }
+    book.clear();
+    Ok(())
+}
+
+/// The book's positions as rows keyed by participant id, sorted by key (lock order).
+pub fn deltas(reference: &Reference, book: &NettingBook) -> (Vec<StockDelta>, Vec<MoneyDelta>) {
+    let mut stock: Vec<StockDelta> = book
+        .stock_positions()
+        .map(|p| StockDelta {
+            participant_id: reference.participant_id(p.participant).to_owned(),
+            isin: reference.isin(p.security).to_owned(),
+            net_quantity: p.cell.net,
+            obligation_count: i32::try_from(p.cell.obligation_count).unwrap_or(i32::MAX),
+        })
+        .collect();
+    stock.sort_by(|a, b| (&a.participant_id, &a.isin).cmp(&(&b.participant_id, &b.isin)));
+    let mut money: Vec<MoneyDelta> = book
+        .money_positions()
+        .map(|p| MoneyDelta {
+            participant_id: reference.participant_id(p.participant).to_owned(),
+            currency_code: reference.currency_code(p.currency).to_owned(),
+            net_amount_minor: p.cell.net,
+            obligation_count: i32::try_from(p.cell.obligation_count).unwrap_or(i32::MAX),
+        })
+        .collect();
+    money.sort_by(|a, b| {
+        (&a.participant_id, &a.currency_code).cmp(&(&b.participant_id, &b.currency_code))
+    });
+    (stock, money)
+}
+
+/// Publishes each rejection to the buyer's, the seller's (when they are valid ids) and the
+/// CCP's event subject, pipelined: all publishes are sent before any ack is awaited.
+pub async fn report_rejections(
+    jetstream: &jetstream::Context,
+    ccp_participant: &str,
+    rejections: &[ReportedRejection],
+) -> Result<(), crate::bus::BusError> {
+    let mut pending = Vec::new();
+    for rejection in rejections {
+        let payload = serde_json::to_vec(&rejection.event).map_err(|error| {
+            crate::bus::BusError::JetStream {
+                operation: "encode trade rejected event".to_owned(),
+                message: error.to_string(),
+            }
+        })?;
+        let mut recipients: Vec<&str> = vec![ccp_participant, &rejection.buyer, &rejection.seller];
+        recipients.sort_unstable();
+        recipients.dedup();
+        for recipient in recipients {
+            let Ok(participant) = ParticipantId::parse(recipient) else {
+                continue;
+            };
+            let subject = subjects::events(&participant, EventKind::Trade);
+            let ack = jetstream
+                .publish(subject, payload.clone().into())
+                .await
+                .map_err(|error| crate::bus::BusError::JetStream {
+                    operation: "publish trade rejected event".to_owned(),
+                    message: error.to_string(),
+                })?;
+            pending.push(ack);
+        }
+    }
+    for ack in futures::future::join_all(
+        pending
+            .into_iter()
+            .map(std::future::IntoFuture::into_future),
+    )
+    .await
+    {
+        ack.map_err(|error| crate::bus::BusError::JetStream {
+            operation: "publish trade rejected event".to_owned(),
+            message: error.to_string(),
+        })?;
+    }
+    Ok(())
+}
+
+/// The durable pull consumer capture workers share (`cns-capture` on TRADES).
+pub async fn capture_consumer(
+    jetstream: &jetstream::Context,
+) -> Result<jetstream::consumer::PullConsumer, crate::bus::BusError> {
+    let stream = jetstream
+        .get_stream(crate::bus::trades::TRADES_STREAM)
+        .await
+        .map_err(|error| crate::bus::BusError::JetStream {
+            operation: format!("get stream {}", crate::bus::trades::TRADES_STREAM),
+            message: error.to_string(),
+        })?;
+    stream
+        .get_consumer(crate::bus::trades::CAPTURE_CONSUMER)
+        .await
+        .map_err(|error| crate::bus::BusError::JetStream {
+            operation: format!("get consumer {}", crate::bus::trades::CAPTURE_CONSUMER),
+            message: error.to_string(),
+        })
+}
+
+/// One capture worker: fetch up to `capture_fetch_messages_max` batches, capture them in one
+/// transaction, acknowledge, report rejections; until `shutdown` turns true. A host database
+/// failure leaves the messages unacknowledged (negative ack with a delay) and is retried.
+pub async fn run_worker(
+    config: CnsConfig,
+    pool: Pool,
+    jetstream: jetstream::Context,
+    consumer: jetstream::consumer::PullConsumer,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let calendar = config.calendar();
+    let retry_delay = Duration::from_millis(config.capture_retry_delay_ms);
+    let refresh = Duration::from_millis(config.reference_refresh_ms);
+    let mut loaded: Option<(Reference, NettingBook, Instant)> = None;
+    while !*shutdown.borrow() {
+        if loaded
+            .as_ref()
+            .is_none_or(|(_, _, at)| at.elapsed() >= refresh)
+        {
+            match Reference::load(&pool, &config.ccp_participant).await {
+                Ok(reference) => {
+                    let book = match loaded.take() {
+                        Some((_, book, _))
+                            if book.dimensions() == reference.netting_book_dimensions() =>
+                        {
+                            book
+                        }
+                        _ => reference.netting_book(),
+                    };
+                    loaded = Some((reference, book, Instant::now()));
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cns capture: cannot load reference data; retrying");
+                    sleep_or_shutdown(retry_delay, &mut shutdown).await;
+                    continue;
+                }
+            }
+        }
+        let Some((reference, book, _)) = loaded.as_mut() else {
+            continue;
+        };
+        let fetched = consumer
+            .fetch()
+            .max_messages(config.capture_fetch_messages_max)
+            .max_bytes(config.capture_fetch_bytes_max)
+            .expires(Duration::from_millis(config.capture_fetch_wait_ms))
+            .messages()
+            .await;
+        let mut messages = match fetched {
+            Ok(messages) => messages,
+            Err(error) => {
+                tracing::warn!(%error, "cns capture: fetch failed; retrying");
+                sleep_or_shutdown(retry_delay, &mut shutdown).await;
+                continue;
+            }
+        };
+        let mut batch: Vec<(jetstream::Message, TradeBatch)> = Vec::new();
+        loop {
+            let next = tokio::select! {
+                next = messages.next() => next,
+                _ = shutdown.changed() => None,
+            };
+            let Some(message) = next else { break };
+            let message = match message {
+                Ok(message) => message,
+                Err(error) => {
+                    // A fetch also ends this way when the next message would pass
+                    // `capture_fetch_bytes_max` (status 409): capture what arrived, fetch again.
+                    tracing::debug!(%error, "cns capture: fetch ended early");
+                    break;
+                }
+            };
+            match serde_json::from_slice::<TradeBatch>(&message.payload) {
+                Ok(decoded) => batch.push((message, decoded)),
+                Err(error) => {
+                    // Not a trade batch: never capturable, so terminate it (no redelivery).
+                    tracing::error!(%error, subject = %message.subject, "cns capture: malformed trade batch terminated");
+                    metrics::counter!(names::BATCHES_MALFORMED_TOTAL).increment(1);
+                    if let Err(error) = message.ack_with(AckKind::Term).await {
+                        tracing::warn!(%error, "cns capture: terminate malformed batch");
+                    }
+                }
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let started = Instant::now();
+        let mut by_market: BTreeMap<String, Vec<TradeBatch>> = BTreeMap::new();
+        let mut acks: Vec<jetstream::Message> = Vec::new();
+        for (message, decoded) in batch {
+            by_market
+                .entry(decoded.market.clone())
+                .or_default()
+                .push(decoded);
+            acks.push(message);
+        }
+        let mut outcome: Result<CaptureReport, CaptureError> = Ok(CaptureReport::default());
+        for (market, batches) in &by_market {
+            match capture_batches(&pool, reference, &calendar, market, batches, book).await {
+                Ok(report) => {
+                    if let Ok(total) = outcome.as_mut() {
+                        total.batches_captured += report.batches_captured;
+                        total.batches_already_captured += report.batches_already_captured;
+                        total.trades_accepted += report.trades_accepted;
+                        total.rejections.extend(report.rejections);
+                    }
+                }
+                Err(error) => {
+                    outcome = Err(error);
+                    break;
+                }
+            }
+        }
+        match outcome {
+            Ok(report) => {
+                metrics::histogram!(names::CAPTURE_TRANSACTION_SECONDS)
+                    .record(started.elapsed().as_secs_f64());
+                metrics::counter!(names::BATCHES_CAPTURED_TOTAL)
+                    .increment(report.batches_captured as u64);
+                metrics::counter!(names::BATCHES_REDELIVERED_TOTAL)
+                    .increment(report.batches_already_captured as u64);
+                metrics::counter!(names::TRADES_CAPTURED_TOTAL)
+                    .increment(report.trades_accepted as u64);
+                for rejection in &report.rejections {
+                    metrics::counter!(names::TRADES_REJECTED_TOTAL, "reason" => reason_label(&rejection.event.reason_code))
+                        .increment(1);
+                }
+                // Committed: acknowledge every message (acks are sent, not awaited one by one).
+                let acked = futures::future::join_all(acks.iter().map(|m| m.ack())).await;
+                if let Some(Err(error)) = acked.into_iter().find(Result::is_err) {
+                    // Redelivery is harmless: the batch markers make it a no-op.
+                    tracing::warn!(%error, "cns capture: acknowledge captured batches");
+                }
+                if let Err(error) =
+                    report_rejections(&jetstream, &config.ccp_participant, &report.rejections).await
+                {
+                    tracing::warn!(%error, "cns capture: report rejections (stored in cns_trade_exceptions)");
+                }
+            }
+            Err(error) => {
+                metrics::counter!(names::CAPTURE_FAILURES_TOTAL).increment(1);
+                tracing::error!(%error, "cns capture: transaction failed; batches will be redelivered");
+                for message in &acks {
+                    let _ = message.ack_with(AckKind::Nak(Some(retry_delay))).await;
+                }
+                sleep_or_shutdown(retry_delay, &mut shutdown).await;
+            }
+        }
+    }
+}
+
+/// The reason code as a static label (bounded label values only).
+fn reason_label(code: &str) -> &'static str {
+    const ALL: [RejectReason; 12] = [
+        RejectReason::MalformedField,
+        RejectReason::UnknownParticipant,
+        RejectReason::ParticipantNotActive,
+        RejectReason::CcpAsParty,
+        RejectReason::UnknownSecurity,
+        RejectReason::SecurityNotActive,
+        RejectReason::CurrencyMismatch,
+        RejectReason::NotBoardLot,
+        RejectReason::BadPrice,
+        RejectReason::NotBusinessDay,
+        RejectReason::DuplicateTrade,
+        RejectReason::SettlementDateClosed,
+    ];
+    ALL.iter()
+        .map(|reason| reason.code())
+        .find(|known| *known == code)
+        .unwrap_or("other")
+}
+
+async fn sleep_or_shutdown(delay: Duration, shutdown: &mut tokio::sync::watch::Receiver<bool>) {
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => {}
+        _ = shutdown.changed() => {}
+    }
+}
+
+impl Reference {
+    fn netting_book_dimensions(&self) -> (u32, u32, u16) {
+        (
+            self.participant_ids.len() as u32,
+            self.securities.len() as u32,
+            self.currency_codes.len() as u16,
+        )
+    }
+}

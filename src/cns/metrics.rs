@@ -1,0 +1,35 @@
+//! Metric names of CNS clearing. Labels are bounded: `reason` is a reject reason code.
+
+pub const TRADES_CAPTURED_TOTAL: &str = "ccass_cns_trades_captured_total";
+pub const TRADES_REJECTED_TOTAL: &str = "ccass_cns_trades_rejected_total";
+pub const BATCHES_CAPTURED_TOTAL: &str = "ccass_cns_batches_captured_total";
+pub const BATCHES_REDELIVERED_TOTAL: &str = "ccass_cns_batches_redelivered_total";
+pub const BATCHES_MALFORMED_TOTAL: &str = "ccass_cns_batches_malformed_total";
+pub const CAPTURE_TRANSACTION_SECONDS: &str = "ccass_cns_capture_transaction_seconds";
+pub const CAPTURE_FAILURES_TOTAL: &str = "ccass_cns_capture_failures_total";
+
+pub fn describe_all() {
+    metrics::describe_counter!(TRADES_CAPTURED_TOTAL, "trades captured and netted");
+    metrics::describe_counter!(
+        TRADES_REJECTED_TOTAL,
+        "trades refused by capture, by reason"
+    );
+    metrics::describe_counter!(BATCHES_CAPTURED_TOTAL, "feed batches captured");
+    metrics::describe_counter!(
+        BATCHES_REDELIVERED_TOTAL,
+        "feed batches delivered again after they were captured (ignored)"
+    );
+    metrics::describe_counter!(
+        BATCHES_MALFORMED_TOTAL,
+        "feed messages that are not a trade batch (terminated, never redelivered)"
+    );
+    metrics::describe_histogram!(
+        CAPTURE_TRANSACTION_SECONDS,
+        metrics::Unit::Seconds,
+        "time of one capture transaction (validate, copy, net, commit)"
+    );
+    metrics::describe_counter!(
+        CAPTURE_FAILURES_TOTAL,
+        "capture transactions that failed and were retried"
+    );
+}

@@ -1,0 +1,189 @@
+//! CNS clearing: the exchange trade feed, capture, novation to the CCP and continuous net
+//! settlement positions.
+//!
+//! ```text
+//!  feed (CSV file, generator) ──► TRADES ccass.v1.trades.{market} ──► capture workers
+//!      ──► one transaction per fetch: exchange_trades (COPY BINARY), cns_trade_exceptions,
+//!          cns_trade_batches, position deltas netted in memory ──► ack
+//!      ──► rejects on ccass.v1.events.{participant}.trade
+//!  cut-off (per settlement date) ──► re-net every CNS trade in memory, check against the
+//!      incremental positions, mark them final in one transaction
+//! ```
+//!
+//! - [`feed`]: the CSV format, the synthetic day generator, publishing batches.
+//! - [`capture`]: validation and the capture worker.
+//! - [`netting`]: novation and netting in memory on dense ids (pure).
+//! - [`positions`]: the cut-off and the positions view.
+//! - [`bench`]: `ccass bench cns`.
+//!
+//! Invariants:
+//! - A trade is netted exactly once: its batch marker, the trade row and its position delta
+//!   commit in one transaction, and a redelivered batch finds its marker and changes nothing.
+//! - A refused trade is stored with its reason and never netted.
+//! - Per security and settlement date, the participants' net positions sum to zero (the CCP
+//!   delivers what it receives); the cut-off re-nets every trade and refuses to finalise
+//!   positions that disagree with the incremental ones.
+//!
+//! # Settlement of positions (for the Batch Settlement Run, issue 6)
+//!
+//! Positions are settled by the one BSR engine, not here. Its input per settlement date:
+//! `cns_stock_positions` with `status` in (`final`, `partially_settled`) and
+//! `net_quantity <> 0`, and `cns_isolated_obligations` likewise. The intended order and rule:
+//! 1. Short positions first: each participant delivers `|net_quantity| - settled_quantity`
+//!    to the CCP's account, all-or-nothing per position unless the participant's available
+//!    holding allows only part (CNS positions allow partial delivery in board lots).
+//! 2. Then SIs.
+//! 3. Then longs, from what the CCP received in that security: when the CCP holds enough,
+//!    every long settles in full. When shorts failed, the CCP's receipts are allocated **pro
+//!    rata to the outstanding long quantity, rounded down to whole board lots**; the
+//!    remaining board lots go one at a time to the largest outstanding longs (ties by
+//!    participant id), so allocation is deterministic and never exceeds receipts.
+//! 4. What is left unsettled stays `partially_settled`/`final` for the next run of the day;
+//!    after the day's final run it is carried forward: the row becomes `carried_forward`
+//!    and its remainder is added to the next settlement date's position of the same
+//!    participant and security, netting continuously with the later trades.
+//!
+//! Money positions (`cns_money_positions`) settle once per day after the final run.
+
+pub mod bench;
+pub mod calendar;
+pub mod capture;
+pub mod feed;
+pub mod metrics;
+pub mod netting;
+pub mod positions;
+
+use serde::Deserialize;
+use time::Date;
+
+use crate::config::{ConfigError, check_range};
+
+/// Upper bound on capture fetch bytes in flight on one NATS connection: three quarters of
+/// nats-server's default per-client `max_pending` (64 MiB). Measured: 2 workers x 48 MiB
+/// stalled 1 M trades for a whole ack wait (61 s instead of 10 s).
+const CAPTURE_IN_FLIGHT_BYTES_MAX: usize = 48 * 1024 * 1024;
+
+/// `[cns]` in config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CnsConfig {
+    /// The CCP participant every CNS trade is novated to (`HKSCC0`).
+    pub ccp_participant: String,
+    /// The exchange market whose trades this deployment clears (`xhkg`).
+    pub market: String,
+    /// CNS trades settle this many business days after the trade date (T+2).
+    pub settlement_cycle_days: u8,
+    /// Non-business days besides Saturdays and Sundays, `YYYY-MM-DD`.
+    pub holidays: Vec<String>,
+    /// Capture workers started by `ccass up` (one pull consumer shared by all).
+    pub capture_workers: usize,
+    /// Messages (trade batches) taken per fetch, captured in one transaction.
+    pub capture_fetch_messages_max: usize,
+    /// Bytes taken per fetch. All workers of a process share one NATS connection, so
+    /// `capture_workers` x this must stay well below the server's per-client pending limit
+    /// (nats-server `max_pending`, 64 MiB by default): beyond it the server drops deliveries
+    /// as a slow consumer and they come back only after the consumer's ack wait.
+    pub capture_fetch_bytes_max: usize,
+    /// How long a fetch waits for messages before capturing what it has.
+    pub capture_fetch_wait_ms: u64,
+    /// How long a worker waits before retrying after the host database failed.
+    pub capture_retry_delay_ms: u64,
+    /// How often a worker reloads participants and securities.
+    pub reference_refresh_ms: u64,
+    /// Trades per feed message (JSON, below the TRADES stream's 1 MiB message limit).
+    pub feed_trades_per_batch_max: usize,
+}
+
+impl CnsConfig {
+    pub(crate) fn check(&self) -> Result<(), ConfigError> {
+        crate::ids::ParticipantId::parse(&self.ccp_participant).map_err(|error| {
+            ConfigError::Key {
+                key: "cns.ccp_participant".to_owned(),
+                message: error.to_string(),
+            }
+        })?;
+        if crate::bus::subjects::Market::parse(&self.market).is_none() {
+            return Err(ConfigError::Key {
+                key: "cns.market".to_owned(),
+                message: format!("`{}` is not 1 to 16 of [a-z0-9]", self.market),
+            });
+        }
+        check_range(
+            "cns.settlement_cycle_days",
+            self.settlement_cycle_days,
+            0..=10,
+        )?;
+        self.holiday_dates()?;
+        check_range("cns.capture_workers", self.capture_workers, 1..=64)?;
+        check_range(
+            "cns.capture_fetch_messages_max",
+            self.capture_fetch_messages_max,
+            1..=4096,
+        )?;
+        let in_flight_bytes = self.capture_workers * self.capture_fetch_bytes_max;
+        if in_flight_bytes > CAPTURE_IN_FLIGHT_BYTES_MAX {
+            return Err(ConfigError::Key {
+                key: "cns.capture_fetch_bytes_max".to_owned(),
+                message: format!(
+                    "{} workers x {} bytes = {in_flight_bytes} bytes in flight on one connection, over {CAPTURE_IN_FLIGHT_BYTES_MAX} (nats-server drops deliveries to slow consumers past its 64 MiB max_pending)",
+                    self.capture_workers, self.capture_fetch_bytes_max
+                ),
+            });
+        }
+        check_range(
+            "cns.capture_fetch_wait_ms",
+            self.capture_fetch_wait_ms,
+            1..=60_000,
+        )?;
+        check_range(
+            "cns.capture_retry_delay_ms",
+            self.capture_retry_delay_ms,
+            1..=600_000,
+        )?;
+        check_range(
+            "cns.reference_refresh_ms",
+            self.reference_refresh_ms,
+            1..=86_400_000,
+        )?;
+        check_range(
+            "cns.feed_trades_per_batch_max",
+            self.feed_trades_per_batch_max,
+            1..=5_000,
+        )?;
+        Ok(())
+    }
+
+    fn holiday_dates(&self) -> Result<Vec<Date>, ConfigError> {
+        self.holidays
+            .iter()
+            .map(|text| {
+                parse_date(text).ok_or_else(|| ConfigError::Key {
+                    key: "cns.holidays".to_owned(),
+                    message: format!("`{text}` is not a date such as 2026-12-25"),
+                })
+            })
+            .collect()
+    }
+
+    /// The settlement calendar (dates were checked at load).
+    pub fn calendar(&self) -> calendar::Calendar {
+        let holidays = self.holidays.iter().filter_map(|text| parse_date(text));
+        calendar::Calendar::new(holidays, self.settlement_cycle_days)
+    }
+}
+
+/// `YYYY-MM-DD`.
+pub fn parse_date(text: &str) -> Option<Date> {
+    Date::parse(
+        text,
+        time::macros::format_description!("[year]-[month]-[day]"),
+    )
+    .ok()
+}
+
+/// `YYYY-MM-DD`.
+pub fn format_date(date: Date) -> String {
+    // Formatting a valid date with a fixed description cannot fail.
+    date.format(time::macros::format_description!("[year]-[month]-[day]"))
+        .unwrap_or_default()
+}

@@ -1,0 +1,899 @@
+//! SQL of CNS clearing: captured trades, batches, exceptions, positions, cut-offs.
+//!
+//! Guarantees: every write runs inside the caller's transaction (capture writes a batch's
+//! trades, exceptions, batch marker and position deltas in one); position deltas are applied
+//! in key order, so concurrent capture transactions never deadlock on each other; trades are
+//! appended with COPY BINARY.
+
+use std::collections::HashSet;
+
+use rust_decimal::Decimal;
+use time::{Date, Time};
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{ToSql, Type};
+
+use super::{HostDbError, Pool};
+
+/// Advisory lock namespace of settlement-date cut-offs ("cnscut" in ASCII); the date's
+/// Julian day is the second key. Capture holds it shared, the cut-off exclusive.
+const CUTOFF_LOCK_NAMESPACE: i32 = 0x636e_7363;
+
+fn db(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> HostDbError {
+    move |error| HostDbError::from_postgres(context, error)
+}
+
+// ---------------------------------------------------------------------------------------
+// Reference data
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParticipantRow {
+    pub participant_id: String,
+    pub participant_type: String,
+    pub status: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecurityRow {
+    pub isin: String,
+    pub stock_code: String,
+    pub currency_code: String,
+    pub board_lot: i32,
+    pub status: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CurrencyRow {
+    pub currency_code: String,
+    pub minor_units: i16,
+}
+
+/// The reference data capture validates against, in a stable order (by key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReferenceRows {
+    pub participants: Vec<ParticipantRow>,
+    pub securities: Vec<SecurityRow>,
+    pub currencies: Vec<CurrencyRow>,
+}
+
+pub async fn load_reference(pool: &Pool) -> Result<ReferenceRows, HostDbError> {
+    let client = super::client(pool).await?;
+    let participants = client
+        .query(
+            "SELECT participant_id, participant_type, status FROM participants ORDER BY 1",
+            &[],
+        )
+        .await
+        .map_err(db("read participants"))?
+        .iter()
+        .map(|row| ParticipantRow {
+            participant_id: row.get(0),
+            participant_type: row.get(1),
+            status: row.get(2),
+        })
+        .collect();
+    let securities = client
+        .query(
+            "SELECT isin, stock_code, currency_code, board_lot, status FROM securities ORDER BY 1",
+            &[],
+        )
+        .await
+        .map_err(db("read securities"))?
+        .iter()
+        .map(|row| SecurityRow {
+            isin: row.get(0),
+            stock_code: row.get(1),
+            currency_code: row.get(2),
+            board_lot: row.get(3),
+            status: row.get(4),
+        })
+        .collect();
+    let currencies = client
+        .query(
+            "SELECT currency_code, minor_units FROM currencies ORDER BY 1",
+            &[],
+        )
+        .await
+        .map_err(db("read currencies"))?
+        .iter()
+        .map(|row| CurrencyRow {
+            currency_code: row.get(0),
+            minor_units: row.get(1),
+        })
+        .collect();
+    Ok(ReferenceRows {
+        participants,
+        securities,
+        currencies,
+    })
+}
+
+/// Inserts generated reference data (benchmarks): currencies, participants, securities.
+/// Existing keys are left alone.
+pub async fn insert_reference(pool: &Pool, rows: &ReferenceRows) -> Result<(), HostDbError> {
+    let mut client = super::client(pool).await?;
+    let transaction = client.transaction().await.map_err(db("begin"))?;
+    for currency in &rows.currencies {
+        transaction
+            .execute(
+                "INSERT INTO currencies (currency_code, name, minor_units) VALUES ($1, $1, $2)
+                 ON CONFLICT DO NOTHING",
+                &[&currency.currency_code, &currency.minor_units],
+            )
+            .await
+            .map_err(db("insert currency"))?;
+    }
+    let ids: Vec<&str> = rows
+        .participants
+        .iter()
+        .map(|p| p.participant_id.as_str())
+        .collect();
+    let types: Vec<&str> = rows
+        .participants
+        .iter()
+        .map(|p| p.participant_type.as_str())
+        .collect();
+    let statuses: Vec<&str> = rows
+        .participants
+        .iter()
+        .map(|p| p.status.as_str())
+        .collect();
+    transaction
+        .execute(
+            "INSERT INTO participants (participant_id, name, participant_type, status, logical_terminal)
+             SELECT id, 'participant ' || id, kind, status, 'TEST' || translate(id, '0123456789', 'ABCDEFGHIJ') || 'XX'
+             FROM unnest($1::text[], $2::text[], $3::text[]) AS t (id, kind, status)
+             ON CONFLICT DO NOTHING",
+            &[&ids, &types, &statuses],
+        )
+        .await
+        .map_err(db("insert participants"))?;
+    let isins: Vec<&str> = rows.securities.iter().map(|s| s.isin.as_str()).collect();
+    let codes: Vec<&str> = rows
+        .securities
+        .iter()
+        .map(|s| s.stock_code.as_str())
+        .collect();
+    let currencies: Vec<&str> = rows
+        .securities
+        .iter()
+        .map(|s| s.currency_code.as_str())
+        .collect();
+    let lots: Vec<i32> = rows.securities.iter().map(|s| s.board_lot).collect();
+    let statuses: Vec<&str> = rows.securities.iter().map(|s| s.status.as_str()).collect();
+    transaction
+        .execute(
+            "INSERT INTO securities (isin, stock_code, name, currency_code, board_lot, status)
+             SELECT isin, code, 'security ' || code, currency, lot, status
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::int4[], $5::text[])
+                 AS t (isin, code, currency, lot, status)
+             ON CONFLICT DO NOTHING",
+            &[&isins, &codes, &currencies, &lots, &statuses],
+        )
+        .await
+        .map_err(db("insert securities"))?;
+    transaction.commit().await.map_err(db("commit reference"))
+}
+
+// ---------------------------------------------------------------------------------------
+// Capture
+
+/// A validated trade, as `exchange_trades` stores it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TradeRow {
+    pub market: String,
+    pub trade_date: Date,
+    pub trade_id: String,
+    pub trade_time: Time,
+    pub isin: String,
+    pub buyer_participant_id: String,
+    pub seller_participant_id: String,
+    pub quantity: i64,
+    /// Millionths of a major unit (`numeric(20, 6)`).
+    pub price_micros: i64,
+    pub currency_code: String,
+    /// `cns` or `isolated`.
+    pub settlement_type: &'static str,
+    pub settlement_date: Date,
+}
+
+/// A refused trade.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExceptionRow {
+    pub market: String,
+    pub batch_id: String,
+    pub trade_id: String,
+    pub trade_date: Option<Date>,
+    pub reason_code: &'static str,
+    pub detail: String,
+    pub trade: serde_json::Value,
+}
+
+/// A captured feed batch (its marker makes redelivery idempotent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchRow {
+    pub market: String,
+    pub batch_id: String,
+    pub trade_count: i32,
+    pub accepted_count: i32,
+}
+
+/// Which of `batch_ids` of `market` are already captured.
+pub async fn captured_batches(
+    transaction: &tokio_postgres::Transaction<'_>,
+    market: &str,
+    batch_ids: &[&str],
+) -> Result<HashSet<String>, HostDbError> {
+    let rows = transaction
+        .query(
+            "SELECT batch_id FROM cns_trade_batches WHERE market = $1 AND batch_id = ANY($2)",
+            &[&market, &batch_ids],
+        )
+        .await
+        .map_err(db("read captured batches"))?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
+}
+
+/// Takes the cut-off lock of each date shared (until the transaction ends) and returns
+/// those already closed. Dates must be sorted (lock order).
+pub async fn lock_open_settlement_dates(
+    transaction: &tokio_postgres::Transaction<'_>,
+    sorted_dates: &[Date],
+) -> Result<HashSet<Date>, HostDbError> {
+    for date in sorted_dates {
+        transaction
+            .execute(
+                "SELECT pg_advisory_xact_lock_shared($1, $2)",
+                &[&CUTOFF_LOCK_NAMESPACE, &date.to_julian_day()],
+            )
+            .await
+            .map_err(db("lock settlement date shared"))?;
+    }
+    let rows = transaction
+        .query(
+            "SELECT settlement_date FROM cns_cutoffs WHERE settlement_date = ANY($1)",
+            &[&sorted_dates],
+        )
+        .await
+        .map_err(db("read cut-offs"))?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
+}
+
+/// Of `keys` (trade date, trade id) of `market`, those already in `exchange_trades`.
+pub async fn existing_trades(
+    transaction: &tokio_postgres::Transaction<'_>,
+    market: &str,
+    keys: &[(Date, String)],
+) -> Result<HashSet<(Date, String)>, HostDbError> {
+    let dates: Vec<Date> = keys.iter().map(|(date, _)| *date).collect();
+    let ids: Vec<&str> = keys.iter().map(|(_, id)| id.as_str()).collect();
+    let rows = transaction
+        .query(
+            "SELECT t.trade_date, t.trade_id
+             FROM unnest($2::date[], $3::text[]) AS k (trade_date, trade_id)
+             JOIN exchange_trades t
+               ON t.market = $1 AND t.trade_date = k.trade_date AND t.trade_id = k.trade_id",
+            &[&market, &dates, &ids],
+        )
+        .await
+        .map_err(db("look up captured trades"))?;
+    Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+}
+
+const TRADE_COPY: &str = "COPY exchange_trades (market, trade_date, trade_id, trade_time, isin, \
+    buyer_participant_id, seller_participant_id, quantity, price, currency_code, \
+    settlement_type, settlement_date) FROM STDIN BINARY";
+const TRADE_TYPES: [Type; 12] = [
+    Type::TEXT,
+    Type::DATE,
+    Type::TEXT,
+    Type::TIME,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::INT8,
+    Type::NUMERIC,
+    Type::TEXT,
+    Type::TEXT,
+    Type::DATE,
+];
+
+/// Appends trades with one COPY BINARY. A trade key already present fails the whole COPY
+/// with [`HostDbError::Constraint`] (the primary key), leaving the transaction aborted.
+pub async fn copy_trades(
+    transaction: &tokio_postgres::Transaction<'_>,
+    trades: &[TradeRow],
+) -> Result<u64, HostDbError> {
+    let context = "copy exchange trades";
+    let sink = transaction
+        .copy_in(TRADE_COPY)
+        .await
+        .map_err(|error| HostDbError::from_postgres(context, error))?;
+    let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &TRADE_TYPES));
+    for trade in trades {
+        let price = Decimal::new(trade.price_micros, 6);
+        let row: [&(dyn ToSql + Sync); 12] = [
+            &trade.market,
+            &trade.trade_date,
+            &trade.trade_id,
+            &trade.trade_time,
+            &trade.isin,
+            &trade.buyer_participant_id,
+            &trade.seller_participant_id,
+            &trade.quantity,
+            &price,
+            &trade.currency_code,
+            &trade.settlement_type,
+            &trade.settlement_date,
+        ];
+        writer
+            .as_mut()
+            .write(&row)
+            .await
+            .map_err(|error| HostDbError::from_postgres(context, error))?;
+    }
+    writer
+        .as_mut()
+        .finish()
+        .await
+        .map_err(|error| HostDbError::from_postgres(context, error))
+}
+
+/// Whether `error` is a duplicate trade key refused by COPY.
+pub fn is_duplicate_trade(error: &HostDbError) -> bool {
+    matches!(error, HostDbError::Constraint { constraint: Some(name), .. } if name.ends_with("_pkey"))
+}
+
+pub async fn insert_batches(
+    transaction: &tokio_postgres::Transaction<'_>,
+    batches: &[BatchRow],
+) -> Result<(), HostDbError> {
+    let markets: Vec<&str> = batches.iter().map(|b| b.market.as_str()).collect();
+    let ids: Vec<&str> = batches.iter().map(|b| b.batch_id.as_str()).collect();
+    let counts: Vec<i32> = batches.iter().map(|b| b.trade_count).collect();
+    let accepted: Vec<i32> = batches.iter().map(|b| b.accepted_count).collect();
+    transaction
+        .execute(
+            "INSERT INTO cns_trade_batches (market, batch_id, trade_count, accepted_count, rejected_count)
+             SELECT market, batch_id, trade_count, accepted, trade_count - accepted
+             FROM unnest($1::text[], $2::text[], $3::int4[], $4::int4[])
+                 AS t (market, batch_id, trade_count, accepted)",
+            &[&markets, &ids, &counts, &accepted],
+        )
+        .await
+        .map_err(db("insert captured batches"))?;
+    Ok(())
+}
+
+pub async fn insert_exceptions(
+    transaction: &tokio_postgres::Transaction<'_>,
+    exceptions: &[ExceptionRow],
+) -> Result<(), HostDbError> {
+    if exceptions.is_empty() {
+        return Ok(());
+    }
+    let markets: Vec<&str> = exceptions.iter().map(|e| e.market.as_str()).collect();
+    let batch_ids: Vec<&str> = exceptions.iter().map(|e| e.batch_id.as_str()).collect();
+    let trade_ids: Vec<&str> = exceptions.iter().map(|e| e.trade_id.as_str()).collect();
+    let dates: Vec<Option<Date>> = exceptions.iter().map(|e| e.trade_date).collect();
+    let reasons: Vec<&str> = exceptions.iter().map(|e| e.reason_code).collect();
+    let details: Vec<&str> = exceptions.iter().map(|e| e.detail.as_str()).collect();
+    let trades: Vec<&serde_json::Value> = exceptions.iter().map(|e| &e.trade).collect();
+    transaction
+        .execute(
+            "INSERT INTO cns_trade_exceptions
+                 (market, batch_id, trade_id, trade_date, reason_code, detail, trade)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::date[], $5::text[],
+                                  $6::text[], $7::jsonb[])",
+            &[
+                &markets, &batch_ids, &trade_ids, &dates, &reasons, &details, &trades,
+            ],
+        )
+        .await
+        .map_err(db("insert trade exceptions"))?;
+    Ok(())
+}
+
+/// A change to one stock position (sorted by participant, isin before applying).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StockDelta {
+    pub participant_id: String,
+    pub isin: String,
+    pub net_quantity: i64,
+    pub obligation_count: i32,
+}
+
+/// A change to one money position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MoneyDelta {
+    pub participant_id: String,
+    pub currency_code: String,
+    pub net_amount_minor: i64,
+    pub obligation_count: i32,
+}
+
+/// Adds netted deltas to the provisional positions of `settlement_date` (creating them).
+pub async fn add_position_deltas(
+    transaction: &tokio_postgres::Transaction<'_>,
+    settlement_date: Date,
+    stock: &[StockDelta],
+    money: &[MoneyDelta],
+) -> Result<(), HostDbError> {
+    let participants: Vec<&str> = stock.iter().map(|d| d.participant_id.as_str()).collect();
+    let isins: Vec<&str> = stock.iter().map(|d| d.isin.as_str()).collect();
+    let quantities: Vec<i64> = stock.iter().map(|d| d.net_quantity).collect();
+    let counts: Vec<i32> = stock.iter().map(|d| d.obligation_count).collect();
+    transaction
+        .execute(
+            "INSERT INTO cns_stock_positions
+                 (settlement_date, participant_id, isin, net_quantity, obligation_count, status)
+             SELECT $1, participant_id, isin, quantity, obligation_count, 'provisional'
+             FROM unnest($2::text[], $3::text[], $4::int8[], $5::int4[])
+                 AS d (participant_id, isin, quantity, obligation_count)
+             ORDER BY participant_id, isin
+             ON CONFLICT (settlement_date, participant_id, isin) DO UPDATE SET
+                 net_quantity = cns_stock_positions.net_quantity + EXCLUDED.net_quantity,
+                 obligation_count = cns_stock_positions.obligation_count + EXCLUDED.obligation_count,
+                 updated_at = now()",
+            &[&settlement_date, &participants, &isins, &quantities, &counts],
+        )
+        .await
+        .map_err(db("add stock position deltas"))?;
+    let participants: Vec<&str> = money.iter().map(|d| d.participant_id.as_str()).collect();
+    let currencies: Vec<&str> = money.iter().map(|d| d.currency_code.as_str()).collect();
+    let amounts: Vec<i64> = money.iter().map(|d| d.net_amount_minor).collect();
+    let counts: Vec<i32> = money.iter().map(|d| d.obligation_count).collect();
+    transaction
+        .execute(
+            "INSERT INTO cns_money_positions
+                 (settlement_date, participant_id, currency_code, net_amount_minor, obligation_count, status)
+             SELECT $1, participant_id, currency_code, amount, obligation_count, 'provisional'
+             FROM unnest($2::text[], $3::text[], $4::int8[], $5::int4[])
+                 AS d (participant_id, currency_code, amount, obligation_count)
+             ORDER BY participant_id, currency_code
+             ON CONFLICT (settlement_date, participant_id, currency_code) DO UPDATE SET
+                 net_amount_minor = cns_money_positions.net_amount_minor + EXCLUDED.net_amount_minor,
+                 obligation_count = cns_money_positions.obligation_count + EXCLUDED.obligation_count,
+                 updated_at = now()",
+            &[&settlement_date, &participants, &currencies, &amounts, &counts],
+        )
+        .await
+        .map_err(db("add money position deltas"))?;
+    Ok(())
+}
+
+/// One side of an isolated trade.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IsolatedObligationRow {
+    pub market: String,
+    pub trade_date: Date,
+    pub trade_id: String,
+    /// `buy` or `sell`.
+    pub side: &'static str,
+    pub participant_id: String,
+    pub settlement_date: Date,
+    pub isin: String,
+    pub quantity: i64,
+    pub currency_code: String,
+    pub amount_minor: i64,
+    pub status: &'static str,
+}
+
+pub async fn insert_isolated_obligations(
+    transaction: &tokio_postgres::Transaction<'_>,
+    rows: &[IsolatedObligationRow],
+) -> Result<(), HostDbError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let markets: Vec<&str> = rows.iter().map(|r| r.market.as_str()).collect();
+    let trade_dates: Vec<Date> = rows.iter().map(|r| r.trade_date).collect();
+    let trade_ids: Vec<&str> = rows.iter().map(|r| r.trade_id.as_str()).collect();
+    let sides: Vec<&str> = rows.iter().map(|r| r.side).collect();
+    let participants: Vec<&str> = rows.iter().map(|r| r.participant_id.as_str()).collect();
+    let settlement_dates: Vec<Date> = rows.iter().map(|r| r.settlement_date).collect();
+    let isins: Vec<&str> = rows.iter().map(|r| r.isin.as_str()).collect();
+    let quantities: Vec<i64> = rows.iter().map(|r| r.quantity).collect();
+    let currencies: Vec<&str> = rows.iter().map(|r| r.currency_code.as_str()).collect();
+    let amounts: Vec<i64> = rows.iter().map(|r| r.amount_minor).collect();
+    let statuses: Vec<&str> = rows.iter().map(|r| r.status).collect();
+    transaction
+        .execute(
+            "INSERT INTO cns_isolated_obligations (market, trade_date, trade_id, side,
+                 participant_id, settlement_date, isin, quantity, currency_code, amount_minor, status)
+             SELECT * FROM unnest($1::text[], $2::date[], $3::text[], $4::text[], $5::text[],
+                 $6::date[], $7::text[], $8::int8[], $9::text[], $10::int8[], $11::text[])",
+            &[
+                &markets, &trade_dates, &trade_ids, &sides, &participants, &settlement_dates,
+                &isins, &quantities, &currencies, &amounts, &statuses,
+            ],
+        )
+        .await
+        .map_err(db("insert isolated obligations"))?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Views
+
+/// A stored position of one participant, stock (`isin` set) or money (`currency_code` set).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PositionRow {
+    pub settlement_date: Date,
+    pub participant_id: String,
+    pub isin: Option<String>,
+    pub currency_code: Option<String>,
+    pub net: i64,
+    pub settled: i64,
+    pub obligation_count: i32,
+    pub status: String,
+}
+
+/// Isolated obligations are listed with `isin` set and the trade id in `isolated_trade_id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IsolatedRow {
+    pub trade_id: String,
+    pub side: String,
+    pub isin: String,
+    pub quantity: i64,
+    pub currency_code: String,
+    pub amount_minor: i64,
+    pub settled_quantity: i64,
+    pub status: String,
+}
+
+/// Every CNS position (stock then money, by key) of `settlement_date`; of one participant
+/// when `participant_id` is given.
+pub async fn positions(
+    pool: &Pool,
+    participant_id: Option<&str>,
+    settlement_date: Date,
+) -> Result<Vec<PositionRow>, HostDbError> {
+    let client = super::client(pool).await?;
+    let rows = client
+        .query(
+            "SELECT settlement_date, participant_id, isin, NULL::text, net_quantity,
+                    settled_quantity, obligation_count, status
+             FROM cns_stock_positions
+             WHERE settlement_date = $1 AND ($2::text IS NULL OR participant_id = $2)
+             UNION ALL
+             SELECT settlement_date, participant_id, NULL, currency_code, net_amount_minor,
+                    settled_amount_minor, obligation_count, status
+             FROM cns_money_positions
+             WHERE settlement_date = $1 AND ($2::text IS NULL OR participant_id = $2)
+             ORDER BY 2, 3 NULLS LAST, 4",
+            &[&settlement_date, &participant_id],
+        )
+        .await
+        .map_err(db("read cns positions"))?;
+    Ok(rows
+        .iter()
+        .map(|row| PositionRow {
+            settlement_date: row.get(0),
+            participant_id: row.get(1),
+            isin: row.get(2),
+            currency_code: row.get(3),
+            net: row.get(4),
+            settled: row.get(5),
+            obligation_count: row.get(6),
+            status: row.get(7),
+        })
+        .collect())
+}
+
+pub async fn isolated_obligations(
+    pool: &Pool,
+    participant_id: &str,
+    settlement_date: Date,
+) -> Result<Vec<IsolatedRow>, HostDbError> {
+    let client = super::client(pool).await?;
+    let rows = client
+        .query(
+            "SELECT trade_id, side, isin, quantity, currency_code, amount_minor,
+                    settled_quantity, status
+             FROM cns_isolated_obligations
+             WHERE participant_id = $1 AND settlement_date = $2
+             ORDER BY trade_date, trade_id, side",
+            &[&participant_id, &settlement_date],
+        )
+        .await
+        .map_err(db("read isolated obligations"))?;
+    Ok(rows
+        .iter()
+        .map(|row| IsolatedRow {
+            trade_id: row.get(0),
+            side: row.get(1),
+            isin: row.get(2),
+            quantity: row.get(3),
+            currency_code: row.get(4),
+            amount_minor: row.get(5),
+            settled_quantity: row.get(6),
+            status: row.get(7),
+        })
+        .collect())
+}
+
+/// A refused trade as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredException {
+    pub batch_id: String,
+    pub trade_id: String,
+    pub reason_code: String,
+    pub detail: String,
+}
+
+pub async fn exceptions(pool: &Pool, market: &str) -> Result<Vec<StoredException>, HostDbError> {
+    let client = super::client(pool).await?;
+    let rows = client
+        .query(
+            "SELECT batch_id, trade_id, reason_code, detail FROM cns_trade_exceptions
+             WHERE market = $1 ORDER BY exception_id",
+            &[&market],
+        )
+        .await
+        .map_err(db("read trade exceptions"))?;
+    Ok(rows
+        .iter()
+        .map(|row| StoredException {
+            batch_id: row.get(0),
+            trade_id: row.get(1),
+            reason_code: row.get(2),
+            detail: row.get(3),
+        })
+        .collect())
+}
+
+/// Trades captured for `market` (all trade dates).
+pub async fn trade_count(pool: &Pool, market: &str) -> Result<i64, HostDbError> {
+    let client = super::client(pool).await?;
+    let row = client
+        .query_one(
+            "SELECT count(*) FROM exchange_trades WHERE market = $1",
+            &[&market],
+        )
+        .await
+        .map_err(db("count exchange trades"))?;
+    Ok(row.get(0))
+}
+
+// ---------------------------------------------------------------------------------------
+// Cut-off
+
+/// A captured CNS trade as the cut-off re-nets it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CnsTradeRow {
+    pub buyer_participant_id: String,
+    pub seller_participant_id: String,
+    pub isin: String,
+    pub quantity: i64,
+    pub price_micros: i64,
+    pub currency_code: String,
+}
+
+/// The cut-off transaction of one settlement date: holds the date's lock exclusively, so no
+/// capture adds to it meanwhile.
+pub struct Cutoff<'a> {
+    transaction: deadpool_postgres::Transaction<'a>,
+    settlement_date: Date,
+}
+
+impl<'a> Cutoff<'a> {
+    /// Begins the cut-off of `settlement_date`; `None` when it was already closed.
+    pub async fn begin(
+        client: &'a mut deadpool_postgres::Client,
+        settlement_date: Date,
+    ) -> Result<Option<Cutoff<'a>>, HostDbError> {
+        let transaction = client.transaction().await.map_err(db("begin cut-off"))?;
+        transaction
+            .execute(
+                "SELECT pg_advisory_xact_lock($1, $2)",
+                &[&CUTOFF_LOCK_NAMESPACE, &settlement_date.to_julian_day()],
+            )
+            .await
+            .map_err(db("lock settlement date"))?;
+        let closed = transaction
+            .query_opt(
+                "SELECT 1 FROM cns_cutoffs WHERE settlement_date = $1",
+                &[&settlement_date],
+            )
+            .await
+            .map_err(db("read cut-off"))?
+            .is_some();
+        if closed {
+            return Ok(None);
+        }
+        Ok(Some(Cutoff {
+            transaction,
+            settlement_date,
+        }))
+    }
+
+    /// Every captured CNS trade of the settlement date.
+    pub async fn cns_trades(&self) -> Result<Vec<CnsTradeRow>, HostDbError> {
+        let rows = self
+            .transaction
+            .query(
+                "SELECT buyer_participant_id, seller_participant_id, isin, quantity,
+                        (price * 1000000)::bigint, currency_code
+                 FROM exchange_trades
+                 WHERE settlement_date = $1 AND settlement_type = 'cns'",
+                &[&self.settlement_date],
+            )
+            .await
+            .map_err(db("read cns trades of the settlement date"))?;
+        Ok(rows
+            .iter()
+            .map(|row| CnsTradeRow {
+                buyer_participant_id: row.get(0),
+                seller_participant_id: row.get(1),
+                isin: row.get(2),
+                quantity: row.get(3),
+                price_micros: row.get(4),
+                currency_code: row.get(5),
+            })
+            .collect())
+    }
+
+    /// The positions stored for the settlement date (netted incrementally by capture).
+    pub async fn stored_positions(
+        &self,
+    ) -> Result<(Vec<StockDelta>, Vec<MoneyDelta>), HostDbError> {
+        let stock = self
+            .transaction
+            .query(
+                "SELECT participant_id, isin, net_quantity, obligation_count
+                 FROM cns_stock_positions WHERE settlement_date = $1",
+                &[&self.settlement_date],
+            )
+            .await
+            .map_err(db("read stock positions"))?
+            .iter()
+            .map(|row| StockDelta {
+                participant_id: row.get(0),
+                isin: row.get(1),
+                net_quantity: row.get(2),
+                obligation_count: row.get(3),
+            })
+            .collect();
+        let money = self
+            .transaction
+            .query(
+                "SELECT participant_id, currency_code, net_amount_minor, obligation_count
+                 FROM cns_money_positions WHERE settlement_date = $1",
+                &[&self.settlement_date],
+            )
+            .await
+            .map_err(db("read money positions"))?
+            .iter()
+            .map(|row| MoneyDelta {
+                participant_id: row.get(0),
+                currency_code: row.get(1),
+                net_amount_minor: row.get(2),
+                obligation_count: row.get(3),
+            })
+            .collect();
+        Ok((stock, money))
+    }
+
+    /// Marks every position and isolated obligation of the date final, records the cut-off
+    /// and commits.
+    pub async fn commit(self, trade_count: i64) -> Result<(u64, u64), HostDbError> {
+        let date = &self.settlement_date;
+        let stock = self
+            .transaction
+            .execute(
+                "UPDATE cns_stock_positions SET status = 'final', updated_at = now()
+                 WHERE settlement_date = $1 AND status = 'provisional'",
+                &[date],
+            )
+            .await
+            .map_err(db("finalise stock positions"))?;
+        let money = self
+            .transaction
+            .execute(
+                "UPDATE cns_money_positions SET status = 'final', updated_at = now()
+                 WHERE settlement_date = $1 AND status = 'provisional'",
+                &[date],
+            )
+            .await
+            .map_err(db("finalise money positions"))?;
+        self.transaction
+            .execute(
+                "UPDATE cns_isolated_obligations SET status = 'final', updated_at = now()
+                 WHERE settlement_date = $1 AND status = 'provisional'",
+                &[date],
+            )
+            .await
+            .map_err(db("finalise isolated obligations"))?;
+        self.transaction
+            .execute(
+                "INSERT INTO cns_cutoffs (settlement_date, trade_count, stock_position_count,
+                     money_position_count) VALUES ($1, $2, $3, $4)",
+                &[date, &trade_count, &(stock as i64), &(money as i64)],
+            )
+            .await
+            .map_err(db("record cut-off"))?;
+        self.transaction
+            .commit()
+            .await
+            .map_err(db("commit cut-off"))?;
+        Ok((stock, money))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Benchmark baseline
+
+/// Nets every CNS trade of `market` with one SQL `GROUP BY` (the set-based baseline the
+/// in-memory netting is measured against). Returns the number of stock positions.
+pub async fn group_by_netting(pool: &Pool, market: &str) -> Result<i64, HostDbError> {
+    let client = super::client(pool).await?;
+    let row = client
+        .query_one(
+            "SELECT count(*) FROM (
+                 SELECT participant_id, isin, settlement_date, sum(quantity) AS net_quantity
+                 FROM (
+                     SELECT buyer_participant_id AS participant_id, isin, settlement_date, quantity
+                     FROM exchange_trades WHERE market = $1 AND settlement_type = 'cns'
+                     UNION ALL
+                     SELECT seller_participant_id, isin, settlement_date, -quantity
+                     FROM exchange_trades WHERE market = $1 AND settlement_type = 'cns'
+                 ) AS obligations
+                 GROUP BY participant_id, isin, settlement_date
+             ) AS positions",
+            &[&market],
+        )
+        .await
+        .map_err(db("net trades with group by"))?;
+    Ok(row.get(0))
+}
+
+/// Captured batches of `market` (the benchmark waits for all of them).
+pub async fn captured_batch_count(pool: &Pool, market: &str) -> Result<i64, HostDbError> {
+    let client = super::client(pool).await?;
+    let row = client
+        .query_one(
+            "SELECT count(*) FROM cns_trade_batches WHERE market = $1",
+            &[&market],
+        )
+        .await
+        .map_err(db("count captured batches"))?;
+    Ok(row.get(0))
+}
+
+/// Stock positions stored for `settlement_date`.
+pub async fn stock_position_count(pool: &Pool, settlement_date: Date) -> Result<i64, HostDbError> {
+    let client = super::client(pool).await?;
+    let row = client
+        .query_one(
+            "SELECT count(*) FROM cns_stock_positions WHERE settlement_date = $1",
+            &[&settlement_date],
+        )
+        .await
+        .map_err(db("count stock positions"))?;
+    Ok(row.get(0))
+}
+
+/// Drops (when present) and creates database `name`, through a pool on another database of
+/// the same server. For benchmarks, which own their database.
+pub async fn recreate_database(admin: &Pool, name: &str) -> Result<(), HostDbError> {
+    let client = super::client(admin).await?;
+    let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+    client
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {quoted} WITH (FORCE)"))
+        .await
+        .map_err(db("drop benchmark database"))?;
+    client
+        .batch_execute(&format!("CREATE DATABASE {quoted}"))
+        .await
+        .map_err(db("create benchmark database"))
+}
+
+/// Drops database `name` (when present).
+pub async fn drop_database(admin: &Pool, name: &str) -> Result<(), HostDbError> {
+    let client = super::client(admin).await?;
+    let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+    client
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {quoted} WITH (FORCE)"))
+        .await
+        .map_err(db("drop benchmark database"))
+}
