@@ -65,6 +65,11 @@ pub fn embedded() -> Vec<Migration> {
             name: Cow::Borrowed("cns"),
             sql: Cow::Borrowed(include_str!("migrations/V0003__cns.sql")),
         },
+        Migration {
+            version: 4,
+            name: Cow::Borrowed("instruction_matches"),
+            sql: Cow::Borrowed(include_str!("migrations/V0004__instruction_matches.sql")),
+        },
     ]
 }
 
