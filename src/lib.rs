@@ -16,5 +16,7 @@ pub mod config;
 pub mod hostdb;
 pub mod ids;
 pub mod iso15022;
+pub mod relay;
+pub mod settlement;
 pub mod telemetry;
 pub mod up;

@@ -220,6 +220,18 @@ pub fn inbound(participant: &ParticipantId, message_type: MessageTypeNumber) -> 
     INBOUND.render(&[participant.as_str(), &format!("mt{}", message_type.0)])
 }
 
+/// The participant and message type number of an inbound subject
+/// (`ccass.v1.inbound.B01234.mt541` → `B01234`, 541).
+pub fn inbound_parts(subject: &str) -> Option<(ParticipantId, u16)> {
+    if !INBOUND.matches(subject) {
+        return None;
+    }
+    let mut tokens = subject.rsplit('.');
+    let message_type = tokens.next()?.strip_prefix("mt")?.parse().ok()?;
+    let participant = ParticipantId::parse(tokens.next()?).ok()?;
+    Some((participant, message_type))
+}
+
 pub fn outbound(participant: &ParticipantId) -> Subject {
     OUTBOUND.render(&[participant.as_str()])
 }

@@ -23,8 +23,10 @@ use crate::config::{ConfigError, Secret, check_range};
 pub mod audit;
 pub mod audit_trail;
 pub mod cns;
+pub mod intake;
 pub mod journal;
 pub mod migrate;
+pub mod outbox;
 pub mod partitions;
 pub mod seed;
 

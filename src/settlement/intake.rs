@@ -1,0 +1,996 @@
+//! SI intake: validate MT540–543 from INBOUND, persist them in micro-batches, match them,
+//! apply cancellations, and report every outcome by MT548 through the outbox.
+//!
+//! ```text
+//!  INBOUND (consumer settlement-intake, shared by the workers)
+//!    ──► one transaction per fetched batch: message_journal, instructions, status history,
+//!        instruction_matches, outbox (MT548 PACK/REJT/MACH/CAND/CANP/DEND) ──► commit ──► ack
+//!  outbox ──► relay (crate::relay) ──► OUTBOUND
+//! ```
+//!
+//! Decisions:
+//! - Idempotency: a redelivered message finds its stream sequence in `message_journal` and
+//!   changes nothing; a reused sender's reference is refused (`REJT` with `DUPL`) by the
+//!   unique key of `instructions` and never stored twice.
+//! - Rejected messages are journalled and reported but not stored as instructions (their
+//!   references may name nothing that exists).
+//! - Rights: the inbound subject's participant must own the account and block 1's logical
+//!   terminal must be that participant's. Maker–checker (pending authorisation) belongs to
+//!   terminal input and is not handled here.
+//! - The counterparty is the `DEAG` (receipts) or `REAG` (deliveries) party, as a CCASS
+//!   participant id under a proprietary scheme (`:95R::DEAG/CCASS/B05678`) or as the
+//!   participant's logical terminal (`:95P::`, 8 or 12 characters).
+//! - A cancellation (`23G:CANC` with `PREV`) is stored as an instruction of function CANC
+//!   with status `cancelled` once applied, `received` while it waits for the counterparty's
+//!   cancellation of a matched pair. A bilaterally cancelled pair's match row is deleted.
+//! - Matching and cancellation of one (ISIN, settlement date) are serialised by an advisory
+//!   lock taken in key order at the start of the batch transaction.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use async_nats::jetstream;
+use futures::StreamExt as _;
+use rust_decimal::Decimal;
+use rust_decimal::prelude::ToPrimitive as _;
+use serde::Deserialize;
+use sha2::{Digest as _, Sha256};
+use time::{Date, OffsetDateTime};
+
+use super::matching;
+use crate::bus::subjects;
+use crate::cns::calendar::Calendar;
+use crate::config::{ConfigError, check_range};
+use crate::hostdb::intake::{self as sql, InstructionRow, OutboxRow};
+use crate::hostdb::{HostDbError, Pool};
+use crate::ids::ParticipantId;
+use crate::iso15022::build::{self, Envelope, ReasonSpec, StatusAdviceSpec, StatusSpec};
+use crate::iso15022::fields::{Function, FunctionCode, PartyId};
+use crate::iso15022::views::{PaymentType, SettlementDirection, SettlementInstruction};
+use crate::iso15022::{self, Disposition, ParseOptions, ReasonCode};
+
+/// `[intake]` in config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntakeConfig {
+    /// Intake workers started by `ccass settlement` / `ccass up` (one consumer shared).
+    pub workers: usize,
+    /// Messages taken per fetch, persisted in one transaction (the micro-batch).
+    pub fetch_messages_max: usize,
+    /// How long a fetch waits for messages before persisting what it has.
+    pub fetch_wait_ms: u64,
+    /// How long a worker waits before retrying after the host database failed.
+    pub retry_delay_ms: u64,
+    /// Largest quantity accepted in one instruction.
+    pub quantity_max: i64,
+    /// Largest settlement amount accepted, in minor units.
+    pub amount_max_minor: i64,
+    /// Two DVP amounts within this many minor units match.
+    pub dvp_amount_tolerance_minor: i64,
+    /// An SI still unmatched this long after input is reported NMAT with its reason.
+    pub unmatched_report_delay_ms: u64,
+    /// How often the unmatched report looks for such SIs.
+    pub unmatched_scan_interval_ms: u64,
+    /// SIs reported unmatched per scan transaction.
+    pub unmatched_scan_batch_max: i64,
+    /// Outbox rows the relay publishes per transaction (publishes pipelined).
+    pub relay_batch_max: i64,
+    /// How long the relay sleeps when the outbox is empty.
+    pub relay_poll_interval_ms: u64,
+}
+
+impl IntakeConfig {
+    pub(crate) fn check(&self) -> Result<(), ConfigError> {
+        check_range("intake.workers", self.workers, 1..=64)?;
+        check_range(
+            "intake.fetch_messages_max",
+            self.fetch_messages_max,
+            1..=4096,
+        )?;
+        check_range("intake.fetch_wait_ms", self.fetch_wait_ms, 1..=60_000)?;
+        check_range("intake.retry_delay_ms", self.retry_delay_ms, 1..=600_000)?;
+        check_range("intake.quantity_max", self.quantity_max, 1..=i64::MAX)?;
+        check_range(
+            "intake.amount_max_minor",
+            self.amount_max_minor,
+            1..=i64::MAX,
+        )?;
+        check_range(
+            "intake.dvp_amount_tolerance_minor",
+            self.dvp_amount_tolerance_minor,
+            0..=1_000_000_000,
+        )?;
+        check_range(
+            "intake.unmatched_report_delay_ms",
+            self.unmatched_report_delay_ms,
+            0..=86_400_000,
+        )?;
+        check_range(
+            "intake.unmatched_scan_interval_ms",
+            self.unmatched_scan_interval_ms,
+            1..=3_600_000,
+        )?;
+        check_range(
+            "intake.unmatched_scan_batch_max",
+            self.unmatched_scan_batch_max,
+            1..=100_000,
+        )?;
+        check_range("intake.relay_batch_max", self.relay_batch_max, 1..=100_000)?;
+        check_range(
+            "intake.relay_poll_interval_ms",
+            self.relay_poll_interval_ms,
+            1..=60_000,
+        )?;
+        Ok(())
+    }
+}
+
+/// Reference data intake validates against.
+#[derive(Debug, Clone, Default)]
+pub struct Reference {
+    /// participant → (active, logical terminal).
+    participants: HashMap<String, (bool, String)>,
+    /// logical terminal (8 or 12 characters) → participant.
+    by_terminal: HashMap<String, String>,
+    /// account → (participant, active).
+    accounts: HashMap<String, (String, bool)>,
+    /// isin → (currency, active).
+    securities: HashMap<String, (String, bool)>,
+    /// The CCP's logical terminal: the sender of every MT548.
+    own_terminal: String,
+}
+
+impl Reference {
+    pub fn new(rows: &sql::IntakeReferenceRows, ccp_participant: &str) -> Reference {
+        let mut reference = Reference::default();
+        for (id, status, terminal) in &rows.participants {
+            reference
+                .participants
+                .insert(id.clone(), (status == "active", terminal.clone()));
+            reference.by_terminal.insert(terminal.clone(), id.clone());
+            reference
+                .by_terminal
+                .insert(terminal.chars().take(8).collect(), id.clone());
+            if id == ccp_participant {
+                reference.own_terminal = terminal.clone();
+            }
+        }
+        for (id, participant, status) in &rows.stock_accounts {
+            reference
+                .accounts
+                .insert(id.clone(), (participant.clone(), status == "active"));
+        }
+        for (isin, currency, status) in &rows.securities {
+            reference
+                .securities
+                .insert(isin.clone(), (currency.clone(), status == "active"));
+        }
+        reference
+    }
+
+    pub async fn load(pool: &Pool, ccp_participant: &str) -> Result<Reference, HostDbError> {
+        Ok(Reference::new(
+            &sql::load_reference(pool).await?,
+            ccp_participant,
+        ))
+    }
+
+    fn terminal(&self, participant: &str) -> Option<&str> {
+        self.participants
+            .get(participant)
+            .map(|(_, terminal)| terminal.as_str())
+    }
+}
+
+/// Why a message was refused: the MT548 reason and a narrative.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub reason: ReasonCode,
+    pub detail: String,
+}
+
+fn refuse(reason: ReasonCode, detail: impl Into<String>) -> Refusal {
+    Refusal {
+        reason,
+        detail: detail.into(),
+    }
+}
+
+/// A message that passed validation: the instruction to store (status set by intake).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    pub row: InstructionRow,
+}
+
+/// Validates one MT540–543 from `participant` against the codec, reference data, rights and
+/// the calendar. Pure: duplicates and cancellation targets are checked in the transaction.
+pub fn evaluate(
+    reference: &Reference,
+    calendar: &Calendar,
+    config: &IntakeConfig,
+    today: Date,
+    participant: &str,
+    text: &str,
+) -> Result<Accepted, Refusal> {
+    let report = iso15022::check(text, ParseOptions::fin());
+    if let Some(problem) = report
+        .problems
+        .iter()
+        .find(|problem| problem.severity() == iso15022::Severity::Error)
+    {
+        let reason = match problem.disposition {
+            Disposition::Reject(reason) => reason,
+            Disposition::Nak(_) => ReasonCode::Narr,
+        };
+        return Err(refuse(
+            reason,
+            format!(
+                "{} at line {}: {}",
+                problem.code.as_str(),
+                problem.line,
+                problem.message
+            ),
+        ));
+    }
+    let message = report.message;
+    let view = SettlementInstruction::from_message(&message)
+        .map_err(|error| refuse(ReasonCode::Narr, error.to_string()))?;
+    if view.confirmation {
+        return Err(refuse(ReasonCode::Narr, "mt544-547 are not instructions"));
+    }
+    let Some((active, terminal)) = reference.participants.get(participant) else {
+        return Err(refuse(
+            ReasonCode::Narr,
+            format!("{participant} is not a participant"),
+        ));
+    };
+    if !active {
+        return Err(refuse(
+            ReasonCode::Narr,
+            format!("{participant} is not active"),
+        ));
+    }
+    let sender_terminal = message
+        .basic_header
+        .as_ref()
+        .map(|header| header.logical_terminal)
+        .unwrap_or_default();
+    if sender_terminal != terminal {
+        return Err(refuse(
+            ReasonCode::Narr,
+            format!("sender {sender_terminal} is not the terminal of {participant}"),
+        ));
+    }
+    match reference.accounts.get(view.account) {
+        Some((owner, true)) if owner == participant => {}
+        Some((owner, _)) if owner != participant => {
+            return Err(refuse(
+                ReasonCode::Safe,
+                format!(
+                    "account {} is not an account of {participant}",
+                    view.account
+                ),
+            ));
+        }
+        _ => {
+            return Err(refuse(
+                ReasonCode::Safe,
+                format!("account {} is unknown or not active", view.account),
+            ));
+        }
+    }
+    let counterparty_role = match view.direction {
+        SettlementDirection::Receive => "DEAG",
+        SettlementDirection::Deliver => "REAG",
+    };
+    let party = view
+        .party(counterparty_role)
+        .ok_or_else(|| refuse(ReasonCode::Ddea, format!("{counterparty_role} is missing")))?;
+    let counterparty = match party.id {
+        PartyId::Proprietary { id, .. } => reference
+            .participants
+            .contains_key(id)
+            .then(|| id.to_owned()),
+        PartyId::Bic(bic) => reference.by_terminal.get(bic).cloned(),
+        _ => None,
+    }
+    .ok_or_else(|| {
+        refuse(
+            ReasonCode::Ddea,
+            format!("{counterparty_role} is not a participant"),
+        )
+    })?;
+    if counterparty == participant {
+        return Err(refuse(
+            ReasonCode::Ddea,
+            "counterparty is the sender itself",
+        ));
+    }
+    let counterparty_account = match party.safekeeping_account {
+        Some(account) => match reference.accounts.get(account) {
+            Some((owner, _)) if *owner == counterparty => Some(account.to_owned()),
+            _ => {
+                return Err(refuse(
+                    ReasonCode::Safe,
+                    format!("account {account} is not an account of {counterparty}"),
+                ));
+            }
+        },
+        None => None,
+    };
+    let isin = view
+        .instrument
+        .isin
+        .map(|isin| isin.as_str().to_owned())
+        .ok_or_else(|| refuse(ReasonCode::Dsec, "no isin"))?;
+    let Some((security_currency, security_active)) = reference.securities.get(&isin) else {
+        return Err(refuse(ReasonCode::Dsec, format!("{isin} is unknown")));
+    };
+    if !security_active {
+        return Err(refuse(ReasonCode::Dsec, format!("{isin} is not active")));
+    }
+    let settlement_date = view.settlement_date.date();
+    if settlement_date < today {
+        return Err(refuse(
+            ReasonCode::Ddat,
+            format!("settlement date {settlement_date} is past"),
+        ));
+    }
+    if !calendar.is_business_day(settlement_date) {
+        return Err(refuse(
+            ReasonCode::Ddat,
+            format!("settlement date {settlement_date} is not a business day"),
+        ));
+    }
+    let quantity = whole(view.quantity.value)
+        .filter(|quantity| (1..=config.quantity_max).contains(quantity))
+        .ok_or_else(|| {
+            refuse(
+                ReasonCode::Dqua,
+                format!("quantity {} out of range", view.quantity.value),
+            )
+        })?;
+    let (currency_code, amount_minor) = match (view.payment, view.settlement_amount) {
+        (PaymentType::Free, _) => (None, None),
+        (PaymentType::AgainstPayment, None) => {
+            return Err(refuse(ReasonCode::Dmon, "settlement amount missing"));
+        }
+        (PaymentType::AgainstPayment, Some(amount)) => {
+            if amount.currency() != security_currency {
+                return Err(refuse(
+                    ReasonCode::Dmon,
+                    format!(
+                        "currency {} is not {security_currency} of {isin}",
+                        amount.currency()
+                    ),
+                ));
+            }
+            let minor = whole(amount.value * Decimal::ONE_HUNDRED)
+                .filter(|minor| (1..=config.amount_max_minor).contains(minor))
+                .ok_or_else(|| {
+                    refuse(
+                        ReasonCode::Dmon,
+                        format!("amount {} out of range", amount.value),
+                    )
+                })?;
+            (Some(security_currency.clone()), Some(minor))
+        }
+    };
+    let (function, previous_reference) = match view.function.code {
+        FunctionCode::Newm => ("NEWM", None),
+        FunctionCode::Canc => (
+            "CANC",
+            Some(
+                view.previous_reference()
+                    .ok_or_else(|| refuse(ReasonCode::Refe, "cancellation without PREV"))?
+                    .to_owned(),
+            ),
+        ),
+        _ => {
+            return Err(refuse(
+                ReasonCode::Narr,
+                "function is neither NEWM nor CANC",
+            ));
+        }
+    };
+    let real_time = message.text.fields().iter().any(|field| {
+        field.tag == "22F" && field.value.starts_with(":RTGS/") && field.value.ends_with("YRTG")
+    });
+    let partial_settlement_allowed = message.text.fields().iter().any(|field| {
+        field.tag == "22F" && field.value.starts_with(":STCO/") && field.value.ends_with("PART")
+    });
+    Ok(Accepted {
+        row: InstructionRow {
+            instruction_id: 0,
+            participant_id: participant.to_owned(),
+            sender_reference: view.reference.to_owned(),
+            message_type: view.message_type.0.to_string(),
+            function: function.to_owned(),
+            previous_reference,
+            direction: match view.direction {
+                SettlementDirection::Receive => "receive",
+                SettlementDirection::Deliver => "deliver",
+            }
+            .to_owned(),
+            payment: match view.payment {
+                PaymentType::Free => "FOP",
+                PaymentType::AgainstPayment => "DVP",
+            }
+            .to_owned(),
+            account_id: view.account.to_owned(),
+            counterparty_participant_id: counterparty,
+            counterparty_account_id: counterparty_account,
+            isin,
+            quantity,
+            trade_date: view.trade_date.map(|date| date.date()),
+            settlement_date,
+            currency_code,
+            amount_minor,
+            partial_settlement_allowed,
+            real_time,
+            status: String::new(),
+        },
+    })
+}
+
+fn whole(value: Decimal) -> Option<i64> {
+    (value.fract().is_zero()).then(|| value.to_i64()).flatten()
+}
+
+/// A message taken from INBOUND.
+#[derive(Debug, Clone)]
+pub struct Inbound {
+    /// The participant of the inbound subject (the authenticated sender).
+    pub participant: String,
+    pub message_type: String,
+    pub stream_sequence: u64,
+    pub text: String,
+}
+
+/// What one batch did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchReport {
+    pub accepted: usize,
+    pub rejected: usize,
+    pub matched_pairs: usize,
+    pub cancelled: usize,
+    pub redelivered: usize,
+}
+
+/// MT548s of one batch, written to the outbox and the message journal.
+struct Reports<'r> {
+    reference: &'r Reference,
+    rows: Vec<(String, String, Vec<u8>, String)>,
+}
+
+impl Reports<'_> {
+    fn add(
+        &mut self,
+        participant: &str,
+        reference: String,
+        related: &str,
+        cast: bool,
+        (qualifier, code): (&str, &str),
+        reason: Option<(&str, ReasonCode, &str)>,
+    ) {
+        let narrative: String = reason
+            .map(|(_, _, text)| {
+                text.chars()
+                    .map(|c| {
+                        if c.is_ascii_alphanumeric() || " /-?:().,'+".contains(c) {
+                            c
+                        } else {
+                            ' '
+                        }
+                    })
+                    .take(35)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let reasons: Vec<ReasonSpec<'_>> = reason
+            .map(|(reason_qualifier, code, _)| ReasonSpec {
+                qualifier: reason_qualifier,
+                code,
+                narrative: (!narrative.trim().is_empty()).then_some(narrative.as_str()),
+            })
+            .into_iter()
+            .collect();
+        let statuses = [StatusSpec {
+            qualifier,
+            code,
+            reasons: &reasons,
+        }];
+        let receiver = self
+            .reference
+            .terminal(participant)
+            .unwrap_or("XXXXXXXXXXXX");
+        let envelope = Envelope {
+            sender: &self.reference.own_terminal,
+            receiver,
+            session: 1,
+            sequence: 1,
+        };
+        let related = if related.is_empty() {
+            "NONREF"
+        } else {
+            related
+        };
+        let spec = StatusAdviceSpec {
+            reference: &reference,
+            function: Function {
+                code: if cast {
+                    FunctionCode::Cast
+                } else {
+                    FunctionCode::Inst
+                },
+                subfunction: None,
+            },
+            prepared: None,
+            related_reference: related,
+            statuses: &statuses,
+            transaction: None,
+        };
+        let text = match build::status_advice(Some(&envelope), &spec) {
+            Ok(text) => text,
+            Err(error) => {
+                tracing::error!(%error, participant, "intake: cannot build mt548");
+                return;
+            }
+        };
+        self.rows.push((
+            participant.to_owned(),
+            reference,
+            text.into_bytes(),
+            related.to_owned(),
+        ));
+    }
+
+    async fn write(self, transaction: &tokio_postgres::Transaction<'_>) -> Result<(), HostDbError> {
+        let mut outbox = Vec::with_capacity(self.rows.len());
+        for (participant, reference, payload, _) in &self.rows {
+            let Ok(id) = ParticipantId::parse(participant) else {
+                continue;
+            };
+            let text = String::from_utf8_lossy(payload);
+            let digest = Sha256::digest(payload);
+            sql::journal_outbound(transaction, participant, "548", reference, &digest, &text)
+                .await?;
+            outbox.push(OutboxRow {
+                subject: subjects::outbound(&id).as_str().to_owned(),
+                dedupe_id: format!("mt548.{participant}.{reference}"),
+                payload: payload.clone(),
+            });
+        }
+        sql::insert_outbox(transaction, &outbox).await
+    }
+}
+
+fn match_key(isin: &str, settlement_date: Date) -> i32 {
+    // FNV-1a: stable across processes (std's hasher is randomly seeded).
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in isin
+        .bytes()
+        .chain(settlement_date.to_julian_day().to_le_bytes())
+    {
+        hash ^= u32::from(byte);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    hash as i32
+}
+
+/// Persists, matches and reports one fetched batch in ONE transaction.
+pub async fn process_batch(
+    pool: &Pool,
+    reference: &Reference,
+    calendar: &Calendar,
+    config: &IntakeConfig,
+    stream: &str,
+    messages: &[Inbound],
+) -> Result<BatchReport, HostDbError> {
+    let today = OffsetDateTime::now_utc().date();
+    let evaluated: Vec<Result<Accepted, Refusal>> = messages
+        .iter()
+        .map(|message| {
+            evaluate(
+                reference,
+                calendar,
+                config,
+                today,
+                &message.participant,
+                &message.text,
+            )
+        })
+        .collect();
+    let keys: BTreeSet<i32> = evaluated
+        .iter()
+        .filter_map(|outcome| outcome.as_ref().ok())
+        .map(|accepted| match_key(&accepted.row.isin, accepted.row.settlement_date))
+        .collect();
+    let mut client = crate::hostdb::client(pool).await?;
+    let transaction = client
+        .transaction()
+        .await
+        .map_err(|error| HostDbError::from_postgres("begin intake batch", error))?;
+    for key in keys {
+        sql::lock_match_key(&transaction, key).await?;
+    }
+    let mut report = BatchReport::default();
+    let mut reports = Reports {
+        reference,
+        rows: Vec::new(),
+    };
+    for (message, outcome) in messages.iter().zip(evaluated) {
+        let sender_reference = outcome
+            .as_ref()
+            .ok()
+            .map(|accepted| accepted.row.sender_reference.clone());
+        let digest = Sha256::digest(message.text.as_bytes());
+        let journalled = sql::journal_inbound(
+            &transaction,
+            &sql::InboundMessageRow {
+                participant_id: &message.participant,
+                message_type: &message.message_type,
+                sender_reference: sender_reference.as_deref(),
+                fin_text: &message.text,
+                text_sha256: &digest,
+                nats_stream: stream,
+                nats_stream_sequence: message.stream_sequence as i64,
+            },
+        )
+        .await?;
+        let Some(message_id) = journalled else {
+            report.redelivered += 1;
+            continue;
+        };
+        let own = |suffix: char| format!("{suffix}{message_id:X}");
+        let accepted = match outcome {
+            Ok(accepted) => accepted,
+            Err(refusal) => {
+                report.rejected += 1;
+                reports.add(
+                    &message.participant,
+                    own('R'),
+                    "",
+                    false,
+                    ("IPRC", "REJT"),
+                    Some(("REJT", refusal.reason, &refusal.detail)),
+                );
+                continue;
+            }
+        };
+        let mut row = accepted.row;
+        let reference_text = row.sender_reference.clone();
+        if row.function == "CANC" {
+            let previous = row.previous_reference.clone().unwrap_or_default();
+            let target =
+                sql::instruction_by_reference(&transaction, &row.participant_id, &previous).await?;
+            let Some(target) = target.filter(|target| target.function == "NEWM") else {
+                report.rejected += 1;
+                reports.add(
+                    &row.participant_id,
+                    own('R'),
+                    &reference_text,
+                    true,
+                    ("IPRC", "REJT"),
+                    Some(("REJT", ReasonCode::Refe, "no instruction with this PREV")),
+                );
+                continue;
+            };
+            let other = if target.status == "matched" {
+                sql::matched_with(&transaction, target.instruction_id).await?
+            } else {
+                None
+            };
+            let counterpart = match other {
+                Some(id) => sql::instruction_by_id(&transaction, id).await?,
+                None => None,
+            };
+            let bilateral = match &counterpart {
+                Some(counterpart) => {
+                    sql::cancellation_requested(
+                        &transaction,
+                        &counterpart.participant_id,
+                        &counterpart.sender_reference,
+                    )
+                    .await?
+                }
+                None => false,
+            };
+            let cancellable = target.status == "unmatched" || bilateral;
+            row.status = if cancellable { "cancelled" } else { "received" }.to_owned();
+            if target.status != "unmatched" && target.status != "matched" {
+                report.rejected += 1;
+                reports.add(
+                    &row.participant_id,
+                    own('D'),
+                    &reference_text,
+                    true,
+                    ("CPRC", "DEND"),
+                    None,
+                );
+                continue;
+            }
+            let Some(cancel_id) = sql::insert_instruction(&transaction, &row, message_id).await?
+            else {
+                report.rejected += 1;
+                reports.add(
+                    &row.participant_id,
+                    own('R'),
+                    &reference_text,
+                    true,
+                    ("IPRC", "REJT"),
+                    Some(("REJT", ReasonCode::Dupl, "duplicate sender reference")),
+                );
+                continue;
+            };
+            sql::insert_history(&transaction, cancel_id, &row.status, None, None).await?;
+            report.accepted += 1;
+            if !cancellable {
+                reports.add(
+                    &row.participant_id,
+                    own('P'),
+                    &reference_text,
+                    true,
+                    ("CPRC", "CANP"),
+                    None,
+                );
+                continue;
+            }
+            let mut cancelled = vec![target];
+            if let Some(counterpart) = counterpart {
+                sql::delete_match(&transaction, counterpart.instruction_id).await?;
+                cancelled.push(counterpart);
+            }
+            for (index, instruction) in cancelled.iter().enumerate() {
+                sql::set_status(
+                    &transaction,
+                    instruction.instruction_id,
+                    "cancelled",
+                    Some("CANC"),
+                    None,
+                )
+                .await?;
+                report.cancelled += 1;
+                reports.add(
+                    &instruction.participant_id,
+                    format!("C{message_id:X}{index}"),
+                    &instruction.sender_reference,
+                    true,
+                    ("CPRC", "CAND"),
+                    None,
+                );
+            }
+            continue;
+        }
+        row.status = "unmatched".to_owned();
+        let Some(instruction_id) = sql::insert_instruction(&transaction, &row, message_id).await?
+        else {
+            report.rejected += 1;
+            reports.add(
+                &row.participant_id,
+                own('R'),
+                &reference_text,
+                false,
+                ("IPRC", "REJT"),
+                Some(("REJT", ReasonCode::Dupl, "duplicate sender reference")),
+            );
+            continue;
+        };
+        row.instruction_id = instruction_id;
+        sql::insert_history(&transaction, instruction_id, "unmatched", None, None).await?;
+        report.accepted += 1;
+        reports.add(
+            &row.participant_id,
+            own('A'),
+            &reference_text,
+            false,
+            ("IPRC", "PACK"),
+            None,
+        );
+        let candidates = sql::match_candidates(&transaction, &row).await?;
+        if let Some(found) =
+            matching::find_match(&row, &candidates, config.dvp_amount_tolerance_minor)
+        {
+            let (delivering, receiving) = if row.direction == "deliver" {
+                (row.instruction_id, found.instruction_id)
+            } else {
+                (found.instruction_id, row.instruction_id)
+            };
+            sql::insert_match(&transaction, delivering, receiving).await?;
+            for (index, instruction) in [&row, found].into_iter().enumerate() {
+                sql::set_status(
+                    &transaction,
+                    instruction.instruction_id,
+                    "matched",
+                    None,
+                    None,
+                )
+                .await?;
+                reports.add(
+                    &instruction.participant_id,
+                    format!("M{message_id:X}{index}"),
+                    &instruction.sender_reference,
+                    false,
+                    ("MTCH", "MACH"),
+                    None,
+                );
+            }
+            report.matched_pairs += 1;
+        }
+    }
+    reports.write(&transaction).await?;
+    transaction
+        .commit()
+        .await
+        .map_err(|error| HostDbError::from_postgres("commit intake batch", error))?;
+    Ok(report)
+}
+
+/// Reports SIs unmatched `unmatched_report_delay_ms` after input: MT548 `MTCH//NMAT` with the
+/// reason (see [`matching`]), once per SI. Returns how many were reported.
+pub async fn report_unmatched(
+    pool: &Pool,
+    reference: &Reference,
+    config: &IntakeConfig,
+) -> Result<usize, HostDbError> {
+    let due = sql::unmatched_unreported(
+        pool,
+        config.unmatched_report_delay_ms as f64 / 1000.0,
+        config.unmatched_scan_batch_max,
+    )
+    .await?;
+    if due.is_empty() {
+        return Ok(0);
+    }
+    let mut client = crate::hostdb::client(pool).await?;
+    let transaction = client
+        .transaction()
+        .await
+        .map_err(|error| HostDbError::from_postgres("begin unmatched report", error))?;
+    let mut reports = Reports {
+        reference,
+        rows: Vec::new(),
+    };
+    let mut count = 0;
+    for instruction in &due {
+        let candidates = sql::unmatched_candidates(&transaction, instruction).await?;
+        let reason =
+            matching::unmatched_reason(instruction, &candidates, config.dvp_amount_tolerance_minor);
+        sql::insert_history(
+            &transaction,
+            instruction.instruction_id,
+            "unmatched",
+            Some(reason.as_str()),
+            None,
+        )
+        .await?;
+        reports.add(
+            &instruction.participant_id,
+            format!("N{:X}", instruction.instruction_id),
+            &instruction.sender_reference,
+            false,
+            ("MTCH", "NMAT"),
+            Some(("NMAT", reason, "")),
+        );
+        count += 1;
+    }
+    reports.write(&transaction).await?;
+    transaction
+        .commit()
+        .await
+        .map_err(|error| HostDbError::from_postgres("commit unmatched report", error))?;
+    Ok(count)
+}
+
+async fn sleep_or_shutdown(delay: Duration, shutdown: &mut tokio::sync::watch::Receiver<bool>) {
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => {}
+        _ = shutdown.changed() => {}
+    }
+}
+
+/// One intake worker on the shared `settlement-intake` consumer: fetch, process the batch in
+/// one transaction, then ack. Runs until `shutdown` turns true.
+pub async fn run_worker(
+    config: IntakeConfig,
+    calendar: Calendar,
+    ccp_participant: String,
+    pool: Pool,
+    consumer: jetstream::consumer::PullConsumer,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let retry_delay = Duration::from_millis(config.retry_delay_ms);
+    while !*shutdown.borrow() {
+        let reference = match Reference::load(&pool, &ccp_participant).await {
+            Ok(reference) => reference,
+            Err(error) => {
+                tracing::warn!(%error, "intake: cannot load reference data; retrying");
+                sleep_or_shutdown(retry_delay, &mut shutdown).await;
+                continue;
+            }
+        };
+        let fetched = consumer
+            .fetch()
+            .max_messages(config.fetch_messages_max)
+            .expires(Duration::from_millis(config.fetch_wait_ms))
+            .messages()
+            .await;
+        let mut messages = match fetched {
+            Ok(messages) => messages,
+            Err(error) => {
+                tracing::warn!(%error, "intake: fetch failed; retrying");
+                sleep_or_shutdown(retry_delay, &mut shutdown).await;
+                continue;
+            }
+        };
+        let mut batch = Vec::new();
+        let mut acks = Vec::new();
+        loop {
+            let next = tokio::select! {
+                next = messages.next() => next,
+                _ = shutdown.changed() => None,
+            };
+            let Some(Ok(message)) = next else { break };
+            let Some((participant, message_type)) = subjects::inbound_parts(&message.subject)
+            else {
+                tracing::error!(subject = %message.subject, "intake: not an inbound subject; terminated");
+                let _ = message.ack_with(jetstream::AckKind::Term).await;
+                continue;
+            };
+            let stream_sequence = match message.info() {
+                Ok(info) => info.stream_sequence,
+                Err(error) => {
+                    tracing::warn!(%error, "intake: message without stream info; left for redelivery");
+                    continue;
+                }
+            };
+            batch.push(Inbound {
+                participant: participant.to_string(),
+                message_type: message_type.to_string(),
+                stream_sequence,
+                text: String::from_utf8_lossy(&message.payload).into_owned(),
+            });
+            acks.push(message);
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        match process_batch(&pool, &reference, &calendar, &config, "INBOUND", &batch).await {
+            Ok(report) => {
+                tracing::debug!(?report, "intake: batch committed");
+                let acked =
+                    futures::future::join_all(acks.iter().map(|message| message.ack())).await;
+                for result in acked {
+                    if let Err(error) = result {
+                        tracing::warn!(%error, "intake: ack failed; the message will be redelivered and found journalled");
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "intake: batch not committed; left for redelivery");
+                sleep_or_shutdown(retry_delay, &mut shutdown).await;
+            }
+        }
+    }
+}
+
+/// Reports unmatched SIs every `unmatched_scan_interval_ms` until `shutdown`.
+pub async fn run_unmatched_reporter(
+    config: IntakeConfig,
+    ccp_participant: String,
+    pool: Pool,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let interval = Duration::from_millis(config.unmatched_scan_interval_ms);
+    while !*shutdown.borrow() {
+        match Reference::load(&pool, &ccp_participant).await {
+            Ok(reference) => {
+                if let Err(error) = report_unmatched(&pool, &reference, &config).await {
+                    tracing::warn!(%error, "intake: unmatched report failed; retrying");
+                }
+            }
+            Err(error) => tracing::warn!(%error, "intake: cannot load reference data"),
+        }
+        sleep_or_shutdown(interval, &mut shutdown).await;
+    }
+}

@@ -1,0 +1,4 @@
+//! Settlement: SI intake, matching and lifecycle (issue 6 parts 1–3).
+
+pub mod intake;
+pub mod matching;
