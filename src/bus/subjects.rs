@@ -220,6 +220,11 @@ pub fn inbound(participant: &ParticipantId, message_type: MessageTypeNumber) -> 
     INBOUND.render(&[participant.as_str(), &format!("mt{}", message_type.0)])
 }
 
+/// The stream of inbound participant messages.
+pub const INBOUND_STREAM: &str = "INBOUND";
+/// The durable consumer of INBOUND shared by the intake workers.
+pub const INTAKE_CONSUMER: &str = "settlement-intake";
+
 /// The participant and message type number of an inbound subject
 /// (`ccass.v1.inbound.B01234.mt541` → `B01234`, 541).
 pub fn inbound_parts(subject: &str) -> Option<(ParticipantId, u16)> {

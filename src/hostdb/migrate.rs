@@ -70,6 +70,11 @@ pub fn embedded() -> Vec<Migration> {
             name: Cow::Borrowed("instruction_matches"),
             sql: Cow::Borrowed(include_str!("migrations/V0004__instruction_matches.sql")),
         },
+        Migration {
+            version: 6,
+            name: Cow::Borrowed("intake"),
+            sql: Cow::Borrowed(include_str!("migrations/V0006__intake.sql")),
+        },
     ]
 }
 

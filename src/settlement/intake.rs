@@ -882,6 +882,24 @@ pub async fn report_unmatched(
     Ok(count)
 }
 
+/// The shared `settlement-intake` consumer (created by `ccass bus init`).
+pub async fn intake_consumer(
+    jetstream: &jetstream::Context,
+) -> Result<jetstream::consumer::PullConsumer, crate::bus::BusError> {
+    let failed = |operation: &str, error: String| crate::bus::BusError::JetStream {
+        operation: operation.to_owned(),
+        message: error,
+    };
+    let stream = jetstream
+        .get_stream(subjects::INBOUND_STREAM)
+        .await
+        .map_err(|error| failed("get stream INBOUND", error.to_string()))?;
+    stream
+        .get_consumer(subjects::INTAKE_CONSUMER)
+        .await
+        .map_err(|error| failed("get consumer settlement-intake", error.to_string()))
+}
+
 async fn sleep_or_shutdown(delay: Duration, shutdown: &mut tokio::sync::watch::Receiver<bool>) {
     tokio::select! {
         _ = tokio::time::sleep(delay) => {}
@@ -955,7 +973,16 @@ pub async fn run_worker(
         if batch.is_empty() {
             continue;
         }
-        match process_batch(&pool, &reference, &calendar, &config, "INBOUND", &batch).await {
+        match process_batch(
+            &pool,
+            &reference,
+            &calendar,
+            &config,
+            subjects::INBOUND_STREAM,
+            &batch,
+        )
+        .await
+        {
             Ok(report) => {
                 tracing::debug!(?report, "intake: batch committed");
                 let acked =

@@ -1,0 +1,443 @@
+//! SI intake, matching, lifecycle and the outbox relay against real Postgres and nats-server.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use async_nats::HeaderMap;
+use ccass::bus::subjects::{self, MessageTypeNumber};
+use ccass::hostdb;
+use ccass::ids::ParticipantId;
+use ccass::iso15022::build::{self, Envelope, SettlementInstructionSpec};
+use ccass::iso15022::fields::{
+    Amount, Function, FunctionCode, Isin, PartyId, Quantity, QuantityKind,
+};
+use ccass::iso15022::views::{Linkage, Party, StatusAdvice};
+use ccass::iso15022::{self, MessageType, ParseOptions};
+use ccass::settlement::intake::{self, Inbound};
+use futures::StreamExt as _;
+use rust_decimal::Decimal;
+use time::{Date, Duration as Days, OffsetDateTime};
+
+use crate::harness::nats::NatsServer;
+use crate::harness::postgres::{self, TestDatabase};
+use crate::harness::{repo_root, test_config};
+
+const ISIN: &str = "GB0005405286";
+
+async fn seeded_database(test_name: &str) -> Option<TestDatabase> {
+    let database = postgres::database(test_name).await?;
+    hostdb::seed::apply_file(
+        &database.pool,
+        &repo_root().join("config/reference/demo.toml"),
+    )
+    .await
+    .unwrap();
+    Some(database)
+}
+
+/// The first business day at least two days from today.
+fn settlement_date() -> Date {
+    let calendar = test_config().cns.calendar();
+    let mut date = OffsetDateTime::now_utc().date() + Days::days(2);
+    while !calendar.is_business_day(date) {
+        date += Days::days(1);
+    }
+    date
+}
+
+fn terminal(participant: &str) -> &'static str {
+    match participant {
+        "B01234" => "HBSLHKHHAXXX",
+        "B05678" => "KWBLHKHHAXXX",
+        other => panic!("no terminal for {other}"),
+    }
+}
+
+/// An MT541 (receive) or MT543 (deliver) against payment from `participant` to its
+/// counterparty, or a cancellation of `previous`.
+fn instruction(
+    participant: &str,
+    counterparty: &str,
+    deliver: bool,
+    reference: &str,
+    amount_cents: i64,
+    previous: Option<&str>,
+) -> String {
+    let role = if deliver { "REAG" } else { "DEAG" };
+    let parties = [
+        Party {
+            role,
+            id: PartyId::Proprietary {
+                scheme: "CCASS",
+                id: counterparty,
+            },
+            safekeeping_account: None,
+        },
+        Party {
+            role: "PSET",
+            id: PartyId::Bic("CCASHKHH"),
+            safekeeping_account: None,
+        },
+    ];
+    let links = previous.map(|reference| {
+        [Linkage {
+            qualifier: "PREV",
+            reference,
+        }]
+    });
+    let account = format!("{participant}-01");
+    let spec = SettlementInstructionSpec {
+        message_type: MessageType(if deliver { 543 } else { 541 }),
+        function: Function {
+            code: if previous.is_some() {
+                FunctionCode::Canc
+            } else {
+                FunctionCode::Newm
+            },
+            subfunction: None,
+        },
+        reference,
+        links: links.as_ref().map_or(&[], |links| links.as_slice()),
+        prepared: None,
+        trade_date: None,
+        settlement_date: settlement_date(),
+        isin: Isin::parse(ISIN).unwrap(),
+        description: None,
+        quantity: Quantity {
+            kind: QuantityKind::Unit,
+            value: Decimal::new(4_000, 0),
+        },
+        account: &account,
+        transaction_type: "TRAD",
+        parties: &parties,
+        settlement_amount: Some(Amount {
+            currency: *b"HKD",
+            value: Decimal::new(amount_cents, 2),
+        }),
+    };
+    let envelope = Envelope {
+        sender: terminal(participant),
+        receiver: "HKSCHKHHAXXX",
+        session: 1,
+        sequence: 1,
+    };
+    build::settlement_instruction(Some(&envelope), &spec).unwrap()
+}
+
+/// (participant, related reference) → statuses `QUAL//CODE` or `QUAL//CODE/REASON`.
+type Advices = HashMap<(String, String), Vec<String>>;
+
+fn record_advice(advices: &mut Advices, subject: &str, payload: &[u8]) {
+    let participant = subject.rsplit('.').next().unwrap().to_owned();
+    let text = std::str::from_utf8(payload).unwrap();
+    let message = iso15022::check(text, ParseOptions::fin())
+        .into_result()
+        .unwrap();
+    let advice = StatusAdvice::from_message(&message).unwrap();
+    let related = advice.related_reference().unwrap_or_default().to_owned();
+    for status in &advice.statuses {
+        let mut entry = format!("{}//{}", status.qualifier_code, status.code);
+        if let Some(reason) = status.reasons.first() {
+            entry.push('/');
+            entry.push_str(reason.code_text);
+        }
+        advices
+            .entry((participant.clone(), related.clone()))
+            .or_default()
+            .push(entry);
+    }
+}
+
+fn has(advices: &Advices, participant: &str, reference: &str, status: &str) -> bool {
+    advices
+        .get(&(participant.to_owned(), reference.to_owned()))
+        .is_some_and(|statuses| statuses.iter().any(|entry| entry == status))
+}
+
+#[tokio::test]
+async fn intake_matches_reports_cancels_and_refuses_through_the_bus() {
+    // Goal: the issue's intake cases end to end: a DVP pair within the amount tolerance is
+    // matched and both sides read MT548 MACH from OUTBOUND; a pair beyond the tolerance is
+    // not matched and is reported NMAT/DMON; a duplicate reference is refused with DUPL; a
+    // malformed message is refused while the worker keeps serving; an unmatched SI is
+    // cancelled by its sender; `ccass audit` passes. Method: real nats-server and Postgres,
+    // two intake workers and the relay in-process, FIN messages published on INBOUND as a
+    // gateway would, MT548s read back from the OUTBOUND stream.
+    let Some(database) = seeded_database("settlement_intake_end_to_end").await else {
+        return;
+    };
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let bus_config = nats.bus_config();
+    let client = ccass::bus::connect(&bus_config, "intake-test")
+        .await
+        .unwrap();
+    let jetstream = ccass::bus::jetstream(&bus_config, client.clone());
+    let catalogue = ccass::bus::catalogue::Catalogue::embedded().unwrap();
+    ccass::bus::init::run(&bus_config, &jetstream, &catalogue)
+        .await
+        .unwrap();
+
+    let mut config = test_config();
+    config.intake.unmatched_report_delay_ms = 0;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut tasks = Vec::new();
+    for _ in 0..2 {
+        tasks.push(tokio::spawn(intake::run_worker(
+            config.intake.clone(),
+            config.cns.calendar(),
+            config.cns.ccp_participant.clone(),
+            database.pool.clone(),
+            intake::intake_consumer(&jetstream).await.unwrap(),
+            stopped.clone(),
+        )));
+    }
+    tasks.push(tokio::spawn(ccass::relay::run(
+        database.pool.clone(),
+        jetstream.clone(),
+        config.intake.relay_batch_max,
+        Duration::from_millis(config.intake.relay_poll_interval_ms),
+        Duration::from_millis(config.intake.retry_delay_ms),
+        stopped.clone(),
+    )));
+
+    let publish = |participant: &str, number: u16, dedupe: &str, text: String| {
+        let jetstream = jetstream.clone();
+        let subject = subjects::inbound(
+            &ParticipantId::parse(participant).unwrap(),
+            MessageTypeNumber::new(number).unwrap(),
+        );
+        let dedupe = dedupe.to_owned();
+        async move {
+            let mut headers = HeaderMap::new();
+            headers.insert("Nats-Msg-Id", dedupe.as_str());
+            jetstream
+                .publish_with_headers(subject.as_str().to_owned(), headers, text.into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+    };
+    // A malformed message first: the worker must refuse it and go on.
+    publish(
+        "B01234",
+        541,
+        "B01234.garbage",
+        "not a fin message".to_owned(),
+    )
+    .await;
+    // Matched pair: amounts 1,000.00 and 1,010.00 within the 25.00 tolerance.
+    publish(
+        "B01234",
+        541,
+        "B01234.RCV1",
+        instruction("B01234", "B05678", false, "RCV1", 100_000, None),
+    )
+    .await;
+    publish(
+        "B05678",
+        543,
+        "B05678.DLV1",
+        instruction("B05678", "B01234", true, "DLV1", 101_000, None),
+    )
+    .await;
+    // Beyond the tolerance: 1,000.00 against 2,000.00.
+    publish(
+        "B01234",
+        541,
+        "B01234.RCV2",
+        instruction("B01234", "B05678", false, "RCV2", 100_000, None),
+    )
+    .await;
+    publish(
+        "B05678",
+        543,
+        "B05678.DLV2",
+        instruction("B05678", "B01234", true, "DLV2", 200_000, None),
+    )
+    .await;
+    // The same sender's reference again (another message id, so INBOUND keeps it).
+    publish(
+        "B01234",
+        541,
+        "B01234.RCV1.again",
+        instruction("B01234", "B05678", false, "RCV1", 100_000, None),
+    )
+    .await;
+    // A receipt without counterparty, then its cancellation.
+    publish(
+        "B01234",
+        541,
+        "B01234.RCV3",
+        instruction("B01234", "B05678", false, "RCV3", 300_000, None),
+    )
+    .await;
+
+    let consumer = jetstream
+        .get_stream("OUTBOUND")
+        .await
+        .unwrap()
+        .create_consumer(async_nats::jetstream::consumer::pull::Config::default())
+        .await
+        .unwrap();
+    let mut outbound = consumer.messages().await.unwrap();
+    let mut advices = Advices::new();
+    let mut read_until = async |advices: &mut Advices, done: &dyn Fn(&Advices) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !done(advices) {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            assert!(!remaining.is_zero(), "missing advices; have {advices:?}");
+            if let Ok(Some(message)) = tokio::time::timeout(remaining, outbound.next()).await {
+                let message = message.unwrap();
+                record_advice(advices, &message.subject, &message.payload);
+                message.ack().await.unwrap();
+            }
+        }
+    };
+    read_until(&mut advices, &|advices| {
+        has(advices, "B01234", "RCV1", "MTCH//MACH")
+            && has(advices, "B05678", "DLV1", "MTCH//MACH")
+            && has(advices, "B01234", "RCV2", "IPRC//PACK")
+            && has(advices, "B05678", "DLV2", "IPRC//PACK")
+            && has(advices, "B01234", "RCV1", "IPRC//REJT/DUPL")
+            && has(advices, "B01234", "NONREF", "IPRC//REJT/NARR")
+            && has(advices, "B01234", "RCV3", "IPRC//PACK")
+    })
+    .await;
+    assert!(!has(&advices, "B01234", "RCV2", "MTCH//MACH"));
+
+    publish(
+        "B01234",
+        541,
+        "B01234.CAN3",
+        instruction("B01234", "B05678", false, "CAN3", 300_000, Some("RCV3")),
+    )
+    .await;
+    read_until(&mut advices, &|advices| {
+        has(advices, "B01234", "RCV3", "CPRC//CAND")
+    })
+    .await;
+
+    // Unmatched report (delay 0 in this test): RCV2/DLV2 differ in amount.
+    let reference = intake::Reference::load(&database.pool, "HKSCC0")
+        .await
+        .unwrap();
+    let reported = intake::report_unmatched(&database.pool, &reference, &config.intake)
+        .await
+        .unwrap();
+    assert_eq!(reported, 2, "RCV2 and DLV2 are the unmatched ones");
+    read_until(&mut advices, &|advices| {
+        has(advices, "B01234", "RCV2", "MTCH//NMAT/DMON")
+            && has(advices, "B05678", "DLV2", "MTCH//NMAT/DMON")
+    })
+    .await;
+
+    let client = hostdb::client(&database.pool).await.unwrap();
+    let counts = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM instruction_matches),
+                    (SELECT count(*) FROM instructions WHERE sender_reference = 'RCV1'),
+                    (SELECT status FROM instructions WHERE sender_reference = 'RCV3')",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(counts.get::<_, i64>(0), 1);
+    assert_eq!(counts.get::<_, i64>(1), 1);
+    assert_eq!(counts.get::<_, String>(2), "cancelled");
+    let violations = hostdb::audit::run(&database.pool).await.unwrap();
+    assert!(violations.is_empty(), "audit: {violations:?}");
+
+    stop.send(true).unwrap();
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_redelivered_batch_changes_nothing_and_a_matched_pair_cancels_bilaterally() {
+    // Goal: redelivery is idempotent, and a matched pair is cancelled only when both sides
+    // cancel. Method: process_batch directly (no bus) with stream sequences; the same batch
+    // twice, then one side's CANC (pending: CANP), then the other's (both CAND).
+    let Some(database) = seeded_database("settlement_intake_redelivery").await else {
+        return;
+    };
+    let config = test_config();
+    let calendar = config.cns.calendar();
+    let reference = intake::Reference::load(&database.pool, "HKSCC0")
+        .await
+        .unwrap();
+    let inbound = |sequence: u64, participant: &str, number: &str, text: String| Inbound {
+        participant: participant.to_owned(),
+        message_type: number.to_owned(),
+        stream_sequence: sequence,
+        text,
+    };
+    let batch = vec![
+        inbound(
+            1,
+            "B01234",
+            "541",
+            instruction("B01234", "B05678", false, "R1", 100_000, None),
+        ),
+        inbound(
+            2,
+            "B05678",
+            "543",
+            instruction("B05678", "B01234", true, "D1", 100_000, None),
+        ),
+    ];
+    let process = |batch: Vec<Inbound>| {
+        let pool = database.pool.clone();
+        let reference = reference.clone();
+        let calendar = calendar.clone();
+        let config = config.intake.clone();
+        async move {
+            intake::process_batch(&pool, &reference, &calendar, &config, "INBOUND", &batch)
+                .await
+                .unwrap()
+        }
+    };
+    let first = process(batch.clone()).await;
+    assert_eq!((first.accepted, first.matched_pairs), (2, 1));
+    let again = process(batch).await;
+    assert_eq!((again.accepted, again.redelivered), (0, 2));
+
+    let one_side = process(vec![inbound(
+        3,
+        "B01234",
+        "541",
+        instruction("B01234", "B05678", false, "C1", 100_000, Some("R1")),
+    )])
+    .await;
+    assert_eq!((one_side.accepted, one_side.cancelled), (1, 0));
+    let other_side = process(vec![inbound(
+        4,
+        "B05678",
+        "543",
+        instruction("B05678", "B01234", true, "C2", 100_000, Some("D1")),
+    )])
+    .await;
+    assert_eq!(other_side.cancelled, 2);
+
+    let client = hostdb::client(&database.pool).await.unwrap();
+    let row = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM instruction_matches),
+                    (SELECT count(*) FROM instructions WHERE function = 'NEWM' AND status = 'cancelled'),
+                    (SELECT count(*) FROM outbox WHERE convert_from(payload, 'UTF8') LIKE '%CPRC//CANP%'),
+                    (SELECT count(*) FROM instruction_status_history)",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 0);
+    assert_eq!(row.get::<_, i64>(1), 2);
+    assert_eq!(row.get::<_, i64>(2), 1);
+    // R1, D1: unmatched, matched, cancelled; C1 received; C2 cancelled.
+    assert_eq!(row.get::<_, i64>(3), 8);
+    let violations = hostdb::audit::run(&database.pool).await.unwrap();
+    assert!(violations.is_empty(), "audit: {violations:?}");
+}
