@@ -97,6 +97,7 @@ impl BusConfig {
 pub mod auth;
 pub mod catalogue;
 pub mod init;
+pub mod instructions;
 pub mod subjects;
 pub mod trades;
 

@@ -38,6 +38,7 @@ use sha2::{Digest as _, Sha256};
 use time::{Date, OffsetDateTime};
 
 use super::matching;
+use crate::bus::instructions::InstructionEvent;
 use crate::bus::subjects;
 use crate::cns::calendar::Calendar;
 use crate::config::{ConfigError, check_range};
@@ -461,6 +462,7 @@ pub struct BatchReport {
 struct Reports<'r> {
     reference: &'r Reference,
     rows: Vec<(String, String, Vec<u8>, String)>,
+    events: Vec<OutboxRow>,
 }
 
 impl Reports<'_> {
@@ -537,12 +539,50 @@ impl Reports<'_> {
                 return;
             }
         };
+        let status = match code {
+            "REJT" => "rejected",
+            "PACK" | "NMAT" => "unmatched",
+            "MACH" => "matched",
+            "CAND" => "cancelled",
+            "CANP" => "cancellation_pending",
+            _ => "cancellation_denied",
+        };
+        self.event(
+            &reference,
+            InstructionEvent {
+                participant: participant.to_owned(),
+                sender_reference: related.to_owned(),
+                status: status.to_owned(),
+                reason_code: reason.map(|(_, code, _)| code.as_str().to_owned()),
+            },
+        );
         self.rows.push((
             participant.to_owned(),
             reference,
             text.into_bytes(),
             related.to_owned(),
         ));
+    }
+
+    /// An instruction event beside the MT548 `advice_reference` (its dedupe key).
+    fn event(&mut self, advice_reference: &str, event: InstructionEvent) {
+        let Ok(id) = ParticipantId::parse(&event.participant) else {
+            return;
+        };
+        let payload = match serde_json::to_vec(&event) {
+            Ok(payload) => payload,
+            Err(error) => {
+                tracing::error!(%error, "intake: cannot encode instruction event");
+                return;
+            }
+        };
+        self.events.push(OutboxRow {
+            subject: subjects::events(&id, subjects::EventKind::Instruction)
+                .as_str()
+                .to_owned(),
+            dedupe_id: format!("event.{}.{advice_reference}", event.participant),
+            payload,
+        });
     }
 
     async fn write(self, transaction: &tokio_postgres::Transaction<'_>) -> Result<(), HostDbError> {
@@ -561,6 +601,7 @@ impl Reports<'_> {
                 payload: payload.clone(),
             });
         }
+        outbox.extend(self.events);
         sql::insert_outbox(transaction, &outbox).await
     }
 }
@@ -618,6 +659,7 @@ pub async fn process_batch(
     let mut reports = Reports {
         reference,
         rows: Vec::new(),
+        events: Vec::new(),
     };
     for (message, outcome) in messages.iter().zip(evaluated) {
         let sender_reference = outcome
@@ -850,6 +892,7 @@ pub async fn report_unmatched(
     let mut reports = Reports {
         reference,
         rows: Vec::new(),
+        events: Vec::new(),
     };
     let mut count = 0;
     for instruction in &due {

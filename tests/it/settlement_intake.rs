@@ -4,7 +4,8 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use async_nats::HeaderMap;
-use ccass::bus::subjects::{self, MessageTypeNumber};
+use ccass::bus::instructions::InstructionEvent;
+use ccass::bus::subjects::{self, EventKind, MessageTypeNumber};
 use ccass::hostdb;
 use ccass::ids::ParticipantId;
 use ccass::iso15022::build::{self, Envelope, SettlementInstructionSpec};
@@ -179,6 +180,15 @@ async fn intake_matches_reports_cancels_and_refuses_through_the_bus() {
         .await
         .unwrap();
 
+    let mut events = client
+        .subscribe(subjects::events(
+            &ParticipantId::parse("B01234").unwrap(),
+            EventKind::Instruction,
+        ))
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+
     let mut config = test_config();
     config.intake.unmatched_report_delay_ms = 0;
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -307,6 +317,23 @@ async fn intake_matches_reports_cancels_and_refuses_through_the_bus() {
     })
     .await;
     assert!(!has(&advices, "B01234", "RCV2", "MTCH//MACH"));
+    // The same status changes are published as instruction events.
+    let matched_event = InstructionEvent {
+        participant: "B01234".to_owned(),
+        sender_reference: "RCV1".to_owned(),
+        status: "matched".to_owned(),
+        reason_code: None,
+    };
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(message) = events.next().await {
+            let event: InstructionEvent = serde_json::from_slice(&message.payload).unwrap();
+            if event == matched_event {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("the matched event of RCV1 arrives");
 
     publish(
         "B01234",
