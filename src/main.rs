@@ -83,6 +83,9 @@ enum Command {
         #[command(subcommand)]
         command: TradesCommand,
     },
+    /// Settlement intake: the intake workers on INBOUND, the unmatched reporter and the outbox
+    /// relay, until SIGINT/SIGTERM.
+    Settlement,
     /// CNS clearing: positions and the cut-off.
     Cns {
         #[command(subcommand)]
@@ -302,6 +305,20 @@ fn run_with_config(config: Config, command: Command) -> anyhow::Result<ExitCode>
             Command::Auth => {
                 let client = bus::connect(&config.bus, "ccass-auth").await?;
                 auth::service::run(config, client, up::shutdown_signal()).await?;
+            }
+            Command::Settlement => {
+                let pool = connect_hostdb(&config).await?;
+                let client = bus::connect(&config.bus, "ccass-settlement").await?;
+                let jetstream = bus::jetstream(&config.bus, client);
+                let (stop, stopped) = tokio::sync::watch::channel(false);
+                let tasks =
+                    ccass::settlement::intake::spawn_services(&config, &pool, &jetstream, &stopped)
+                        .await?;
+                up::shutdown_signal().await;
+                let _ = stop.send(true);
+                for task in tasks {
+                    let _ = task.await;
+                }
             }
             Command::Migrate => {
                 let pool = connect_hostdb(&config).await?;

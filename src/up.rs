@@ -124,6 +124,10 @@ pub async fn run(
             ))
         })
         .collect();
+    // Settlement intake workers, the unmatched reporter and the outbox relay.
+    let settlement_services =
+        crate::settlement::intake::spawn_services(&config, &pool, &jetstream, &capture_stopped)
+            .await?;
 
     let probes: Vec<Box<dyn Probe>> = vec![
         Box::new(hostdb::PostgresProbe {
@@ -165,7 +169,7 @@ pub async fn run(
     };
     // Capture workers finish their current transaction (or abandon it unacknowledged) and stop.
     let _ = stop_capture.send(true);
-    for worker in capture_workers {
+    for worker in capture_workers.into_iter().chain(settlement_services) {
         let _ = worker.await;
     }
     outcome?;

@@ -1064,3 +1064,42 @@ pub async fn run_unmatched_reporter(
         sleep_or_shutdown(interval, &mut shutdown).await;
     }
 }
+
+/// Starts what `ccass settlement` runs: `intake.workers` intake workers on the shared
+/// consumer, the unmatched reporter and the outbox relay, all stopping when `stopped` turns
+/// true.
+pub async fn spawn_services(
+    config: &crate::config::Config,
+    pool: &Pool,
+    jetstream: &jetstream::Context,
+    stopped: &tokio::sync::watch::Receiver<bool>,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, crate::bus::BusError> {
+    let consumer = intake_consumer(jetstream).await?;
+    let mut tasks: Vec<_> = (0..config.intake.workers)
+        .map(|_| {
+            tokio::spawn(run_worker(
+                config.intake.clone(),
+                config.cns.calendar(),
+                config.cns.ccp_participant.clone(),
+                pool.clone(),
+                consumer.clone(),
+                stopped.clone(),
+            ))
+        })
+        .collect();
+    tasks.push(tokio::spawn(run_unmatched_reporter(
+        config.intake.clone(),
+        config.cns.ccp_participant.clone(),
+        pool.clone(),
+        stopped.clone(),
+    )));
+    tasks.push(tokio::spawn(crate::relay::run(
+        pool.clone(),
+        jetstream.clone(),
+        config.intake.relay_batch_max,
+        Duration::from_millis(config.intake.relay_poll_interval_ms),
+        Duration::from_millis(config.intake.retry_delay_ms),
+        stopped.clone(),
+    )));
+    Ok(tasks)
+}
