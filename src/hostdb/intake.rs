@@ -480,3 +480,46 @@ pub async fn insert_outbox(
         .map_err(db("insert outbox rows"))?;
     Ok(())
 }
+
+/// Sets the hold or exclusion flag of the match `instruction_id` is in; returns the match's
+/// two instructions (delivering, receiving) when there is one.
+pub async fn set_match_flag(
+    transaction: &Transaction<'_>,
+    instruction_id: i64,
+    flag: MatchFlag,
+    value: bool,
+) -> Result<Option<(i64, i64)>, HostDbError> {
+    let sql = match flag {
+        MatchFlag::OnHold => {
+            "UPDATE instruction_matches SET on_hold = $2
+             WHERE delivering_instruction_id = $1 OR receiving_instruction_id = $1
+             RETURNING delivering_instruction_id, receiving_instruction_id"
+        }
+        MatchFlag::ExcludedFromRuns => {
+            "UPDATE instruction_matches SET excluded_from_runs = $2
+             WHERE delivering_instruction_id = $1 OR receiving_instruction_id = $1
+             RETURNING delivering_instruction_id, receiving_instruction_id"
+        }
+    };
+    let row = transaction
+        .query_opt(sql, &[&instruction_id, &value])
+        .await
+        .map_err(db("set match flag"))?;
+    Ok(row.map(|row| (row.get(0), row.get(1))))
+}
+
+/// The two flags of `instruction_matches` that participants and operators change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatchFlag {
+    OnHold,
+    ExcludedFromRuns,
+}
+
+/// A fresh number for the MT548 references of a lifecycle change (the outbox identity).
+pub async fn next_change_id(transaction: &Transaction<'_>) -> Result<i64, HostDbError> {
+    let row = transaction
+        .query_one("SELECT nextval('intake_change_id_seq')", &[])
+        .await
+        .map_err(db("next lifecycle change id"))?;
+    Ok(row.get(0))
+}

@@ -459,14 +459,22 @@ pub struct BatchReport {
 }
 
 /// MT548s of one batch, written to the outbox and the message journal.
-struct Reports<'r> {
+pub(crate) struct Reports<'r> {
     reference: &'r Reference,
     rows: Vec<(String, String, Vec<u8>, String)>,
     events: Vec<OutboxRow>,
 }
 
-impl Reports<'_> {
-    fn add(
+impl<'r> Reports<'r> {
+    pub(crate) fn new(reference: &'r Reference) -> Reports<'r> {
+        Reports {
+            reference,
+            rows: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    pub(crate) fn add(
         &mut self,
         participant: &str,
         reference: String,
@@ -585,7 +593,10 @@ impl Reports<'_> {
         });
     }
 
-    async fn write(self, transaction: &tokio_postgres::Transaction<'_>) -> Result<(), HostDbError> {
+    pub(crate) async fn write(
+        self,
+        transaction: &tokio_postgres::Transaction<'_>,
+    ) -> Result<(), HostDbError> {
         let mut outbox = Vec::with_capacity(self.rows.len());
         for (participant, reference, payload, _) in &self.rows {
             let Ok(id) = ParticipantId::parse(participant) else {

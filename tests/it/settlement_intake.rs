@@ -15,6 +15,7 @@ use ccass::iso15022::fields::{
 use ccass::iso15022::views::{Linkage, Party, StatusAdvice};
 use ccass::iso15022::{self, MessageType, ParseOptions};
 use ccass::settlement::intake::{self, Inbound};
+use ccass::settlement::lifecycle;
 use futures::StreamExt as _;
 use rust_decimal::Decimal;
 use time::{Date, Duration as Days, OffsetDateTime};
@@ -385,9 +386,10 @@ async fn intake_matches_reports_cancels_and_refuses_through_the_bus() {
 
 #[tokio::test]
 async fn a_redelivered_batch_changes_nothing_and_a_matched_pair_cancels_bilaterally() {
-    // Goal: redelivery is idempotent, and a matched pair is cancelled only when both sides
+    // Goal: redelivery is idempotent, hold and exclusion change the match row, and a matched
+    // pair is cancelled only when both sides
     // cancel. Method: process_batch directly (no bus) with stream sequences; the same batch
-    // twice, then one side's CANC (pending: CANP), then the other's (both CAND).
+    // twice, hold/exclude/release/include, then one side's CANC (pending: CANP), then the other's (both CAND).
     let Some(database) = seeded_database("settlement_intake_redelivery").await else {
         return;
     };
@@ -432,6 +434,42 @@ async fn a_redelivered_batch_changes_nothing_and_a_matched_pair_cancels_bilatera
     let again = process(batch).await;
     assert_eq!((again.accepted, again.redelivered), (0, 2));
 
+    // Hold and exclusion change the pair's match row, reported to both sides.
+    for (change, on_hold, excluded) in [
+        (lifecycle::Change::Hold, true, false),
+        (lifecycle::Change::Exclude, true, true),
+        (lifecycle::Change::Release, false, true),
+        (lifecycle::Change::Include, false, false),
+    ] {
+        lifecycle::apply(&database.pool, &reference, "B05678", "D1", change)
+            .await
+            .unwrap();
+        let flags = hostdb::client(&database.pool)
+            .await
+            .unwrap()
+            .query_one(
+                "SELECT on_hold, excluded_from_runs FROM instruction_matches",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (flags.get::<_, bool>(0), flags.get::<_, bool>(1)),
+            (on_hold, excluded)
+        );
+    }
+    assert!(matches!(
+        lifecycle::apply(
+            &database.pool,
+            &reference,
+            "B05678",
+            "NOPE",
+            lifecycle::Change::Hold
+        )
+        .await,
+        Err(lifecycle::LifecycleError::UnknownInstruction { .. })
+    ));
+
     let one_side = process(vec![inbound(
         3,
         "B01234",
@@ -463,8 +501,8 @@ async fn a_redelivered_batch_changes_nothing_and_a_matched_pair_cancels_bilatera
     assert_eq!(row.get::<_, i64>(0), 0);
     assert_eq!(row.get::<_, i64>(1), 2);
     assert_eq!(row.get::<_, i64>(2), 1);
-    // R1, D1: unmatched, matched, cancelled; C1 received; C2 cancelled.
-    assert_eq!(row.get::<_, i64>(3), 8);
+    // R1, D1: unmatched, matched, 4 lifecycle changes, cancelled; C1 received; C2 cancelled.
+    assert_eq!(row.get::<_, i64>(3), 16);
     let violations = hostdb::audit::run(&database.pool).await.unwrap();
     assert!(violations.is_empty(), "audit: {violations:?}");
 }
