@@ -15,6 +15,7 @@ use std::future::IntoFuture as _;
 
 use crate::hostdb::outbox as sql;
 use crate::hostdb::{HostDbError, Pool};
+use crate::settlement::metrics as names;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
@@ -83,8 +84,12 @@ pub async fn run(
     while !*shutdown.borrow() {
         let delay = match relay_once(&pool, &jetstream, batch_max).await {
             Ok(0) => poll_interval,
-            Ok(_) => continue,
+            Ok(published) => {
+                metrics::counter!(names::RELAY_PUBLISHED_TOTAL).increment(published as u64);
+                continue;
+            }
             Err(error) => {
+                metrics::counter!(names::RELAY_FAILURES_TOTAL).increment(1);
                 tracing::warn!(%error, "outbox relay: batch not published; retrying");
                 retry_delay
             }

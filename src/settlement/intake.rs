@@ -38,6 +38,7 @@ use sha2::{Digest as _, Sha256};
 use time::{Date, OffsetDateTime};
 
 use super::matching;
+use super::metrics as names;
 use crate::bus::instructions::InstructionEvent;
 use crate::bus::subjects;
 use crate::cns::calendar::Calendar;
@@ -1027,6 +1028,7 @@ pub async fn run_worker(
         if batch.is_empty() {
             continue;
         }
+        let started = std::time::Instant::now();
         match process_batch(
             &pool,
             &reference,
@@ -1039,6 +1041,16 @@ pub async fn run_worker(
         {
             Ok(report) => {
                 tracing::debug!(?report, "intake: batch committed");
+                metrics::histogram!(names::BATCH_TRANSACTION_SECONDS)
+                    .record(started.elapsed().as_secs_f64());
+                metrics::counter!(names::MESSAGES_ACCEPTED_TOTAL).increment(report.accepted as u64);
+                metrics::counter!(names::MESSAGES_REJECTED_TOTAL).increment(report.rejected as u64);
+                metrics::counter!(names::MESSAGES_REDELIVERED_TOTAL)
+                    .increment(report.redelivered as u64);
+                metrics::counter!(names::PAIRS_MATCHED_TOTAL)
+                    .increment(report.matched_pairs as u64);
+                metrics::counter!(names::INSTRUCTIONS_CANCELLED_TOTAL)
+                    .increment(report.cancelled as u64);
                 let acked =
                     futures::future::join_all(acks.iter().map(|message| message.ack())).await;
                 for result in acked {
@@ -1048,6 +1060,7 @@ pub async fn run_worker(
                 }
             }
             Err(error) => {
+                metrics::counter!(names::BATCH_FAILURES_TOTAL).increment(1);
                 tracing::warn!(%error, "intake: batch not committed; left for redelivery");
                 sleep_or_shutdown(retry_delay, &mut shutdown).await;
             }
@@ -1086,6 +1099,7 @@ pub async fn spawn_services(
     stopped: &tokio::sync::watch::Receiver<bool>,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, crate::bus::BusError> {
     let consumer = intake_consumer(jetstream).await?;
+    names::describe_all();
     let mut tasks: Vec<_> = (0..config.intake.workers)
         .map(|_| {
             tokio::spawn(run_worker(

@@ -3,3 +3,4 @@
 pub mod intake;
 pub mod lifecycle;
 pub mod matching;
+pub mod metrics;

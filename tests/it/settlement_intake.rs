@@ -387,9 +387,9 @@ async fn intake_matches_reports_cancels_and_refuses_through_the_bus() {
 #[tokio::test]
 async fn a_redelivered_batch_changes_nothing_and_a_matched_pair_cancels_bilaterally() {
     // Goal: redelivery is idempotent, hold and exclusion change the match row, and a matched
-    // pair is cancelled only when both sides
-    // cancel. Method: process_batch directly (no bus) with stream sequences; the same batch
-    // twice, hold/exclude/release/include, then one side's CANC (pending: CANP), then the other's (both CAND).
+    // pair is cancelled only when both sides cancel. Method: process_batch directly (no bus)
+    // with stream sequences; the same batch twice, hold/exclude/release/include, then one
+    // side's CANC (pending: CANP), then the other's (both CAND).
     let Some(database) = seeded_database("settlement_intake_redelivery").await else {
         return;
     };
