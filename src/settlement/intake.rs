@@ -4,8 +4,10 @@
 //! ```text
 //!  INBOUND (consumer settlement-intake, shared by the workers)
 //!    ──► one transaction per fetched batch: message_journal, instructions, status history,
-//!        instruction_matches, outbox (MT548 PACK/REJT/MACH/CAND/CANP/DEND) ──► commit ──► ack
-//!  outbox ──► relay (crate::relay) ──► OUTBOUND
+//!        instruction_matches, outbox (MT548 PACK/REJT/MACH/CAND/CANP/DEND and one
+//!        instruction event beside each) ──► commit ──► ack
+//!  unmatched reporter (every unmatched_scan_interval_ms) ──► MT548 MTCH//NMAT with reason
+//!  outbox ──► relay (crate::relay) ──► OUTBOUND, EVENTS
 //! ```
 //!
 //! Decisions:
