@@ -311,21 +311,22 @@ pub async fn instruction_by_id(
     Ok(row.as_ref().map(instruction_row))
 }
 
-/// A pending cancellation request (a stored CANC) of `participant_id` for `reference`.
-pub async fn cancellation_requested(
+/// The stored cancellation request (a CANC) of `participant_id` for `reference`, if any.
+pub async fn cancellation_request(
     transaction: &Transaction<'_>,
     participant_id: &str,
     reference: &str,
-) -> Result<bool, HostDbError> {
+) -> Result<Option<i64>, HostDbError> {
     let row = transaction
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM instructions
-                 WHERE participant_id = $1 AND function = 'CANC' AND previous_reference = $2)",
+        .query_opt(
+            "SELECT instruction_id FROM instructions
+             WHERE participant_id = $1 AND function = 'CANC' AND previous_reference = $2
+             ORDER BY instruction_id LIMIT 1",
             &[&participant_id, &reference],
         )
         .await
         .map_err(db("look up cancellation request"))?;
-    Ok(row.get(0))
+    Ok(row.map(|row| row.get(0)))
 }
 
 /// Moves an instruction to `status` and records it in the status history.

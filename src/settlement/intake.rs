@@ -620,6 +620,16 @@ impl<'r> Reports<'r> {
     }
 }
 
+/// The `:20C::SEME//` of a refused message when it can be read (so the MT548 names it).
+fn readable_reference(text: &str) -> Option<String> {
+    let message = iso15022::parse(text, ParseOptions::fin()).ok()?;
+    let view = SettlementInstruction::from_message(&message).ok()?;
+    let reference = view.reference;
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "/?:().,'+ -".contains(c);
+    (!reference.is_empty() && reference.len() <= 16 && reference.chars().all(allowed))
+        .then(|| reference.to_owned())
+}
+
 fn match_key(isin: &str, settlement_date: Date) -> i32 {
     // FNV-1a: stable across processes (std's hasher is randomly seeded).
     let mut hash: u32 = 0x811c_9dc5;
@@ -676,10 +686,10 @@ pub async fn process_batch(
         events: Vec::new(),
     };
     for (message, outcome) in messages.iter().zip(evaluated) {
-        let sender_reference = outcome
-            .as_ref()
-            .ok()
-            .map(|accepted| accepted.row.sender_reference.clone());
+        let sender_reference = match &outcome {
+            Ok(accepted) => Some(accepted.row.sender_reference.clone()),
+            Err(_) => readable_reference(&message.text),
+        };
         let digest = Sha256::digest(message.text.as_bytes());
         let journalled = sql::journal_inbound(
             &transaction,
@@ -703,10 +713,11 @@ pub async fn process_batch(
             Ok(accepted) => accepted,
             Err(refusal) => {
                 report.rejected += 1;
+                let related = readable_reference(&message.text).unwrap_or_default();
                 reports.add(
                     &message.participant,
                     own('R'),
-                    "",
+                    &related,
                     false,
                     ("IPRC", "REJT"),
                     Some(("REJT", refusal.reason, &refusal.detail)),
@@ -741,17 +752,18 @@ pub async fn process_batch(
                 Some(id) => sql::instruction_by_id(&transaction, id).await?,
                 None => None,
             };
-            let bilateral = match &counterpart {
+            let counterpart_request = match &counterpart {
                 Some(counterpart) => {
-                    sql::cancellation_requested(
+                    sql::cancellation_request(
                         &transaction,
                         &counterpart.participant_id,
                         &counterpart.sender_reference,
                     )
                     .await?
                 }
-                None => false,
+                None => None,
             };
+            let bilateral = counterpart_request.is_some();
             let cancellable = target.status == "unmatched" || bilateral;
             row.status = if cancellable { "cancelled" } else { "received" }.to_owned();
             if target.status != "unmatched" && target.status != "matched" {
@@ -791,6 +803,10 @@ pub async fn process_batch(
                     None,
                 );
                 continue;
+            }
+            if let Some(request_id) = counterpart_request {
+                // The counterparty's request waited for this one: both are now applied.
+                sql::set_status(&transaction, request_id, "cancelled", None, None).await?;
             }
             let mut cancelled = vec![target];
             if let Some(counterpart) = counterpart {

@@ -277,6 +277,14 @@ async fn intake_matches_reports_cancels_and_refuses_through_the_bus() {
         instruction("B01234", "B05678", false, "RCV1", 100_000, None),
     )
     .await;
+    // A well-formed instruction naming no participant: refused with the field's reason.
+    publish(
+        "B01234",
+        541,
+        "B01234.BAD1",
+        instruction("B01234", "ZZ9999", false, "BAD1", 100_000, None),
+    )
+    .await;
     // A receipt without counterparty, then its cancellation.
     publish(
         "B01234",
@@ -315,6 +323,7 @@ async fn intake_matches_reports_cancels_and_refuses_through_the_bus() {
             && has(advices, "B01234", "RCV1", "IPRC//REJT/DUPL")
             && has(advices, "B01234", "NONREF", "IPRC//REJT/NARR")
             && has(advices, "B01234", "RCV3", "IPRC//PACK")
+            && has(advices, "B01234", "BAD1", "IPRC//REJT/DDEA")
     })
     .await;
     assert!(!has(&advices, "B01234", "RCV2", "MTCH//MACH"));
@@ -493,7 +502,8 @@ async fn a_redelivered_batch_changes_nothing_and_a_matched_pair_cancels_bilatera
             "SELECT (SELECT count(*) FROM instruction_matches),
                     (SELECT count(*) FROM instructions WHERE function = 'NEWM' AND status = 'cancelled'),
                     (SELECT count(*) FROM outbox WHERE convert_from(payload, 'UTF8') LIKE '%CPRC//CANP%'),
-                    (SELECT count(*) FROM instruction_status_history)",
+                    (SELECT count(*) FROM instruction_status_history),
+                    (SELECT count(*) FROM instructions WHERE status <> 'cancelled')",
             &[],
         )
         .await
@@ -501,8 +511,10 @@ async fn a_redelivered_batch_changes_nothing_and_a_matched_pair_cancels_bilatera
     assert_eq!(row.get::<_, i64>(0), 0);
     assert_eq!(row.get::<_, i64>(1), 2);
     assert_eq!(row.get::<_, i64>(2), 1);
-    // R1, D1: unmatched, matched, 4 lifecycle changes, cancelled; C1 received; C2 cancelled.
-    assert_eq!(row.get::<_, i64>(3), 16);
+    // R1, D1: unmatched, matched, 4 lifecycle changes, cancelled; C1 received, then
+    // cancelled with C2; C2 cancelled.
+    assert_eq!(row.get::<_, i64>(3), 17);
+    assert_eq!(row.get::<_, i64>(4), 0);
     let violations = hostdb::audit::run(&database.pool).await.unwrap();
     assert!(violations.is_empty(), "audit: {violations:?}");
 }
