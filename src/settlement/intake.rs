@@ -65,6 +65,8 @@ pub struct IntakeConfig {
     pub fetch_wait_ms: u64,
     /// How long a worker waits before retrying after the host database failed.
     pub retry_delay_ms: u64,
+    /// How often a worker reloads participants, accounts and securities.
+    pub reference_refresh_ms: u64,
     /// Largest quantity accepted in one instruction.
     pub quantity_max: i64,
     /// Largest settlement amount accepted, in minor units.
@@ -93,6 +95,11 @@ impl IntakeConfig {
         )?;
         check_range("intake.fetch_wait_ms", self.fetch_wait_ms, 1..=60_000)?;
         check_range("intake.retry_delay_ms", self.retry_delay_ms, 1..=600_000)?;
+        check_range(
+            "intake.reference_refresh_ms",
+            self.reference_refresh_ms,
+            1..=86_400_000,
+        )?;
         check_range("intake.quantity_max", self.quantity_max, 1..=i64::MAX)?;
         check_range(
             "intake.amount_max_minor",
@@ -991,14 +998,24 @@ pub async fn run_worker(
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let retry_delay = Duration::from_millis(config.retry_delay_ms);
+    let refresh = Duration::from_millis(config.reference_refresh_ms);
+    let mut loaded: Option<(Reference, std::time::Instant)> = None;
     while !*shutdown.borrow() {
-        let reference = match Reference::load(&pool, &ccp_participant).await {
-            Ok(reference) => reference,
-            Err(error) => {
-                tracing::warn!(%error, "intake: cannot load reference data; retrying");
-                sleep_or_shutdown(retry_delay, &mut shutdown).await;
-                continue;
+        if loaded
+            .as_ref()
+            .is_none_or(|(_, at)| at.elapsed() >= refresh)
+        {
+            match Reference::load(&pool, &ccp_participant).await {
+                Ok(reference) => loaded = Some((reference, std::time::Instant::now())),
+                Err(error) => {
+                    tracing::warn!(%error, "intake: cannot load reference data; retrying");
+                    sleep_or_shutdown(retry_delay, &mut shutdown).await;
+                    continue;
+                }
             }
+        }
+        let Some((reference, _)) = loaded.as_ref() else {
+            continue;
         };
         let fetched = consumer
             .fetch()
@@ -1049,7 +1066,7 @@ pub async fn run_worker(
         let started = std::time::Instant::now();
         match process_batch(
             &pool,
-            &reference,
+            reference,
             &calendar,
             &config,
             subjects::INBOUND_STREAM,
