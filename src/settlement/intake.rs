@@ -1163,3 +1163,146 @@ pub async fn spawn_services(
     )));
     Ok(tasks)
 }
+
+#[cfg(test)]
+mod tests {
+    use rust_decimal::Decimal;
+    use time::macros::date;
+
+    use super::*;
+    use crate::iso15022::MessageType;
+    use crate::iso15022::build::SettlementInstructionSpec;
+    use crate::iso15022::fields::{Amount, Isin, Quantity, QuantityKind};
+    use crate::iso15022::views::Party;
+
+    const TODAY: Date = date!(2026 - 11 - 24);
+
+    fn reference() -> Reference {
+        let rows = sql::IntakeReferenceRows {
+            participants: vec![
+                ("HKSCC0".into(), "active".into(), "HKSCHKHHAXXX".into()),
+                ("B01234".into(), "active".into(), "HBSLHKHHAXXX".into()),
+                ("B05678".into(), "active".into(), "KWBLHKHHAXXX".into()),
+            ],
+            stock_accounts: vec![
+                ("B01234-01".into(), "B01234".into(), "active".into()),
+                ("B05678-01".into(), "B05678".into(), "active".into()),
+            ],
+            securities: vec![("GB0005405286".into(), "HKD".into(), "active".into())],
+        };
+        Reference::new(&rows, "HKSCC0")
+    }
+
+    fn config() -> IntakeConfig {
+        IntakeConfig {
+            workers: 1,
+            fetch_messages_max: 1,
+            fetch_wait_ms: 1,
+            retry_delay_ms: 1,
+            reference_refresh_ms: 1,
+            quantity_max: 1_000_000,
+            amount_max_minor: 1_000_000_000,
+            dvp_amount_tolerance_minor: 0,
+            unmatched_report_delay_ms: 0,
+            unmatched_scan_interval_ms: 1,
+            unmatched_scan_batch_max: 1,
+            relay_batch_max: 1,
+            relay_poll_interval_ms: 1,
+        }
+    }
+
+    fn message(sender: &str, account: &str, settlement_date: Date, currency: [u8; 3]) -> String {
+        let parties = [
+            Party {
+                role: "DEAG",
+                id: PartyId::Proprietary {
+                    scheme: "CCASS",
+                    id: "B05678",
+                },
+                safekeeping_account: None,
+            },
+            Party {
+                role: "PSET",
+                id: PartyId::Bic("CCASHKHH"),
+                safekeeping_account: None,
+            },
+        ];
+        let spec = SettlementInstructionSpec {
+            message_type: MessageType(541),
+            function: Function {
+                code: FunctionCode::Newm,
+                subfunction: None,
+            },
+            reference: "REF1",
+            links: &[],
+            prepared: None,
+            trade_date: None,
+            settlement_date,
+            isin: Isin::parse("GB0005405286").unwrap(),
+            description: None,
+            quantity: Quantity {
+                kind: QuantityKind::Unit,
+                value: Decimal::new(400, 0),
+            },
+            account,
+            transaction_type: "TRAD",
+            parties: &parties,
+            settlement_amount: Some(Amount {
+                currency,
+                value: Decimal::new(12_345, 2),
+            }),
+        };
+        let envelope = Envelope {
+            sender,
+            receiver: "HKSCHKHHAXXX",
+            session: 1,
+            sequence: 1,
+        };
+        build::settlement_instruction(Some(&envelope), &spec).unwrap()
+    }
+
+    fn outcome(text: &str) -> Result<Accepted, ReasonCode> {
+        let calendar = Calendar::new([date!(2026 - 12 - 25)], 2);
+        evaluate(&reference(), &calendar, &config(), TODAY, "B01234", text)
+            .map_err(|refusal| refusal.reason)
+    }
+
+    #[test]
+    fn evaluate_accepts_a_valid_receipt_and_names_each_refusal() {
+        // Goal: the reference-data, rights and calendar checks each refuse with their
+        // reason. Method: one valid MT541, then one field spoilt at a time.
+        let date = date!(2026 - 11 - 26);
+        let accepted = outcome(&message("HBSLHKHHAXXX", "B01234-01", date, *b"HKD")).unwrap();
+        assert_eq!(accepted.row.counterparty_participant_id, "B05678");
+        assert_eq!(accepted.row.amount_minor, Some(12_345));
+        assert_eq!(accepted.row.quantity, 400);
+        // Another participant's terminal in block 1.
+        assert_eq!(
+            outcome(&message("KWBLHKHHAXXX", "B01234-01", date, *b"HKD")).unwrap_err(),
+            ReasonCode::Narr
+        );
+        // Another participant's account.
+        assert_eq!(
+            outcome(&message("HBSLHKHHAXXX", "B05678-01", date, *b"HKD")).unwrap_err(),
+            ReasonCode::Safe
+        );
+        // A Saturday, a holiday and a past date.
+        for bad_date in [
+            date!(2026 - 11 - 28),
+            date!(2026 - 12 - 25),
+            date!(2026 - 11 - 23),
+        ] {
+            assert_eq!(
+                outcome(&message("HBSLHKHHAXXX", "B01234-01", bad_date, *b"HKD")).unwrap_err(),
+                ReasonCode::Ddat
+            );
+        }
+        // Not the security's currency.
+        assert_eq!(
+            outcome(&message("HBSLHKHHAXXX", "B01234-01", date, *b"USD")).unwrap_err(),
+            ReasonCode::Dmon
+        );
+        // Not a FIN message at all.
+        assert!(outcome("garbage").is_err());
+    }
+}
