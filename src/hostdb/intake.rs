@@ -246,34 +246,42 @@ pub async fn lock_match_key(transaction: &Transaction<'_>, key: i32) -> Result<(
     Ok(())
 }
 
-/// The counterparty's unmatched new instructions that name `participant_id` as their
-/// counterparty in the opposite direction, oldest first, locked.
+/// The counterparty's unmatched new instructions in the same ISIN and settlement date that
+/// name `instruction`'s participant as their counterparty in the opposite direction, oldest
+/// first, locked. Callers hold the (ISIN, settlement date) match lock, so only rows under
+/// that lock are locked here.
 pub async fn match_candidates(
     transaction: &Transaction<'_>,
     instruction: &InstructionRow,
 ) -> Result<Vec<InstructionRow>, HostDbError> {
-    let opposite = if instruction.direction == "deliver" {
-        "receive"
-    } else {
-        "deliver"
-    };
     let rows = transaction
         .query(
             &format!(
                 "SELECT {INSTRUCTION_COLUMNS} FROM instructions
                  WHERE participant_id = $1 AND counterparty_participant_id = $2
                    AND direction = $3 AND status = 'unmatched' AND function = 'NEWM'
+                   AND isin = $4 AND settlement_date = $5
                  ORDER BY instruction_id FOR UPDATE"
             ),
             &[
                 &instruction.counterparty_participant_id,
                 &instruction.participant_id,
-                &opposite,
+                &opposite(&instruction.direction),
+                &instruction.isin,
+                &instruction.settlement_date,
             ],
         )
         .await
         .map_err(db("load match candidates"))?;
     Ok(rows.iter().map(instruction_row).collect())
+}
+
+fn opposite(direction: &str) -> &'static str {
+    if direction == "deliver" {
+        "receive"
+    } else {
+        "deliver"
+    }
 }
 
 /// The instruction a participant sent under `sender_reference`, locked.
@@ -443,13 +451,29 @@ pub async fn unmatched_unreported(
     Ok(rows.iter().map(instruction_row).collect())
 }
 
-/// The counterparty's unmatched instructions in the opposite direction naming the
-/// participant, for the unmatched report (not locked).
+/// The counterparty's unmatched new instructions in the opposite direction naming the
+/// participant, any ISIN and date, for the unmatched report (read only, not locked).
 pub async fn unmatched_candidates(
     transaction: &Transaction<'_>,
     instruction: &InstructionRow,
 ) -> Result<Vec<InstructionRow>, HostDbError> {
-    match_candidates(transaction, instruction).await
+    let rows = transaction
+        .query(
+            &format!(
+                "SELECT {INSTRUCTION_COLUMNS} FROM instructions
+                 WHERE participant_id = $1 AND counterparty_participant_id = $2
+                   AND direction = $3 AND status = 'unmatched' AND function = 'NEWM'
+                 ORDER BY instruction_id"
+            ),
+            &[
+                &instruction.counterparty_participant_id,
+                &instruction.participant_id,
+                &opposite(&instruction.direction),
+            ],
+        )
+        .await
+        .map_err(db("load unmatched candidates"))?;
+    Ok(rows.iter().map(instruction_row).collect())
 }
 
 /// One row to publish after commit.

@@ -931,8 +931,20 @@ pub async fn report_unmatched(
         rows: Vec::new(),
         events: Vec::new(),
     };
+    // The same match locks as intake, in key order: an SI matched meanwhile is skipped.
+    let keys: BTreeSet<i32> = due
+        .iter()
+        .map(|instruction| match_key(&instruction.isin, instruction.settlement_date))
+        .collect();
+    for key in keys {
+        sql::lock_match_key(&transaction, key).await?;
+    }
     let mut count = 0;
     for instruction in &due {
+        let current = sql::instruction_by_id(&transaction, instruction.instruction_id).await?;
+        if current.is_none_or(|current| current.status != "unmatched") {
+            continue;
+        }
         let candidates = sql::unmatched_candidates(&transaction, instruction).await?;
         let reason =
             matching::unmatched_reason(instruction, &candidates, config.dvp_amount_tolerance_minor);
