@@ -29,6 +29,7 @@ pub struct Config {
     pub directory: crate::auth::DirectoryConfig,
     pub auth: crate::auth::AuthConfig,
     pub cns: crate::cns::CnsConfig,
+    pub settlement: crate::settlement::SettlementConfig,
 }
 
 /// Prefix of environment variables that override config keys.
@@ -182,6 +183,7 @@ impl Config {
         self.bus.check()?;
         self.auth.check()?;
         self.cns.check()?;
+        self.settlement.check()?;
         Ok(())
     }
 }

@@ -16,5 +16,6 @@ pub mod config;
 pub mod hostdb;
 pub mod ids;
 pub mod iso15022;
+pub mod settlement;
 pub mod telemetry;
 pub mod up;

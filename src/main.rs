@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use ccass::bus::auth::{AdminAction, UserRef};
 use ccass::bus::catalogue::Catalogue;
 use ccass::config::{self, Config};
-use ccass::{auth, bus, cns, hostdb, iso15022, telemetry, up};
+use ccass::{auth, bus, cns, hostdb, iso15022, settlement, telemetry, up};
 
 /// ccass: Central Clearing And Settlement System.
 ///
@@ -88,6 +88,11 @@ enum Command {
         #[command(subcommand)]
         command: CnsCommand,
     },
+    /// Settlement of instructions: Batch Settlement Runs.
+    Settlement {
+        #[command(subcommand)]
+        command: SettlementCommand,
+    },
     /// Benchmarks against the configured servers.
     Bench {
         #[command(subcommand)]
@@ -137,6 +142,17 @@ enum CnsCommand {
         /// Settlement date, YYYY-MM-DD.
         #[arg(long)]
         date: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SettlementCommand {
+    /// Run one Batch Settlement Run now (if no other leader is running one): settle every
+    /// due matched pair, recycle the rest. Prints what it did.
+    RunNow {
+        /// Settlement date, YYYY-MM-DD (default: today, local time of settlement.utc_offset_minutes).
+        #[arg(long)]
+        date: Option<String>,
     },
 }
 
@@ -381,6 +397,27 @@ fn run_with_config(config: Config, command: Command) -> anyhow::Result<ExitCode>
             }
             Command::Trades { command } => trades_command(&config, command).await?,
             Command::Cns { command } => cns_command(&config, command).await?,
+            Command::Settlement {
+                command: SettlementCommand::RunNow { date },
+            } => {
+                let date = match date {
+                    Some(text) => parse_date_arg(&text)?,
+                    None => {
+                        let offset = time::UtcOffset::from_whole_seconds(
+                            i32::from(config.settlement.utc_offset_minutes) * 60,
+                        )?;
+                        time::OffsetDateTime::now_utc().to_offset(offset).date()
+                    }
+                };
+                let pool = connect_hostdb(&config).await?;
+                let options = settlement::run::RunOptions {
+                    leader: format!("run-now:{}", std::process::id()),
+                    abort_before_commit: false,
+                };
+                let report =
+                    settlement::run::run_now(&pool, &config.settlement, date, &options).await?;
+                println!("{report}");
+            }
             Command::Bench {
                 command:
                     BenchCommand::Cns {

@@ -70,6 +70,11 @@ pub fn embedded() -> Vec<Migration> {
             name: Cow::Borrowed("instruction_matches"),
             sql: Cow::Borrowed(include_str!("migrations/V0004__instruction_matches.sql")),
         },
+        Migration {
+            version: 5,
+            name: Cow::Borrowed("settlement_runs"),
+            sql: Cow::Borrowed(include_str!("migrations/V0005__settlement_runs.sql")),
+        },
     ]
 }
 

@@ -27,6 +27,7 @@ pub mod journal;
 pub mod migrate;
 pub mod partitions;
 pub mod seed;
+pub mod settlement;
 
 pub use deadpool_postgres::Pool;
 

@@ -1,0 +1,1 @@
+//! `ccass bench settlement`.
