@@ -16,3 +16,4 @@ mod config;
 mod directory;
 mod hostdb;
 mod ops;
+mod settlement_engine;
