@@ -10,7 +10,6 @@
 //!
 //! - [`engine`]: the pure in-memory pass: DvP/FOP, partial settlement, chain resolution.
 //! - [`run`]: one run end to end ([`run::run_now`]), and the scheduled runs of `ccass up`.
-//! - [`bench`]: `ccass bench settlement`.
 //!
 //! Invariants:
 //! - A pair settles exactly once: the run's leader lock, markers and writes commit in one
@@ -19,7 +18,6 @@
 //! - Per security and currency, the run conserves balances and makes none negative (checked
 //!   in memory, release builds included, before anything is written).
 
-pub mod bench;
 pub mod engine;
 pub mod run;
 

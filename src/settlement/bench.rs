@@ -1,1 +1,0 @@
-//! `ccass bench settlement`.
