@@ -30,6 +30,7 @@ pub struct Config {
     pub auth: crate::auth::AuthConfig,
     pub cns: crate::cns::CnsConfig,
     pub intake: crate::settlement::intake::IntakeConfig,
+    pub settlement: crate::settlement::SettlementConfig,
 }
 
 /// Prefix of environment variables that override config keys.
@@ -184,6 +185,7 @@ impl Config {
         self.auth.check()?;
         self.cns.check()?;
         self.intake.check()?;
+        self.settlement.check()?;
         Ok(())
     }
 }

@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use ccass::bus::auth::{AdminAction, UserRef};
 use ccass::bus::catalogue::Catalogue;
 use ccass::config::{self, Config};
-use ccass::{auth, bus, cns, hostdb, iso15022, telemetry, up};
+use ccass::{auth, bus, cns, hostdb, iso15022, settlement, telemetry, up};
 
 /// ccass: Central Clearing And Settlement System.
 ///
@@ -83,13 +83,17 @@ enum Command {
         #[command(subcommand)]
         command: TradesCommand,
     },
-    /// Settlement intake: the intake workers on INBOUND, the unmatched reporter and the outbox
-    /// relay, until SIGINT/SIGTERM.
-    Settlement,
     /// CNS clearing: positions and the cut-off.
     Cns {
         #[command(subcommand)]
         command: CnsCommand,
+    },
+    /// Settlement: without a subcommand, run the intake workers on INBOUND, the unmatched
+    /// reporter and the outbox relay until SIGINT/SIGTERM; `run-now` runs one Batch
+    /// Settlement Run.
+    Settlement {
+        #[command(subcommand)]
+        command: Option<SettlementCommand>,
     },
     /// Benchmarks against the configured servers.
     Bench {
@@ -140,6 +144,17 @@ enum CnsCommand {
         /// Settlement date, YYYY-MM-DD.
         #[arg(long)]
         date: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SettlementCommand {
+    /// Run one Batch Settlement Run now (if no other leader is running one): settle every
+    /// due matched pair, recycle the rest. Prints what it did.
+    RunNow {
+        /// Settlement date, YYYY-MM-DD (default: today, local time of settlement.utc_offset_minutes).
+        #[arg(long)]
+        date: Option<String>,
     },
 }
 
@@ -306,7 +321,7 @@ fn run_with_config(config: Config, command: Command) -> anyhow::Result<ExitCode>
                 let client = bus::connect(&config.bus, "ccass-auth").await?;
                 auth::service::run(config, client, up::shutdown_signal()).await?;
             }
-            Command::Settlement => {
+            Command::Settlement { command: None } => {
                 let pool = connect_hostdb(&config).await?;
                 let client = bus::connect(&config.bus, "ccass-settlement").await?;
                 let jetstream = bus::jetstream(&config.bus, client);
@@ -398,6 +413,27 @@ fn run_with_config(config: Config, command: Command) -> anyhow::Result<ExitCode>
             }
             Command::Trades { command } => trades_command(&config, command).await?,
             Command::Cns { command } => cns_command(&config, command).await?,
+            Command::Settlement {
+                command: Some(SettlementCommand::RunNow { date }),
+            } => {
+                let date = match date {
+                    Some(text) => parse_date_arg(&text)?,
+                    None => {
+                        let offset = time::UtcOffset::from_whole_seconds(
+                            i32::from(config.settlement.utc_offset_minutes) * 60,
+                        )?;
+                        time::OffsetDateTime::now_utc().to_offset(offset).date()
+                    }
+                };
+                let pool = connect_hostdb(&config).await?;
+                let options = settlement::run::RunOptions {
+                    leader: format!("run-now:{}", std::process::id()),
+                    abort_before_commit: false,
+                };
+                let report =
+                    settlement::run::run_now(&pool, &config.settlement, date, &options).await?;
+                println!("{report}");
+            }
             Command::Bench {
                 command:
                     BenchCommand::Cns {

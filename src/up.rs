@@ -144,6 +144,13 @@ pub async fn run(
     );
     let ops_address = listeners.ops.local_addr().map_err(UpError::Serve)?;
     let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
+    // Batch Settlement Runs at the configured times; the advisory lock makes one process lead.
+    let settlement_runs = tokio::spawn(crate::settlement::run::schedule(
+        pool.clone(),
+        config.settlement.clone(),
+        format!("up:{}", std::process::id()),
+        shutdown.clone(),
+    ));
     let mut auth_service = tokio::spawn(auth::service::run(
         config.clone(),
         client.clone(),
@@ -169,6 +176,8 @@ pub async fn run(
     };
     // Capture workers finish their current transaction (or abandon it unacknowledged) and stop.
     let _ = stop_capture.send(true);
+    // The scheduler ends on shutdown; a run in hand commits or rolls back with its connection.
+    let _ = settlement_runs.await;
     for worker in capture_workers.into_iter().chain(settlement_services) {
         let _ = worker.await;
     }

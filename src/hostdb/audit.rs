@@ -7,7 +7,13 @@
 //! - no holding is negative, and no cash balance except the CCP settlement account's;
 //! - per security, the sum of all holdings equals openings + deposits − withdrawals;
 //! - per currency, the sum of all cash balances equals openings + deposits − withdrawals;
-//! - every journal row names known accounts, securities and currencies.
+//! - every journal row names known accounts, securities and currencies;
+//! - settlement (`instruction_settlements`): every settled marker's two instructions have
+//!   their confirmation (MT544–547, dedupe id `bsr:{run}:{instruction}:{type}`) in the outbox;
+//!   a pair never settles more than its quantity, and is complete exactly when it settled all;
+//!   a settled pair's instructions are in state `matched` (an instruction is in exactly one
+//!   state: the stored status, refined to settled by its markers) and its match row names
+//!   them.
 //!
 //! Full scans of the journals: an operator command (`ccass audit`), not a hot-path check.
 
@@ -85,6 +91,23 @@ pub enum Violation {
     UnknownCurrencyInJournal {
         currency_code: String,
         row_count: i64,
+    },
+    /// A settled instruction without its confirmation in the outbox.
+    SettledWithoutConfirmation {
+        settlement_run_id: i64,
+        instruction_id: i64,
+    },
+    /// A pair's markers settle more than its quantity, or `complete` disagrees with the sum.
+    SettledQuantityWrong {
+        match_id: i64,
+        settled: i64,
+        instructed: i64,
+        complete: bool,
+    },
+    /// A marker's instructions are not both `matched`, or its match row names others.
+    SettledInstructionState {
+        match_id: i64,
+        detail: String,
     },
 }
 
@@ -165,6 +188,25 @@ impl fmt::Display for Violation {
                     f,
                     "cash_movements: {row_count} row(s) name unknown currency {currency_code}"
                 )
+            }
+            SettledWithoutConfirmation {
+                settlement_run_id,
+                instruction_id,
+            } => write!(
+                f,
+                "instruction {instruction_id} settled in run {settlement_run_id} has no confirmation in the outbox"
+            ),
+            SettledQuantityWrong {
+                match_id,
+                settled,
+                instructed,
+                complete,
+            } => write!(
+                f,
+                "match {match_id}: settled {settled} of {instructed} but marked complete = {complete}"
+            ),
+            SettledInstructionState { match_id, detail } => {
+                write!(f, "match {match_id} settled: {detail}")
             }
         }
     }
@@ -255,6 +297,46 @@ const UNKNOWN_CURRENCIES: &str = "
     WHERE NOT EXISTS (SELECT 1 FROM currencies c WHERE c.currency_code = m.currency_code)
     GROUP BY m.currency_code ORDER BY 1";
 
+const SETTLED_WITHOUT_CONFIRMATION: &str = "
+    SELECT s.settlement_run_id, side.instruction_id
+    FROM instruction_settlements s
+    CROSS JOIN LATERAL (VALUES (s.delivering_instruction_id), (s.receiving_instruction_id))
+        AS side(instruction_id)
+    WHERE NOT EXISTS (
+        SELECT 1 FROM outbox o
+        WHERE o.dedupe_id IN (
+            SELECT 'bsr:' || s.settlement_run_id || ':' || side.instruction_id || ':' || t
+            FROM unnest(ARRAY['544', '545', '546', '547']) AS t))
+    ORDER BY 1, 2 LIMIT 1000";
+
+const SETTLED_QUANTITY_WRONG: &str = "
+    SELECT s.match_id, sum(s.quantity)::int8, max(d.quantity), bool_or(s.complete)
+    FROM instruction_settlements s
+    LEFT JOIN instructions d ON d.instruction_id = s.delivering_instruction_id
+    GROUP BY s.match_id
+    HAVING max(d.quantity) IS NULL OR sum(s.quantity) > max(d.quantity)
+        OR bool_or(s.complete) <> (sum(s.quantity) = max(d.quantity))
+    ORDER BY 1 LIMIT 1000";
+
+const SETTLED_INSTRUCTION_STATE: &str = "
+    SELECT DISTINCT s.match_id,
+        CASE WHEN m.match_id IS NULL OR m.delivering_instruction_id <> s.delivering_instruction_id
+                  OR m.receiving_instruction_id <> s.receiving_instruction_id
+             THEN 'its match row names other instructions'
+             ELSE 'instruction ' || CASE WHEN d.status <> 'matched' THEN d.instruction_id
+                                        ELSE r.instruction_id END
+                  || ' has status ' || CASE WHEN d.status <> 'matched' THEN d.status
+                                           ELSE r.status END
+        END
+    FROM instruction_settlements s
+    LEFT JOIN instruction_matches m ON m.match_id = s.match_id
+    LEFT JOIN instructions d ON d.instruction_id = s.delivering_instruction_id
+    LEFT JOIN instructions r ON r.instruction_id = s.receiving_instruction_id
+    WHERE m.match_id IS NULL OR m.delivering_instruction_id <> s.delivering_instruction_id
+       OR m.receiving_instruction_id <> s.receiving_instruction_id
+       OR d.status IS DISTINCT FROM 'matched' OR r.status IS DISTINCT FROM 'matched'
+    ORDER BY 1 LIMIT 1000";
+
 /// Runs every check and returns all violations (empty: consistent).
 pub async fn run(pool: &Pool) -> Result<Vec<Violation>, HostDbError> {
     let mut client = super::client(pool).await?;
@@ -343,6 +425,26 @@ pub async fn run(pool: &Pool) -> Result<Vec<Violation>, HostDbError> {
         violations.push(Violation::UnknownCurrencyInJournal {
             currency_code: row.get(0),
             row_count: row.get(1),
+        });
+    }
+    for row in query("settled without confirmation", SETTLED_WITHOUT_CONFIRMATION).await? {
+        violations.push(Violation::SettledWithoutConfirmation {
+            settlement_run_id: row.get(0),
+            instruction_id: row.get(1),
+        });
+    }
+    for row in query("settled quantities", SETTLED_QUANTITY_WRONG).await? {
+        violations.push(Violation::SettledQuantityWrong {
+            match_id: row.get(0),
+            settled: row.get(1),
+            instructed: row.get::<_, Option<i64>>(2).unwrap_or(0),
+            complete: row.get(3),
+        });
+    }
+    for row in query("settled instruction states", SETTLED_INSTRUCTION_STATE).await? {
+        violations.push(Violation::SettledInstructionState {
+            match_id: row.get(0),
+            detail: row.get(1),
         });
     }
     transaction

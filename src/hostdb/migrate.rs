@@ -71,6 +71,11 @@ pub fn embedded() -> Vec<Migration> {
             sql: Cow::Borrowed(include_str!("migrations/V0004__instruction_matches.sql")),
         },
         Migration {
+            version: 5,
+            name: Cow::Borrowed("settlement_runs"),
+            sql: Cow::Borrowed(include_str!("migrations/V0005__settlement_runs.sql")),
+        },
+        Migration {
             version: 6,
             name: Cow::Borrowed("intake"),
             sql: Cow::Borrowed(include_str!("migrations/V0006__intake.sql")),

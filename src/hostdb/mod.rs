@@ -29,6 +29,7 @@ pub mod migrate;
 pub mod outbox;
 pub mod partitions;
 pub mod seed;
+pub mod settlement;
 
 pub use deadpool_postgres::Pool;
 

@@ -16,4 +16,5 @@ mod config;
 mod directory;
 mod hostdb;
 mod ops;
+mod settlement_engine;
 mod settlement_intake;

@@ -1,0 +1,553 @@
+//! The Batch Settlement Run's SQL: load the due pairs and the balances they touch, write a
+//! run's results in its one transaction.
+//!
+//! Guarantees:
+//! - [`RunTransaction::begin`] takes the run leader's transaction-level advisory lock without
+//!   waiting ([`RunTransaction::begin`] returns `None` when another leader holds it), so two
+//!   runs never overlap; the lock goes with the transaction (commit, rollback or a killed
+//!   process).
+//! - Everything a run writes (journals by COPY BINARY, balance deltas, settled markers, the
+//!   run record, outbox rows by COPY BINARY) is in that transaction: a run that does not
+//!   commit leaves no trace, and a pair with a complete marker is never loaded again.
+//! - Balances are loaded `FOR UPDATE`: nothing else changes them between load and commit.
+
+use time::Date;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{ToSql, Type};
+
+use super::journal::{self, CashMovement, HoldingMovement};
+use super::{HostDbError, Pool};
+
+fn db(context: &'static str) -> impl Fn(tokio_postgres::Error) -> HostDbError {
+    move |error| HostDbError::from_postgres(context, error)
+}
+
+/// A matched pair due for settlement, with what remains of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DuePair {
+    pub match_id: i64,
+    pub delivering_instruction_id: i64,
+    pub receiving_instruction_id: i64,
+    pub deliverer_participant_id: String,
+    pub deliverer_account_id: String,
+    pub deliverer_reference: String,
+    pub receiver_participant_id: String,
+    pub receiver_account_id: String,
+    pub receiver_reference: String,
+    pub isin: String,
+    pub board_lot: i64,
+    pub settlement_date: Date,
+    pub trade_date: Option<Date>,
+    /// The instructed quantity (the deliverer's; matching made both equal).
+    pub quantity: i64,
+    /// Settled by earlier runs (partial settlements).
+    pub settled_quantity: i64,
+    /// `Some` for DvP: the deliverer's instructed amount and currency.
+    pub currency_code: Option<String>,
+    /// Decimal places of the currency's minor unit (0 for FOP).
+    pub currency_minor_units: i16,
+    pub amount_minor: Option<i64>,
+    pub settled_amount_minor: i64,
+    /// Both instructions allow partial settlement.
+    pub partial_allowed: bool,
+}
+
+/// A stored holding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HoldingRow {
+    pub account_id: String,
+    pub isin: String,
+    pub quantity: i64,
+}
+
+/// A stored cash balance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CashRow {
+    pub participant_id: String,
+    pub currency_code: String,
+    pub amount_minor: i64,
+    /// The CCP settlement account may go negative (see V0001).
+    pub may_go_negative: bool,
+}
+
+/// A settled marker (`instruction_settlements`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettledMarker {
+    pub match_id: i64,
+    pub delivering_instruction_id: i64,
+    pub receiving_instruction_id: i64,
+    pub quantity: i64,
+    pub amount_minor: Option<i64>,
+    pub complete: bool,
+}
+
+/// An outbox row (published by the relay after commit).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxRow {
+    pub subject: String,
+    pub dedupe_id: String,
+    pub payload: Vec<u8>,
+}
+
+/// What a run wrote, for its record.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunTotals {
+    pub instructions_settled_count: i64,
+    pub instructions_recycled_count: i64,
+    pub holding_movements_count: i64,
+    pub cash_movements_count: i64,
+    /// `{"HKD": 123}` as JSON text.
+    pub settled_value_minor_json: String,
+}
+
+/// One Batch Settlement Run's transaction.
+pub struct RunTransaction<'c> {
+    transaction: deadpool_postgres::Transaction<'c>,
+    pub settlement_run_id: i64,
+    pub run_number: i16,
+}
+
+const DUE_PAIRS: &str = "
+    SELECT m.match_id, d.instruction_id, r.instruction_id,
+           d.participant_id, d.account_id, d.sender_reference,
+           r.participant_id, r.account_id, r.sender_reference,
+           d.isin, s.board_lot::int8, d.settlement_date, d.trade_date, d.quantity,
+           coalesce(done.quantity, 0)::int8, d.currency_code, d.amount_minor,
+           coalesce(done.amount_minor, 0)::int8,
+           d.partial_settlement_allowed AND r.partial_settlement_allowed,
+           coalesce(c.minor_units, 0::int2)
+    FROM instruction_matches m
+    JOIN instructions d ON d.instruction_id = m.delivering_instruction_id
+    JOIN instructions r ON r.instruction_id = m.receiving_instruction_id
+    JOIN securities s ON s.isin = d.isin
+    LEFT JOIN currencies c ON c.currency_code = d.currency_code
+    LEFT JOIN (SELECT match_id, sum(quantity) AS quantity, sum(amount_minor) AS amount_minor,
+                      bool_or(complete) AS complete
+               FROM instruction_settlements GROUP BY match_id) done
+           ON done.match_id = m.match_id
+    WHERE d.status = 'matched' AND r.status = 'matched'
+      AND d.settlement_date <= $1 AND r.settlement_date <= $1
+      AND NOT m.on_hold AND NOT m.excluded_from_runs
+      AND NOT coalesce(done.complete, false)
+    ORDER BY d.settlement_date, m.match_id
+    LIMIT $2";
+
+impl<'c> RunTransaction<'c> {
+    /// Begins the run's transaction and takes the leader lock `leader_lock_key` without
+    /// waiting; `None` when another run holds it. Records the run as `running` (number: the
+    /// next of `settlement_date`).
+    pub async fn begin(
+        client: &'c mut deadpool_postgres::Client,
+        leader_lock_key: i64,
+        settlement_date: Date,
+        leader: &str,
+    ) -> Result<Option<RunTransaction<'c>>, HostDbError> {
+        let transaction = client
+            .transaction()
+            .await
+            .map_err(db("begin settlement run"))?;
+        let locked: bool = transaction
+            .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&leader_lock_key])
+            .await
+            .map_err(db("take settlement leader lock"))?
+            .get(0);
+        if !locked {
+            return Ok(None);
+        }
+        let row = transaction
+            .query_one(
+                "INSERT INTO settlement_runs (settlement_date, run_number, scheduled_at,
+                     started_at, status, leader)
+                 SELECT $1, coalesce(max(run_number), 0) + 1, now(), clock_timestamp(),
+                     'running', $2
+                 FROM settlement_runs WHERE settlement_date = $1
+                 RETURNING settlement_run_id, run_number",
+                &[&settlement_date, &leader],
+            )
+            .await
+            .map_err(db("record settlement run"))?;
+        Ok(Some(RunTransaction {
+            transaction,
+            settlement_run_id: row.get(0),
+            run_number: row.get(1),
+        }))
+    }
+
+    /// Every pair due on `settlement_date` (at most `limit`), oldest settlement date first,
+    /// then by match id.
+    pub async fn due_pairs(
+        &self,
+        settlement_date: Date,
+        limit: i64,
+    ) -> Result<Vec<DuePair>, HostDbError> {
+        let rows = self
+            .transaction
+            .query(DUE_PAIRS, &[&settlement_date, &limit])
+            .await
+            .map_err(db("load due pairs"))?;
+        Ok(rows
+            .iter()
+            .map(|row| DuePair {
+                match_id: row.get(0),
+                delivering_instruction_id: row.get(1),
+                receiving_instruction_id: row.get(2),
+                deliverer_participant_id: row.get(3),
+                deliverer_account_id: row.get(4),
+                deliverer_reference: row.get(5),
+                receiver_participant_id: row.get(6),
+                receiver_account_id: row.get(7),
+                receiver_reference: row.get(8),
+                isin: row.get(9),
+                board_lot: row.get(10),
+                settlement_date: row.get(11),
+                trade_date: row.get(12),
+                quantity: row.get(13),
+                settled_quantity: row.get(14),
+                currency_code: row.get(15),
+                amount_minor: row.get(16),
+                settled_amount_minor: row.get(17),
+                partial_allowed: row.get(18),
+                currency_minor_units: row.get(19),
+            })
+            .collect())
+    }
+
+    /// The stored holdings of the (account, isin) keys, locked until the run ends. Keys
+    /// without a row are absent (a balance of 0).
+    pub async fn lock_holdings(
+        &self,
+        account_ids: &[&str],
+        isins: &[&str],
+    ) -> Result<Vec<HoldingRow>, HostDbError> {
+        let rows = self
+            .transaction
+            .query(
+                "SELECT h.account_id, h.isin, h.quantity
+                 FROM holdings h
+                 JOIN unnest($1::text[], $2::text[]) AS k(account_id, isin)
+                   ON h.account_id = k.account_id AND h.isin = k.isin
+                 FOR UPDATE OF h",
+                &[&account_ids, &isins],
+            )
+            .await
+            .map_err(db("load holdings"))?;
+        Ok(rows
+            .iter()
+            .map(|row| HoldingRow {
+                account_id: row.get(0),
+                isin: row.get(1),
+                quantity: row.get(2),
+            })
+            .collect())
+    }
+
+    /// The stored cash balances of the (participant, currency) keys, locked until the run
+    /// ends. A key without a row has no cash account: it can neither pay nor be paid.
+    pub async fn lock_cash_balances(
+        &self,
+        participant_ids: &[&str],
+        currency_codes: &[&str],
+    ) -> Result<Vec<CashRow>, HostDbError> {
+        let rows = self
+            .transaction
+            .query(
+                "SELECT c.participant_id, c.currency_code, c.amount_minor,
+                        c.account_kind = 'ccp_settlement'
+                 FROM cash_balances c
+                 JOIN unnest($1::text[], $2::text[]) AS k(participant_id, currency_code)
+                   ON c.participant_id = k.participant_id AND c.currency_code = k.currency_code
+                 FOR UPDATE OF c",
+                &[&participant_ids, &currency_codes],
+            )
+            .await
+            .map_err(db("load cash balances"))?;
+        Ok(rows
+            .iter()
+            .map(|row| CashRow {
+                participant_id: row.get(0),
+                currency_code: row.get(1),
+                amount_minor: row.get(2),
+                may_go_negative: row.get(3),
+            })
+            .collect())
+    }
+
+    /// Appends the journals (COPY BINARY) and applies the net balance deltas set-based.
+    pub async fn apply_movements(
+        &self,
+        holding_movements: &[HoldingMovement],
+        cash_movements: &[CashMovement],
+        holding_deltas: &[HoldingRow],
+        cash_deltas: &[(String, String, i64)],
+    ) -> Result<(), HostDbError> {
+        journal::append_holding_movements(&self.transaction, holding_movements).await?;
+        journal::append_cash_movements(&self.transaction, cash_movements).await?;
+        let accounts: Vec<&str> = holding_deltas
+            .iter()
+            .map(|d| d.account_id.as_str())
+            .collect();
+        let isins: Vec<&str> = holding_deltas.iter().map(|d| d.isin.as_str()).collect();
+        let quantities: Vec<i64> = holding_deltas.iter().map(|d| d.quantity).collect();
+        // Existing rows first (a negative delta never meets the insert path), then the new
+        // rows, which only receive.
+        self.transaction
+            .execute(
+                "UPDATE holdings h SET quantity = h.quantity + d.delta, updated_at = now()
+                 FROM unnest($1::text[], $2::text[], $3::int8[]) AS d(account_id, isin, delta)
+                 WHERE h.account_id = d.account_id AND h.isin = d.isin",
+                &[&accounts, &isins, &quantities],
+            )
+            .await
+            .map_err(db("apply holding deltas"))?;
+        self.transaction
+            .execute(
+                "INSERT INTO holdings (account_id, isin, quantity)
+                 SELECT d.account_id, d.isin, d.delta
+                 FROM unnest($1::text[], $2::text[], $3::int8[]) AS d(account_id, isin, delta)
+                 WHERE NOT EXISTS (SELECT 1 FROM holdings h
+                                   WHERE h.account_id = d.account_id AND h.isin = d.isin)",
+                &[&accounts, &isins, &quantities],
+            )
+            .await
+            .map_err(db("insert new holdings"))?;
+        let participants: Vec<&str> = cash_deltas.iter().map(|d| d.0.as_str()).collect();
+        let currencies: Vec<&str> = cash_deltas.iter().map(|d| d.1.as_str()).collect();
+        let amounts: Vec<i64> = cash_deltas.iter().map(|d| d.2).collect();
+        self.transaction
+            .execute(
+                "UPDATE cash_balances c
+                 SET amount_minor = c.amount_minor + d.delta, updated_at = now()
+                 FROM unnest($1::text[], $2::text[], $3::int8[])
+                     AS d(participant_id, currency_code, delta)
+                 WHERE c.participant_id = d.participant_id
+                   AND c.currency_code = d.currency_code",
+                &[&participants, &currencies, &amounts],
+            )
+            .await
+            .map_err(db("apply cash deltas"))?;
+        Ok(())
+    }
+
+    /// Appends the settled markers with COPY BINARY.
+    pub async fn append_markers(&self, markers: &[SettledMarker]) -> Result<u64, HostDbError> {
+        let context = "copy settled markers";
+        let sink = self
+            .transaction
+            .copy_in(
+                "COPY instruction_settlements (match_id, settlement_run_id,
+                     delivering_instruction_id, receiving_instruction_id, quantity,
+                     amount_minor, complete) FROM STDIN BINARY",
+            )
+            .await
+            .map_err(db(context))?;
+        let types = [
+            Type::INT8,
+            Type::INT8,
+            Type::INT8,
+            Type::INT8,
+            Type::INT8,
+            Type::INT8,
+            Type::BOOL,
+        ];
+        let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &types));
+        for marker in markers {
+            let row: [&(dyn ToSql + Sync); 7] = [
+                &marker.match_id,
+                &self.settlement_run_id,
+                &marker.delivering_instruction_id,
+                &marker.receiving_instruction_id,
+                &marker.quantity,
+                &marker.amount_minor,
+                &marker.complete,
+            ];
+            writer.as_mut().write(&row).await.map_err(db(context))?;
+        }
+        writer.as_mut().finish().await.map_err(db(context))
+    }
+
+    /// Appends outbox rows with COPY BINARY.
+    pub async fn append_outbox(&self, rows: &[OutboxRow]) -> Result<u64, HostDbError> {
+        let context = "copy outbox rows";
+        let sink = self
+            .transaction
+            .copy_in("COPY outbox (subject, dedupe_id, payload) FROM STDIN BINARY")
+            .await
+            .map_err(db(context))?;
+        let types = [Type::TEXT, Type::TEXT, Type::BYTEA];
+        let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &types));
+        for outbox in rows {
+            let row: [&(dyn ToSql + Sync); 3] =
+                [&outbox.subject, &outbox.dedupe_id, &outbox.payload];
+            writer.as_mut().write(&row).await.map_err(db(context))?;
+        }
+        writer.as_mut().finish().await.map_err(db(context))
+    }
+
+    /// Completes the run record and commits everything.
+    pub async fn commit(self, totals: &RunTotals) -> Result<(), HostDbError> {
+        self.transaction
+            .execute(
+                "UPDATE settlement_runs SET status = 'completed', finished_at = clock_timestamp(),
+                     instructions_settled_count = $2, instructions_recycled_count = $3,
+                     holding_movements_count = $4, cash_movements_count = $5,
+                     settled_value_minor = $6::text::jsonb
+                 WHERE settlement_run_id = $1",
+                &[
+                    &self.settlement_run_id,
+                    &totals.instructions_settled_count,
+                    &totals.instructions_recycled_count,
+                    &totals.holding_movements_count,
+                    &totals.cash_movements_count,
+                    &totals.settled_value_minor_json,
+                ],
+            )
+            .await
+            .map_err(db("complete settlement run record"))?;
+        self.transaction
+            .commit()
+            .await
+            .map_err(db("commit settlement run"))
+    }
+}
+
+/// One instruction to insert for tests and the benchmark (intake inserts real ones).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewInstruction {
+    pub participant_id: String,
+    pub sender_reference: String,
+    pub account_id: String,
+    pub counterparty_participant_id: String,
+    pub counterparty_account_id: String,
+    pub isin: String,
+    pub quantity: i64,
+    pub settlement_date: Date,
+    /// `Some((currency, amount))` for DvP.
+    pub payment: Option<(String, i64)>,
+    pub partial_settlement_allowed: bool,
+}
+
+/// A matched pair to insert directly (tests, benchmark): both instructions with status
+/// `matched` and their `instruction_matches` row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMatchedPair {
+    pub deliver: NewInstruction,
+    pub receive: NewInstruction,
+}
+
+/// Inserts matched pairs set-based (bypassing intake); returns their match ids in order.
+pub async fn insert_matched_pairs(
+    pool: &Pool,
+    pairs: &[NewMatchedPair],
+) -> Result<Vec<i64>, HostDbError> {
+    let mut client = super::client(pool).await?;
+    let transaction = client
+        .transaction()
+        .await
+        .map_err(db("begin matched pair insert"))?;
+    let mut ids = Vec::with_capacity(pairs.len() * 2);
+    for (side, direction) in [(0, "deliver"), (1, "receive")] {
+        let instructions: Vec<&NewInstruction> = pairs
+            .iter()
+            .map(|pair| {
+                if side == 0 {
+                    &pair.deliver
+                } else {
+                    &pair.receive
+                }
+            })
+            .collect();
+        let column = |f: fn(&NewInstruction) -> &str| -> Vec<&str> {
+            instructions.iter().map(|i| f(i)).collect()
+        };
+        let participants = column(|i| &i.participant_id);
+        let references = column(|i| &i.sender_reference);
+        let accounts = column(|i| &i.account_id);
+        let counterparties = column(|i| &i.counterparty_participant_id);
+        let counterparty_accounts = column(|i| &i.counterparty_account_id);
+        let isins = column(|i| &i.isin);
+        let quantities: Vec<i64> = instructions.iter().map(|i| i.quantity).collect();
+        let dates: Vec<Date> = instructions.iter().map(|i| i.settlement_date).collect();
+        let currencies: Vec<Option<&str>> = instructions
+            .iter()
+            .map(|i| i.payment.as_ref().map(|p| p.0.as_str()))
+            .collect();
+        let amounts: Vec<Option<i64>> = instructions
+            .iter()
+            .map(|i| i.payment.as_ref().map(|p| p.1))
+            .collect();
+        let partial: Vec<bool> = instructions
+            .iter()
+            .map(|i| i.partial_settlement_allowed)
+            .collect();
+        let rows = transaction
+            .query(
+                "INSERT INTO instructions (participant_id, sender_reference, message_type,
+                     function, direction, payment, account_id, counterparty_participant_id,
+                     counterparty_account_id, isin, quantity, settlement_date, currency_code,
+                     amount_minor, partial_settlement_allowed, status)
+                 SELECT p, r,
+                     CASE WHEN $12 = 'deliver' THEN (CASE WHEN c IS NULL THEN '542' ELSE '543' END)
+                          ELSE (CASE WHEN c IS NULL THEN '540' ELSE '541' END) END,
+                     'NEWM', $12, CASE WHEN c IS NULL THEN 'FOP' ELSE 'DVP' END, a, cp, ca, i, q,
+                     d, c, m, pa, 'matched'
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                     $6::text[], $7::int8[], $8::date[], $9::text[], $10::int8[], $11::bool[])
+                     WITH ORDINALITY AS u(p, r, a, cp, ca, i, q, d, c, m, pa, n)
+                 ORDER BY n
+                 RETURNING instruction_id",
+                &[
+                    &participants,
+                    &references,
+                    &accounts,
+                    &counterparties,
+                    &counterparty_accounts,
+                    &isins,
+                    &quantities,
+                    &dates,
+                    &currencies,
+                    &amounts,
+                    &partial,
+                    &direction,
+                ],
+            )
+            .await
+            .map_err(db("insert matched instructions"))?;
+        ids.push(
+            rows.iter()
+                .map(|row| row.get::<_, i64>(0))
+                .collect::<Vec<_>>(),
+        );
+    }
+    let rows = transaction
+        .query(
+            "INSERT INTO instruction_matches (delivering_instruction_id, receiving_instruction_id)
+             SELECT d, r FROM unnest($1::int8[], $2::int8[]) WITH ORDINALITY AS u(d, r, n)
+             ORDER BY n
+             RETURNING match_id",
+            &[&ids[0], &ids[1]],
+        )
+        .await
+        .map_err(db("insert instruction matches"))?;
+    transaction
+        .commit()
+        .await
+        .map_err(db("commit matched pair insert"))?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
+}
+
+/// Whether a run completed that started at or after `since` (the scheduler's slot check).
+pub async fn run_completed_since(
+    pool: &Pool,
+    since: time::OffsetDateTime,
+) -> Result<bool, HostDbError> {
+    let client = super::client(pool).await?;
+    let row = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM settlement_runs
+                            WHERE status = 'completed' AND started_at >= $1)",
+            &[&since],
+        )
+        .await
+        .map_err(db("look for a completed settlement run"))?;
+    Ok(row.get(0))
+}

@@ -1,0 +1,774 @@
+//! One Batch Settlement Run end to end, and the day's scheduled runs.
+//!
+//! [`run_now`]: take the leader lock and record the run, load the due pairs and the balances
+//! they touch (locked), settle in memory ([`engine::settle`]), check conservation and
+//! no-negative, then write everything in the same transaction and commit. Confirmations go to
+//! each side's outbound subject through the outbox: MT544 (receive free), MT545 (receive
+//! against payment), MT546 (deliver free), MT547 (deliver against payment), for the quantity
+//! this run settled; a pair that stays pending gets an MT548 (`:25D::SETT//PEND`, reason
+//! `PEND//LACK` or `PEND//MONY`) to each side. Dedupe ids: `bsr:{run}:{instruction}`.
+//!
+//! [`schedule`]: the loop `ccass up` runs: at each configured run time (local) it tries
+//! [`run_now`]; only the process holding the advisory lock runs, so with several processes
+//! one leads and the others stand by (a standby leads as soon as the leader's lock is gone).
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use rust_decimal::Decimal;
+use time::{Date, OffsetDateTime, UtcOffset};
+
+use super::SettlementConfig;
+use super::engine::{self, InvariantError, Ledger, Pair, Shortage};
+use crate::bus::subjects;
+use crate::hostdb::journal::{
+    CashMovement, CashMovementKind, HoldingMovement, HoldingMovementKind,
+};
+use crate::hostdb::settlement::{
+    DuePair, HoldingRow, OutboxRow, RunTotals, RunTransaction, SettledMarker,
+};
+use crate::hostdb::{self, HostDbError, Pool};
+use crate::ids::{Isin, ParticipantId};
+use crate::iso15022::build::{
+    self, ReasonSpec, SettlementInstructionSpec, StatusAdviceSpec, StatusSpec,
+    StatusTransactionSpec,
+};
+use crate::iso15022::fields::{Amount, Function, FunctionCode, PartyId, Quantity, QuantityKind};
+use crate::iso15022::views::{Linkage, Party};
+use crate::iso15022::{MessageType, ReasonCode};
+
+/// How to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunOptions {
+    /// Who leads (recorded in `settlement_runs.leader`).
+    pub leader: String,
+    /// Test hook: write everything, then fail instead of committing (as a leader killed
+    /// between settle and commit).
+    pub abort_before_commit: bool,
+}
+
+/// What a run did, with its wall times.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunReport {
+    pub settlement_run_id: i64,
+    pub run_number: i16,
+    pub pairs_due: usize,
+    /// Pairs settled in full by this run.
+    pub settled_count: usize,
+    /// Pairs of which this run settled a part (and a part remains).
+    pub partially_settled_count: usize,
+    /// Pairs left pending (in whole or in part) for the next run.
+    pub recycled_count: usize,
+    /// Settled in full by the first pass alone (first come, first served).
+    pub first_pass_settled_count: usize,
+    pub chain_retry_count: u64,
+    /// Money due and settled, per currency, in minor units.
+    pub due_value_minor: BTreeMap<String, i64>,
+    pub settled_value_minor: BTreeMap<String, i64>,
+    pub holding_movements_count: usize,
+    pub cash_movements_count: usize,
+    pub outbox_count: usize,
+    pub load: Duration,
+    pub settle: Duration,
+    pub write: Duration,
+    pub commit: Duration,
+}
+
+impl RunReport {
+    /// Settled money over due money, all currencies added (1.0 when nothing was due).
+    pub fn value_efficiency(&self) -> f64 {
+        let due: i64 = self.due_value_minor.values().sum();
+        let settled: i64 = self.settled_value_minor.values().sum();
+        if due == 0 {
+            1.0
+        } else {
+            settled as f64 / due as f64
+        }
+    }
+}
+
+impl std::fmt::Display for RunReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "settlement run {} (number {}): {} pair(s) due, {} settled ({} by the first pass, \
+             {} more by chain resolution), {} partially, {} recycled",
+            self.settlement_run_id,
+            self.run_number,
+            self.pairs_due,
+            self.settled_count,
+            self.first_pass_settled_count,
+            self.settled_count - self.first_pass_settled_count,
+            self.partially_settled_count,
+            self.recycled_count
+        )?;
+        writeln!(
+            f,
+            "value settled {:.2}% of due; {} holding and {} cash movement(s), {} outbox message(s)",
+            100.0 * self.value_efficiency(),
+            self.holding_movements_count,
+            self.cash_movements_count,
+            self.outbox_count
+        )?;
+        write!(
+            f,
+            "wall time: load {} ms, settle {} ms, write {} ms, commit {} ms",
+            self.load.as_millis(),
+            self.settle.as_millis(),
+            self.write.as_millis(),
+            self.commit.as_millis()
+        )
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Another process holds the leader lock (a run is under way).
+    #[error("another settlement run leader holds the lock")]
+    LeaderBusy,
+    #[error(transparent)]
+    HostDb(#[from] HostDbError),
+    /// The in-memory pass broke conservation or went negative: nothing was written.
+    #[error("settlement run refused its own result: {0}")]
+    Invariant(#[from] InvariantError),
+    #[error("build confirmation for instruction {instruction_id}: {source}")]
+    Build {
+        instruction_id: i64,
+        source: build::BuildError,
+    },
+    #[error("bad reference data in a due pair: {0}")]
+    Reference(String),
+    /// The test hook fired: everything was written and rolled back.
+    #[error("settlement run aborted before commit by the test hook")]
+    AbortedBeforeCommit,
+}
+
+/// Runs one Batch Settlement Run for `settlement_date` now.
+pub async fn run_now(
+    pool: &Pool,
+    config: &SettlementConfig,
+    settlement_date: Date,
+    options: &RunOptions,
+) -> Result<RunReport, RunError> {
+    let started = Instant::now();
+    let mut client = hostdb::client(pool).await?;
+    let run = RunTransaction::begin(
+        &mut client,
+        config.leader_lock_key,
+        settlement_date,
+        &options.leader,
+    )
+    .await?
+    .ok_or(RunError::LeaderBusy)?;
+    let pairs = run.due_pairs(settlement_date, config.run_pairs_max).await?;
+    let dense = Dense::new(&pairs);
+    let holdings = run
+        .lock_holdings(&dense.stock_accounts(), &dense.stock_isins())
+        .await?;
+    let cash = run
+        .lock_cash_balances(&dense.cash_participants(), &dense.cash_currencies())
+        .await?;
+    let load = started.elapsed();
+
+    let settle_started = Instant::now();
+    let (engine_pairs, before, cash_keys) = dense.ledger(&pairs, &holdings, &cash);
+    let mut after = before.clone();
+    let settlement = engine::settle(&engine_pairs, &mut after, config.chain_retries_max);
+    engine::check_invariants(&before, &after)?;
+    let settle = settle_started.elapsed();
+
+    let write_started = Instant::now();
+    let mut report = RunReport {
+        settlement_run_id: run.settlement_run_id,
+        run_number: run.run_number,
+        pairs_due: pairs.len(),
+        first_pass_settled_count: settlement.first_pass_settled_count,
+        settled_count: settlement.settled_count,
+        chain_retry_count: settlement.retry_count,
+        load,
+        settle,
+        ..RunReport::default()
+    };
+    let mut holding_movements = Vec::new();
+    let mut cash_movements = Vec::new();
+    let mut markers = Vec::new();
+    for (pair, result) in pairs.iter().zip(&settlement.results) {
+        if let (Some(currency), Some(amount)) = (&pair.currency_code, pair.amount_minor) {
+            *report.due_value_minor.entry(currency.clone()).or_default() +=
+                amount - pair.settled_amount_minor;
+        }
+        if result.shortage.is_some() {
+            report.recycled_count += 1;
+        }
+        if result.settled_quantity == 0 {
+            continue;
+        }
+        if result.shortage.is_some() {
+            report.partially_settled_count += 1;
+        }
+        let reference = format!("match:{}", pair.match_id);
+        holding_movements.push(HoldingMovement {
+            settlement_date,
+            settlement_run_id: Some(run.settlement_run_id),
+            from_account_id: Some(pair.deliverer_account_id.clone()),
+            to_account_id: Some(pair.receiver_account_id.clone()),
+            isin: pair.isin.clone(),
+            quantity: result.settled_quantity,
+            kind: HoldingMovementKind::Settlement,
+            reference: reference.clone(),
+        });
+        let amount_minor = (result.settled_amount_minor > 0).then_some(result.settled_amount_minor);
+        if let (Some(currency), Some(amount)) = (&pair.currency_code, amount_minor) {
+            *report
+                .settled_value_minor
+                .entry(currency.clone())
+                .or_default() += amount;
+            cash_movements.push(CashMovement {
+                settlement_date,
+                settlement_run_id: Some(run.settlement_run_id),
+                from_participant_id: Some(pair.receiver_participant_id.clone()),
+                to_participant_id: Some(pair.deliverer_participant_id.clone()),
+                currency_code: currency.clone(),
+                amount_minor: amount,
+                kind: CashMovementKind::Dvp,
+                reference,
+            });
+        }
+        markers.push(SettledMarker {
+            match_id: pair.match_id,
+            delivering_instruction_id: pair.delivering_instruction_id,
+            receiving_instruction_id: pair.receiving_instruction_id,
+            quantity: result.settled_quantity,
+            amount_minor,
+            complete: result.shortage.is_none(),
+        });
+    }
+    let (holding_deltas, cash_deltas) = dense.deltas(&before, &after, &cash_keys);
+    let outbox = messages(&pairs, &settlement.results, run.settlement_run_id, config)?;
+    run.apply_movements(
+        &holding_movements,
+        &cash_movements,
+        &holding_deltas,
+        &cash_deltas,
+    )
+    .await?;
+    run.append_markers(&markers).await?;
+    run.append_outbox(&outbox).await?;
+    report.holding_movements_count = holding_movements.len();
+    report.cash_movements_count = cash_movements.len();
+    report.outbox_count = outbox.len();
+    report.write = write_started.elapsed();
+    if options.abort_before_commit {
+        return Err(RunError::AbortedBeforeCommit);
+    }
+    let commit_started = Instant::now();
+    let totals = RunTotals {
+        instructions_settled_count: 2 * report.settled_count as i64,
+        instructions_recycled_count: 2 * report.recycled_count as i64,
+        holding_movements_count: report.holding_movements_count as i64,
+        cash_movements_count: report.cash_movements_count as i64,
+        settled_value_minor_json: settled_value_json(&report.settled_value_minor),
+    };
+    run.commit(&totals).await?;
+    report.commit = commit_started.elapsed();
+    Ok(report)
+}
+
+fn settled_value_json(values: &BTreeMap<String, i64>) -> String {
+    let fields: Vec<String> = values
+        .iter()
+        .map(|(currency, amount)| format!("\"{currency}\":{amount}"))
+        .collect();
+    format!("{{{}}}", fields.join(","))
+}
+
+/// Dense integer ids of the balances and securities a run touches.
+struct Dense<'p> {
+    stock: HashMap<(&'p str, &'p str), u32>,
+    stock_keys: Vec<(&'p str, &'p str)>,
+    cash: HashMap<(&'p str, &'p str), u32>,
+    cash_keys: Vec<(&'p str, &'p str)>,
+}
+
+impl<'p> Dense<'p> {
+    fn new(pairs: &'p [DuePair]) -> Dense<'p> {
+        let mut dense = Dense {
+            stock: HashMap::new(),
+            stock_keys: Vec::new(),
+            cash: HashMap::new(),
+            cash_keys: Vec::new(),
+        };
+        for pair in pairs {
+            for account in [&pair.deliverer_account_id, &pair.receiver_account_id] {
+                let key = (account.as_str(), pair.isin.as_str());
+                let next = dense.stock_keys.len() as u32;
+                dense.stock.entry(key).or_insert_with(|| {
+                    dense.stock_keys.push(key);
+                    next
+                });
+            }
+            if let Some(currency) = &pair.currency_code {
+                for participant in [
+                    &pair.deliverer_participant_id,
+                    &pair.receiver_participant_id,
+                ] {
+                    let key = (participant.as_str(), currency.as_str());
+                    let next = dense.cash_keys.len() as u32;
+                    dense.cash.entry(key).or_insert_with(|| {
+                        dense.cash_keys.push(key);
+                        next
+                    });
+                }
+            }
+        }
+        dense
+    }
+
+    fn stock_accounts(&self) -> Vec<&'p str> {
+        self.stock_keys.iter().map(|key| key.0).collect()
+    }
+
+    fn stock_isins(&self) -> Vec<&'p str> {
+        self.stock_keys.iter().map(|key| key.1).collect()
+    }
+
+    fn cash_participants(&self) -> Vec<&'p str> {
+        self.cash_keys.iter().map(|key| key.0).collect()
+    }
+
+    fn cash_currencies(&self) -> Vec<&'p str> {
+        self.cash_keys.iter().map(|key| key.1).collect()
+    }
+
+    /// The engine's pairs and ledger. A cash key without a stored balance has no account.
+    fn ledger(
+        &self,
+        pairs: &[DuePair],
+        holdings: &[HoldingRow],
+        cash: &[hostdb::settlement::CashRow],
+    ) -> (Vec<Pair>, Ledger, Vec<(&'p str, &'p str)>) {
+        let mut security_ids: HashMap<&str, u32> = HashMap::new();
+        let stock_security = self
+            .stock_keys
+            .iter()
+            .map(|key| {
+                let next = security_ids.len() as u32;
+                *security_ids.entry(key.1).or_insert(next)
+            })
+            .collect();
+        let mut stock = vec![0; self.stock_keys.len()];
+        for row in holdings {
+            if let Some(&id) = self
+                .stock
+                .get(&(row.account_id.as_str(), row.isin.as_str()))
+            {
+                stock[id as usize] = row.quantity;
+            }
+        }
+        // Cash ids: only keys with a stored balance; the rest map to `None`.
+        let mut cash_index: Vec<Option<u32>> = vec![None; self.cash_keys.len()];
+        let mut cash_keys = Vec::with_capacity(cash.len());
+        let mut currency_ids: HashMap<&str, u32> = HashMap::new();
+        let mut ledger = Ledger {
+            stock,
+            stock_security,
+            cash: Vec::with_capacity(cash.len()),
+            cash_currency: Vec::with_capacity(cash.len()),
+            cash_may_go_negative: Vec::with_capacity(cash.len()),
+        };
+        for row in cash {
+            if let Some(&id) = self
+                .cash
+                .get(&(row.participant_id.as_str(), row.currency_code.as_str()))
+            {
+                cash_index[id as usize] = Some(ledger.cash.len() as u32);
+                cash_keys.push(self.cash_keys[id as usize]);
+                let next = currency_ids.len() as u32;
+                ledger.cash_currency.push(
+                    *currency_ids
+                        .entry(self.cash_keys[id as usize].1)
+                        .or_insert(next),
+                );
+                ledger.cash.push(row.amount_minor);
+                ledger.cash_may_go_negative.push(row.may_go_negative);
+            }
+        }
+        let engine_pairs = pairs
+            .iter()
+            .map(|pair| {
+                let stock_id = |account: &str| self.stock[&(account, pair.isin.as_str())];
+                let cash_id = |participant: &str, currency: &str| {
+                    cash_index[self.cash[&(participant, currency)] as usize]
+                };
+                Pair {
+                    deliverer_stock: stock_id(&pair.deliverer_account_id),
+                    receiver_stock: stock_id(&pair.receiver_account_id),
+                    cash: pair.currency_code.as_deref().map(|currency| {
+                        (
+                            cash_id(&pair.receiver_participant_id, currency),
+                            cash_id(&pair.deliverer_participant_id, currency),
+                        )
+                    }),
+                    remaining_quantity: pair.quantity - pair.settled_quantity,
+                    remaining_amount_minor: pair.amount_minor.unwrap_or(0)
+                        - pair.settled_amount_minor,
+                    board_lot: pair.board_lot,
+                    partial_allowed: pair.partial_allowed,
+                }
+            })
+            .collect();
+        (engine_pairs, ledger, cash_keys)
+    }
+
+    /// Net changes per balance (non-zero only): holdings as rows, cash as
+    /// (participant, currency, delta); `cash_keys` names the ledger's cash balances.
+    fn deltas(
+        &self,
+        before: &Ledger,
+        after: &Ledger,
+        cash_keys: &[(&str, &str)],
+    ) -> (Vec<HoldingRow>, Vec<(String, String, i64)>) {
+        let holdings = self
+            .stock_keys
+            .iter()
+            .enumerate()
+            .filter(|(id, _)| after.stock[*id] != before.stock[*id])
+            .map(|(id, key)| HoldingRow {
+                account_id: key.0.to_owned(),
+                isin: key.1.to_owned(),
+                quantity: after.stock[id] - before.stock[id],
+            })
+            .collect();
+        let cash = cash_keys
+            .iter()
+            .enumerate()
+            .filter(|(id, _)| after.cash[*id] != before.cash[*id])
+            .map(|(id, key)| {
+                (
+                    key.0.to_owned(),
+                    key.1.to_owned(),
+                    after.cash[id] - before.cash[id],
+                )
+            })
+            .collect();
+        (holdings, cash)
+    }
+}
+
+/// `n` in base 36 (upper case), for references that fit `:20C::SEME` (16 characters).
+fn base36(mut n: i64) -> String {
+    const DIGITS: &[u8; 36] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    let mut out = Vec::new();
+    loop {
+        out.push(DIGITS[(n % 36) as usize]);
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    out.reverse();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Deliver,
+    Receive,
+}
+
+/// One side's view of a pair.
+struct SideView<'p> {
+    instruction_id: i64,
+    participant_id: &'p str,
+    account_id: &'p str,
+    reference: &'p str,
+    counterparty_id: &'p str,
+}
+
+fn side_view(pair: &DuePair, side: Side) -> SideView<'_> {
+    match side {
+        Side::Deliver => SideView {
+            instruction_id: pair.delivering_instruction_id,
+            participant_id: &pair.deliverer_participant_id,
+            account_id: &pair.deliverer_account_id,
+            reference: &pair.deliverer_reference,
+            counterparty_id: &pair.receiver_participant_id,
+        },
+        Side::Receive => SideView {
+            instruction_id: pair.receiving_instruction_id,
+            participant_id: &pair.receiver_participant_id,
+            account_id: &pair.receiver_account_id,
+            reference: &pair.receiver_reference,
+            counterparty_id: &pair.deliverer_participant_id,
+        },
+    }
+}
+
+fn amount(pair: &DuePair, amount_minor: i64) -> Option<Amount> {
+    let currency = pair.currency_code.as_deref()?;
+    let mut code = [0u8; 3];
+    code.copy_from_slice(currency.as_bytes().get(..3)?);
+    Some(Amount {
+        currency: code,
+        value: Decimal::new(
+            amount_minor,
+            u32::from(pair.currency_minor_units.unsigned_abs()),
+        ),
+    })
+}
+
+/// The outbox rows of a run: confirmations of what settled, MT548 pending for what remains.
+/// Built on every core (each message is validated by its builder).
+fn messages(
+    pairs: &[DuePair],
+    results: &[engine::PairResult],
+    settlement_run_id: i64,
+    config: &SettlementConfig,
+) -> Result<Vec<OutboxRow>, RunError> {
+    let threads = std::thread::available_parallelism().map_or(1, |count| count.get());
+    let chunk = pairs.len().div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = pairs
+            .chunks(chunk)
+            .zip(results.chunks(chunk))
+            .map(|(pairs, results)| {
+                scope.spawn(move || {
+                    let mut rows = Vec::new();
+                    for (pair, result) in pairs.iter().zip(results) {
+                        pair_messages(pair, result, settlement_run_id, config, &mut rows)?;
+                    }
+                    Ok::<_, RunError>(rows)
+                })
+            })
+            .collect();
+        let mut rows = Vec::new();
+        for worker in workers {
+            match worker.join() {
+                Ok(built) => rows.extend(built?),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        Ok(rows)
+    })
+}
+
+fn pair_messages(
+    pair: &DuePair,
+    result: &engine::PairResult,
+    settlement_run_id: i64,
+    config: &SettlementConfig,
+    rows: &mut Vec<OutboxRow>,
+) -> Result<(), RunError> {
+    let isin = Isin::parse(&pair.isin)
+        .map_err(|error| RunError::Reference(format!("isin {}: {error}", pair.isin)))?;
+    let dvp = pair.currency_code.is_some();
+    for side in [Side::Deliver, Side::Receive] {
+        let view = side_view(pair, side);
+        let participant = ParticipantId::parse(view.participant_id).map_err(|error| {
+            RunError::Reference(format!("participant {}: {error}", view.participant_id))
+        })?;
+        let subject = subjects::outbound(&participant).as_str().to_owned();
+        let build_error = |source| RunError::Build {
+            instruction_id: view.instruction_id,
+            source,
+        };
+        if result.settled_quantity > 0 {
+            let number = match (side, dvp) {
+                (Side::Receive, false) => 544,
+                (Side::Receive, true) => 545,
+                (Side::Deliver, false) => 546,
+                (Side::Deliver, true) => 547,
+            };
+            let links = [Linkage {
+                qualifier: "RELA",
+                reference: view.reference,
+            }];
+            let parties = [
+                Party {
+                    role: if side == Side::Deliver {
+                        "REAG"
+                    } else {
+                        "DEAG"
+                    },
+                    id: PartyId::Proprietary {
+                        scheme: "CCAS",
+                        id: view.counterparty_id,
+                    },
+                    safekeeping_account: None,
+                },
+                Party {
+                    role: "PSET",
+                    id: PartyId::Bic(&config.place_of_settlement_bic),
+                    safekeeping_account: None,
+                },
+            ];
+            let reference = format!(
+                "S{}-{}",
+                base36(settlement_run_id),
+                base36(view.instruction_id)
+            );
+            let text = build::settlement_instruction(
+                None,
+                &SettlementInstructionSpec {
+                    message_type: MessageType(number),
+                    function: Function {
+                        code: FunctionCode::Newm,
+                        subfunction: None,
+                    },
+                    reference: &reference,
+                    links: &links,
+                    prepared: None,
+                    trade_date: pair.trade_date,
+                    settlement_date: pair.settlement_date,
+                    isin,
+                    description: None,
+                    quantity: Quantity {
+                        kind: QuantityKind::Unit,
+                        value: Decimal::from(result.settled_quantity),
+                    },
+                    account: view.account_id,
+                    transaction_type: "TRAD",
+                    parties: &parties,
+                    settlement_amount: amount(pair, result.settled_amount_minor),
+                },
+            )
+            .map_err(build_error)?;
+            rows.push(OutboxRow {
+                subject: subject.clone(),
+                dedupe_id: format!("bsr:{settlement_run_id}:{}:{number}", view.instruction_id),
+                payload: text.into_bytes(),
+            });
+        }
+        if let Some(shortage) = result.shortage {
+            let code = match shortage {
+                Shortage::Securities => ReasonCode::Lack,
+                Shortage::Money => ReasonCode::Mony,
+            };
+            let reasons = [ReasonSpec {
+                qualifier: "PEND",
+                code,
+                narrative: None,
+            }];
+            let statuses = [StatusSpec {
+                qualifier: "SETT",
+                code: "PEND",
+                reasons: &reasons,
+            }];
+            let remaining_quantity =
+                pair.quantity - pair.settled_quantity - result.settled_quantity;
+            let remaining_amount = pair.amount_minor.unwrap_or(0)
+                - pair.settled_amount_minor
+                - result.settled_amount_minor;
+            let reference = format!(
+                "P{}-{}",
+                base36(settlement_run_id),
+                base36(view.instruction_id)
+            );
+            let text = build::status_advice(
+                None,
+                &StatusAdviceSpec {
+                    reference: &reference,
+                    function: Function {
+                        code: FunctionCode::Inst,
+                        subfunction: None,
+                    },
+                    prepared: None,
+                    related_reference: view.reference,
+                    statuses: &statuses,
+                    transaction: Some(StatusTransactionSpec {
+                        isin,
+                        quantity: Quantity {
+                            kind: QuantityKind::Unit,
+                            value: Decimal::from(remaining_quantity),
+                        },
+                        account: view.account_id,
+                        transaction_type: "TRAD",
+                        receive_deliver: if side == Side::Deliver {
+                            "DELI"
+                        } else {
+                            "RECE"
+                        },
+                        payment: if dvp { "APMT" } else { "FREE" },
+                        settlement_date: pair.settlement_date,
+                        settlement_amount: amount(pair, remaining_amount),
+                    }),
+                },
+            )
+            .map_err(build_error)?;
+            rows.push(OutboxRow {
+                subject,
+                dedupe_id: format!("bsr:{settlement_run_id}:{}:548", view.instruction_id),
+                payload: text.into_bytes(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The scheduled runs of `ccass up`: at each configured run time (local) on each day, try to
+/// lead a run for that day; a process that finds the lock taken, or the slot's run already
+/// done, stands by. Past slots at start are not caught up (the leader ran them, or the next
+/// run settles what they would have). Ends when `shutdown` completes.
+pub async fn schedule(
+    pool: Pool,
+    config: SettlementConfig,
+    leader: String,
+    shutdown: impl Future<Output = ()>,
+) {
+    let run_times = match config.run_times_of_day() {
+        Ok(times) => times,
+        Err(error) => {
+            tracing::error!(%error, "settlement scheduler: bad run times");
+            return;
+        }
+    };
+    let offset = UtcOffset::from_whole_seconds(i32::from(config.utc_offset_minutes) * 60)
+        .unwrap_or(UtcOffset::UTC);
+    let latest_slot = |now: OffsetDateTime| {
+        let local = now.to_offset(offset);
+        run_times
+            .iter()
+            .rev()
+            .find(|time| **time <= local.time())
+            .map(|time| local.replace_time(*time))
+    };
+    let mut handled = latest_slot(OffsetDateTime::now_utc());
+    let options = RunOptions {
+        leader,
+        abort_before_commit: false,
+    };
+    let poll = Duration::from_millis(config.scheduler_poll_ms);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return,
+            () = tokio::time::sleep(poll) => {}
+        }
+        let slot = latest_slot(OffsetDateTime::now_utc());
+        let Some(due) = slot.filter(|slot| Some(*slot) != handled) else {
+            continue;
+        };
+        handled = Some(due);
+        match hostdb::settlement::run_completed_since(&pool, due).await {
+            Ok(true) => continue,
+            Ok(false) => {}
+            Err(error) => {
+                tracing::warn!(%error, "settlement scheduler: look for the slot's run");
+                continue;
+            }
+        }
+        match run_now(&pool, &config, due.date(), &options).await {
+            Ok(report) => tracing::info!(
+                run = report.settlement_run_id,
+                settled = report.settled_count,
+                recycled = report.recycled_count,
+                "settlement run completed"
+            ),
+            Err(RunError::LeaderBusy) => {
+                tracing::info!("settlement run: another leader is running it; standing by");
+            }
+            Err(error) => tracing::error!(%error, "settlement run failed"),
+        }
+    }
+}

@@ -1,0 +1,440 @@
+//! Batch Settlement Runs against a real Postgres: DvP and FOP, recycling, partial settlement,
+//! chain resolution, a leader aborted before commit, the leader lock, and `ccass audit`.
+
+use ccass::hostdb::settlement::{self as sql, NewInstruction, NewMatchedPair};
+use ccass::hostdb::{self, Pool};
+use ccass::iso15022::{self, ParseOptions};
+use ccass::settlement::run::{self, RunError, RunOptions, RunReport};
+use time::Date;
+use time::macros::date;
+
+use crate::harness::postgres::{self, TestDatabase};
+use crate::harness::{repo_root, test_config};
+
+const SETTLEMENT_DATE: Date = date!(2026 - 11 - 26);
+const TENCENT: &str = "KYG875721634";
+const HKEX: &str = "HK0388045442";
+const HANG_SENG: &str = "HK0011000095";
+
+async fn seeded_database(test_name: &str) -> Option<TestDatabase> {
+    let database = postgres::database(test_name).await?;
+    hostdb::seed::apply_file(
+        &database.pool,
+        &repo_root().join("config/reference/demo.toml"),
+    )
+    .await
+    .unwrap();
+    Some(database)
+}
+
+/// A matched pair: `from` account delivers `quantity` of `isin` to `to` account.
+fn pair(
+    reference: &str,
+    from: &str,
+    to: &str,
+    isin: &str,
+    quantity: i64,
+    payment: Option<i64>,
+    partial: bool,
+) -> NewMatchedPair {
+    let side = |own: &str, other: &str, prefix: &str| NewInstruction {
+        participant_id: own[..6].to_owned(),
+        sender_reference: format!("{prefix}{reference}"),
+        account_id: own.to_owned(),
+        counterparty_participant_id: other[..6].to_owned(),
+        counterparty_account_id: other.to_owned(),
+        isin: isin.to_owned(),
+        quantity,
+        settlement_date: SETTLEMENT_DATE,
+        payment: payment.map(|amount| ("HKD".to_owned(), amount)),
+        partial_settlement_allowed: partial,
+    };
+    NewMatchedPair {
+        deliver: side(from, to, "D"),
+        receive: side(to, from, "R"),
+    }
+}
+
+async fn settle(pool: &Pool) -> RunReport {
+    run::run_now(
+        pool,
+        &test_config().settlement,
+        SETTLEMENT_DATE,
+        &options(false),
+    )
+    .await
+    .unwrap()
+}
+
+fn options(abort_before_commit: bool) -> RunOptions {
+    RunOptions {
+        leader: "test".to_owned(),
+        abort_before_commit,
+    }
+}
+
+async fn holding(pool: &Pool, account: &str, isin: &str) -> i64 {
+    let client = hostdb::client(pool).await.unwrap();
+    client
+        .query_opt(
+            "SELECT quantity FROM holdings WHERE account_id = $1 AND isin = $2",
+            &[&account, &isin],
+        )
+        .await
+        .unwrap()
+        .map_or(0, |row| row.get(0))
+}
+
+async fn cash(pool: &Pool, participant: &str) -> i64 {
+    let client = hostdb::client(pool).await.unwrap();
+    client
+        .query_opt(
+            "SELECT amount_minor FROM cash_balances
+             WHERE participant_id = $1 AND currency_code = 'HKD'",
+            &[&participant],
+        )
+        .await
+        .unwrap()
+        .map_or(0, |row| row.get(0))
+}
+
+/// Outbox messages to `participant`: (dedupe id, FIN text), oldest first.
+async fn outbox(pool: &Pool, participant: &str) -> Vec<(String, String)> {
+    let client = hostdb::client(pool).await.unwrap();
+    client
+        .query(
+            "SELECT dedupe_id, payload FROM outbox WHERE subject = $1 ORDER BY outbox_id",
+            &[&format!("ccass.v1.outbound.{participant}")],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| {
+            let payload: Vec<u8> = row.get(1);
+            (row.get(0), String::from_utf8(payload).unwrap())
+        })
+        .collect()
+}
+
+async fn count(pool: &Pool, sql_text: &str) -> i64 {
+    let client = hostdb::client(pool).await.unwrap();
+    client.query_one(sql_text, &[]).await.unwrap().get(0)
+}
+
+async fn assert_audit_clean(pool: &Pool) {
+    let violations = hostdb::audit::run(pool).await.unwrap();
+    assert!(violations.is_empty(), "audit: {violations:?}");
+}
+
+fn message_type(text: &str, number: u16) {
+    iso15022::check(
+        text,
+        ParseOptions::text_only(Some(iso15022::MessageType(number))),
+    )
+    .into_result()
+    .unwrap();
+}
+
+#[tokio::test]
+async fn matched_dvp_pair_settles_and_both_sides_are_confirmed() {
+    // Goal: a DvP pair moves both holdings and both cash balances once, each side gets its
+    // confirmation (MT547 to the deliverer, MT545 to the receiver), and a second run finds
+    // nothing due. Method: insert a matched pair, run twice, read balances and the outbox.
+    let Some(database) = seeded_database("bsr_dvp").await else {
+        return;
+    };
+    let pool = &database.pool;
+    let (seller_before, buyer_before) = (cash(pool, "B01234").await, cash(pool, "C00123").await);
+    sql::insert_matched_pairs(
+        pool,
+        &[pair(
+            "DVP1",
+            "B01234-02",
+            "C00123-01",
+            TENCENT,
+            1000,
+            Some(41_250_000),
+            false,
+        )],
+    )
+    .await
+    .unwrap();
+    let report = settle(pool).await;
+    assert_eq!((report.pairs_due, report.settled_count), (1, 1));
+    assert_eq!(report.recycled_count, 0);
+    assert_eq!(holding(pool, "B01234-02", TENCENT).await, 249_000);
+    assert_eq!(holding(pool, "C00123-01", TENCENT).await, 1_001_000);
+    assert_eq!(cash(pool, "B01234").await, seller_before + 41_250_000);
+    assert_eq!(cash(pool, "C00123").await, buyer_before - 41_250_000);
+    let seller = outbox(pool, "B01234").await;
+    assert_eq!(seller.len(), 1);
+    assert!(seller[0].0.ends_with(":547"), "{seller:?}");
+    message_type(&seller[0].1, 547);
+    assert!(seller[0].1.contains(":20C::RELA//DDVP1"));
+    assert!(seller[0].1.contains(":19A::ESTT//HKD412500,"));
+    let buyer = outbox(pool, "C00123").await;
+    assert_eq!(buyer.len(), 1);
+    message_type(&buyer[0].1, 545);
+    assert!(buyer[0].1.contains(":20C::RELA//RDVP1"));
+    assert_audit_clean(pool).await;
+
+    let again = settle(pool).await;
+    assert_eq!((again.pairs_due, again.settled_count), (0, 0));
+    assert_eq!(holding(pool, "C00123-01", TENCENT).await, 1_001_000);
+    assert_audit_clean(pool).await;
+}
+
+#[tokio::test]
+async fn lack_of_stock_is_recycled_then_settles_in_the_next_run() {
+    // Goal: a deliverer without the stock stays pending with MT548 LACK to both sides and
+    // settles in a later run once the stock arrives. Method: an FOP pair from an account
+    // without the security; run; add a pair delivering the stock to that account; run again.
+    let Some(database) = seeded_database("bsr_recycle").await else {
+        return;
+    };
+    let pool = &database.pool;
+    sql::insert_matched_pairs(
+        pool,
+        &[pair(
+            "LATE",
+            "I00456-01",
+            "B05678-01",
+            HKEX,
+            1000,
+            None,
+            false,
+        )],
+    )
+    .await
+    .unwrap();
+    let first = settle(pool).await;
+    assert_eq!((first.settled_count, first.recycled_count), (0, 1));
+    for participant in ["I00456", "B05678"] {
+        let messages = outbox(pool, participant).await;
+        assert_eq!(messages.len(), 1, "{participant}");
+        message_type(&messages[0].1, 548);
+        assert!(
+            messages[0].1.contains(":24B::PEND//LACK"),
+            "{}",
+            messages[0].1
+        );
+    }
+    assert_audit_clean(pool).await;
+
+    sql::insert_matched_pairs(
+        pool,
+        &[pair(
+            "FEED",
+            "B01234-02",
+            "I00456-01",
+            HKEX,
+            1000,
+            None,
+            false,
+        )],
+    )
+    .await
+    .unwrap();
+    let second = settle(pool).await;
+    assert_eq!((second.settled_count, second.recycled_count), (2, 0));
+    assert_eq!(holding(pool, "B05678-01", HKEX).await, 1000);
+    assert_eq!(holding(pool, "I00456-01", HKEX).await, 0);
+    let receiver = outbox(pool, "B05678").await;
+    assert!(receiver.last().unwrap().0.ends_with(":544"), "{receiver:?}");
+    assert_audit_clean(pool).await;
+}
+
+#[tokio::test]
+async fn chain_resolution_settles_what_a_single_pass_cannot() {
+    // Goal: deliverers waiting for stock delivered later in the same run settle. Method: a
+    // three-link chain inserted in the worst order (each link needs the next one's stock).
+    let Some(database) = seeded_database("bsr_chain").await else {
+        return;
+    };
+    let pool = &database.pool;
+    sql::insert_matched_pairs(
+        pool,
+        &[
+            pair("C1", "B05678-01", "C00123-01", HKEX, 500, None, false),
+            pair(
+                "C2",
+                "I00456-01",
+                "B05678-01",
+                HKEX,
+                500,
+                Some(100_000),
+                false,
+            ),
+            pair("C3", "B01234-02", "I00456-01", HKEX, 500, None, false),
+        ],
+    )
+    .await
+    .unwrap();
+    let report = settle(pool).await;
+    assert_eq!(report.first_pass_settled_count, 1);
+    assert_eq!(report.settled_count, 3);
+    assert_eq!(holding(pool, "C00123-01", HKEX).await, 500);
+    assert_eq!(holding(pool, "B05678-01", HKEX).await, 0);
+    assert_audit_clean(pool).await;
+}
+
+#[tokio::test]
+async fn partial_settlement_settles_whole_board_lots_and_recycles_the_rest() {
+    // Goal: where both sides allow it, what the stock covers settles in board lots and the
+    // rest stays pending; where they do not, nothing settles. Method: two pairs larger than
+    // the deliverer's holding (3000, board lot 100), one allowing partial settlement.
+    let Some(database) = seeded_database("bsr_partial").await else {
+        return;
+    };
+    let pool = &database.pool;
+    sql::insert_matched_pairs(
+        pool,
+        &[
+            pair(
+                "WHOLE",
+                "I00456-01",
+                "B05678-01",
+                HANG_SENG,
+                5050,
+                None,
+                false,
+            ),
+            pair(
+                "PART",
+                "I00456-01",
+                "B05678-01",
+                HANG_SENG,
+                5050,
+                Some(5_050_000),
+                true,
+            ),
+        ],
+    )
+    .await
+    .unwrap();
+    let report = settle(pool).await;
+    assert_eq!(report.settled_count, 0);
+    assert_eq!(report.partially_settled_count, 1);
+    assert_eq!(report.recycled_count, 2);
+    assert_eq!(holding(pool, "B05678-01", HANG_SENG).await, 3000);
+    assert_eq!(holding(pool, "I00456-01", HANG_SENG).await, 0);
+    assert_eq!(
+        count(
+            pool,
+            "SELECT sum(amount_minor)::int8 FROM instruction_settlements"
+        )
+        .await,
+        3_000_000
+    );
+    assert_eq!(
+        count(
+            pool,
+            "SELECT count(*) FROM instruction_settlements WHERE NOT complete"
+        )
+        .await,
+        1
+    );
+    assert_audit_clean(pool).await;
+    // The remainder is due again in the next run, and is still short.
+    let next = settle(pool).await;
+    assert_eq!((next.pairs_due, next.recycled_count), (2, 2));
+    assert_audit_clean(pool).await;
+}
+
+#[tokio::test]
+async fn leader_aborted_before_commit_settles_nothing_and_the_rerun_settles_once() {
+    // Goal: exactly once across a leader dying between settle and commit, and one leader at
+    // a time. Method: the test hook writes everything then drops the transaction; check
+    // nothing stayed; rerun twice; then hold the leader lock elsewhere and run.
+    let Some(database) = seeded_database("bsr_abort").await else {
+        return;
+    };
+    let pool = &database.pool;
+    sql::insert_matched_pairs(
+        pool,
+        &[pair(
+            "ONCE",
+            "B01234-02",
+            "C00123-01",
+            TENCENT,
+            2000,
+            Some(82_500_000),
+            false,
+        )],
+    )
+    .await
+    .unwrap();
+    let config = test_config().settlement;
+    let aborted = run::run_now(pool, &config, SETTLEMENT_DATE, &options(true)).await;
+    assert!(
+        matches!(aborted, Err(RunError::AbortedBeforeCommit)),
+        "{aborted:?}"
+    );
+    assert_eq!(
+        count(pool, "SELECT count(*) FROM instruction_settlements").await,
+        0
+    );
+    assert_eq!(count(pool, "SELECT count(*) FROM settlement_runs").await, 0);
+    assert_eq!(count(pool, "SELECT count(*) FROM outbox").await, 0);
+    assert_eq!(holding(pool, "C00123-01", TENCENT).await, 1_000_000);
+
+    assert_eq!(settle(pool).await.settled_count, 1);
+    assert_eq!(settle(pool).await.pairs_due, 0);
+    assert_eq!(
+        count(pool, "SELECT count(*) FROM instruction_settlements").await,
+        1
+    );
+    assert_eq!(holding(pool, "C00123-01", TENCENT).await, 1_002_000);
+    assert_audit_clean(pool).await;
+
+    let holder = hostdb::client(pool).await.unwrap();
+    holder
+        .execute("SELECT pg_advisory_lock($1)", &[&config.leader_lock_key])
+        .await
+        .unwrap();
+    let busy = run::run_now(pool, &config, SETTLEMENT_DATE, &options(false)).await;
+    assert!(matches!(busy, Err(RunError::LeaderBusy)), "{busy:?}");
+    holder
+        .execute("SELECT pg_advisory_unlock($1)", &[&config.leader_lock_key])
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn audit_fails_when_a_confirmation_is_missing() {
+    // Goal: `ccass audit`'s settlement check catches a settled pair without confirmation.
+    // Method: settle a pair, delete the deliverer's MT547 from the outbox, audit.
+    let Some(database) = seeded_database("bsr_audit").await else {
+        return;
+    };
+    let pool = &database.pool;
+    sql::insert_matched_pairs(
+        pool,
+        &[pair(
+            "GONE",
+            "B01234-02",
+            "C00123-01",
+            TENCENT,
+            100,
+            Some(4_125_000),
+            false,
+        )],
+    )
+    .await
+    .unwrap();
+    settle(pool).await;
+    assert_audit_clean(pool).await;
+    let client = hostdb::client(pool).await.unwrap();
+    client
+        .execute("DELETE FROM outbox WHERE dedupe_id LIKE 'bsr:%:547'", &[])
+        .await
+        .unwrap();
+    let violations = hostdb::audit::run(pool).await.unwrap();
+    assert!(
+        matches!(
+            violations.as_slice(),
+            [hostdb::audit::Violation::SettledWithoutConfirmation { .. }]
+        ),
+        "{violations:?}"
+    );
+}
