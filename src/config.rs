@@ -29,6 +29,8 @@ pub struct Config {
     pub directory: crate::auth::DirectoryConfig,
     pub auth: crate::auth::AuthConfig,
     pub cns: crate::cns::CnsConfig,
+    pub pki: crate::pki::PkiConfig,
+    pub gateway: crate::gateway::GatewayConfig,
 }
 
 /// Prefix of environment variables that override config keys.
@@ -182,6 +184,8 @@ impl Config {
         self.bus.check()?;
         self.auth.check()?;
         self.cns.check()?;
+        self.pki.check()?;
+        self.gateway.check()?;
         Ok(())
     }
 }
