@@ -68,6 +68,9 @@ pub struct GatewayConfig {
     pub connections_per_participant_max: usize,
     /// Messages of one session waiting for JetStream's acknowledgement.
     pub in_flight_max: usize,
+    /// How long a message may wait for JetStream's acknowledgement, from its arrival, before
+    /// it is NAKed `G03` (not stored, send again).
+    pub store_timeout_ms: u64,
 }
 
 impl GatewayConfig {
@@ -94,6 +97,11 @@ impl GatewayConfig {
             1..=10_000,
         )?;
         check_range("gateway.in_flight_max", self.in_flight_max, 1..=65_536)?;
+        check_range(
+            "gateway.store_timeout_ms",
+            self.store_timeout_ms,
+            1..=600_000,
+        )?;
         Ok(())
     }
 }
@@ -406,6 +414,7 @@ impl Gateway {
             BufWriter::new(writer),
             pending_rx,
             logical_terminal.to_owned(),
+            Duration::from_millis(self.config.store_timeout_ms),
         ));
         let idle = Duration::from_millis(self.config.idle_timeout_ms);
         let mut input_sequence = 0u64;
@@ -533,19 +542,30 @@ async fn write_replies<W: tokio::io::AsyncWrite + Unpin>(
     mut writer: BufWriter<W>,
     mut pending: mpsc::Receiver<Pending>,
     logical_terminal: String,
+    store_timeout: Duration,
 ) {
     while let Some(next) = pending.recv().await {
         let mut next = Some(next);
         while let Some(item) = next.take() {
             let outcome = match item.step {
                 PendingStep::Ready(outcome) => outcome,
-                PendingStep::Stored(ack, reference) => match ack.await {
-                    Ok(ack) if ack.duplicate => nak(
+                // The deadline runs from arrival: awaiting in order must not add the waits up.
+                PendingStep::Stored(ack, reference) => match tokio::time::timeout_at(
+                    (item.received + store_timeout).into(),
+                    std::future::IntoFuture::into_future(ack),
+                )
+                .await
+                {
+                    Err(_) => nak(
+                        GatewayNak::BusUnavailable.as_str(),
+                        format!("not stored within {} ms", store_timeout.as_millis()),
+                    ),
+                    Ok(Ok(ack)) if ack.duplicate => nak(
                         GatewayNak::Duplicate.as_str(),
                         format!("duplicate reference {reference}"),
                     ),
-                    Ok(_) => Outcome::Ack,
-                    Err(error) => nak(
+                    Ok(Ok(_)) => Outcome::Ack,
+                    Ok(Err(error)) => nak(
                         GatewayNak::BusUnavailable.as_str(),
                         format!("not stored: {error}"),
                     ),

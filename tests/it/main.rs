@@ -14,5 +14,6 @@ mod cns;
 mod codec;
 mod config;
 mod directory;
+mod gateway;
 mod hostdb;
 mod ops;
