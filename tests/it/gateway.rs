@@ -489,6 +489,42 @@ async fn every_acked_message_survives_a_nats_server_kill() {
     world.stop();
 }
 
+#[tokio::test]
+async fn pss_send_prints_each_reply_and_fails_on_a_nak() {
+    // Goal: the CLI a back office scripts against prints one line per file and exits non-zero
+    // when any message was NAKed. Method: run `ccass pss send` with two files carrying the
+    // same reference: the first is ACKed, the second NAKed G01.
+    let Some(world) = World::start("gateway_pss_send", |_| {}).await else {
+        return;
+    };
+    let config = world.pss("B01234", "ops1");
+    let first = world.pki_dir.path().join("first.fin");
+    let second = world.pki_dir.path().join("second.fin");
+    std::fs::write(&first, mt540("B01234XXXXXX", "CLI0001")).unwrap();
+    std::fs::write(&second, mt540("B01234XXXXXX", "CLI0001")).unwrap();
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_ccass"))
+        .arg("--config-dir")
+        .arg(crate::harness::repo_root().join("config"))
+        .args(["--env", "test", "pss", "send", "--cert"])
+        .arg(&config.certificate_path)
+        .arg("--ca")
+        .arg(&config.ca_certificate_path)
+        .arg("--address")
+        .arg(&config.address)
+        .arg(&first)
+        .arg(&second)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "{stdout}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(lines[0].ends_with("first.fin ACK 1"), "{stdout}");
+    assert!(lines[1].contains("second.fin NAK 2 G01"), "{stdout}");
+    world.stop();
+}
+
 #[test]
 fn pss_default_logical_terminal_pads_with_x() {
     // Goal: the default logical terminal is the participant id padded to 12. Method: compute it.
