@@ -31,6 +31,8 @@ pub struct Config {
     pub cns: crate::cns::CnsConfig,
     pub intake: crate::settlement::intake::IntakeConfig,
     pub settlement: crate::settlement::SettlementConfig,
+    pub pki: crate::pki::PkiConfig,
+    pub gateway: crate::gateway::GatewayConfig,
 }
 
 /// Prefix of environment variables that override config keys.
@@ -186,6 +188,8 @@ impl Config {
         self.cns.check()?;
         self.intake.check()?;
         self.settlement.check()?;
+        self.pki.check()?;
+        self.gateway.check()?;
         Ok(())
     }
 }

@@ -8,14 +8,20 @@
 //! - [`bus`]: NATS and JetStream (the only subject strings and wire payloads).
 //! - [`auth`]: the LDAP directory (the only LDAP).
 //! - [`cns`]: CNS clearing: trade feed, capture, novation and netting, positions.
+//! - [`pki`]: the system CA, participants' client certificates, revocation.
+//! - [`gateway`]: the Participant Gateway (TLS sessions, ACK/NAK, publish to INBOUND).
+//! - [`pss`]: the PSS client library participants' back offices use to reach the gateway.
 
 pub mod auth;
 pub mod bus;
 pub mod cns;
 pub mod config;
+pub mod gateway;
 pub mod hostdb;
 pub mod ids;
 pub mod iso15022;
+pub mod pki;
+pub mod pss;
 pub mod relay;
 pub mod settlement;
 pub mod telemetry;

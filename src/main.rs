@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use ccass::bus::auth::{AdminAction, UserRef};
 use ccass::bus::catalogue::Catalogue;
 use ccass::config::{self, Config};
-use ccass::{auth, bus, cns, hostdb, iso15022, settlement, telemetry, up};
+use ccass::{auth, bus, cns, gateway, hostdb, iso15022, pki, pss, settlement, telemetry, up};
 
 /// ccass: Central Clearing And Settlement System.
 ///
@@ -95,10 +95,79 @@ enum Command {
         #[command(subcommand)]
         command: Option<SettlementCommand>,
     },
+    /// The system's certificate authority: client and server certificates, revocation.
+    Pki {
+        #[command(subcommand)]
+        command: PkiCommand,
+    },
+    /// Run the Participant Gateway alone (TLS sessions of participants' PSS) until SIGINT or
+    /// SIGTERM.
+    Gateway,
+    /// A PSS: send FIN messages through the gateway with a participant's certificate.
+    Pss {
+        #[command(subcommand)]
+        command: PssCommand,
+    },
     /// Benchmarks against the configured servers.
     Bench {
         #[command(subcommand)]
         command: BenchCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PkiCommand {
+    /// Create the CA in [pki] dir (never overwrites an existing one).
+    Init,
+    /// Issue a participant user's client certificate: <out>/<participant>-<user>.crt and .key.
+    Issue {
+        #[arg(long)]
+        participant: String,
+        #[arg(long)]
+        user: String,
+        /// Output folder (default: [pki] dir).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Issue a server certificate: <out>/server-<first name>.crt and .key.
+    IssueServer {
+        /// DNS names or IP addresses, e.g. localhost 127.0.0.1.
+        #[arg(required = true)]
+        names: Vec<String>,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Add a certificate to the revocation list (the gateway honours it at the next connection).
+    Revoke {
+        /// The certificate file (PEM).
+        certificate: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PssCommand {
+    /// Send each FIN file as one message; print each ACK/NAK; exit 1 on any NAK.
+    Send {
+        /// The participant user's certificate (PEM).
+        #[arg(long)]
+        cert: PathBuf,
+        /// Its key (default: the certificate path with extension .key).
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// The CA certificate (default: [pki] dir/ca.crt).
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// Gateway address (default: [gateway] listen_addr).
+        #[arg(long)]
+        address: Option<String>,
+        /// Name in the gateway's certificate.
+        #[arg(long, default_value = "localhost")]
+        server_name: String,
+        /// Logical terminal (default: the certificate's participant padded with X to 12).
+        #[arg(long)]
+        logical_terminal: Option<String>,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
     },
 }
 
@@ -278,6 +347,8 @@ enum ConfigCommand {
 }
 
 fn main() -> ExitCode {
+    // One crypto provider for the process (NOTES.md): ring, before any TLS configuration.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
@@ -286,6 +357,88 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn pki_command(config: &Config, command: PkiCommand) -> anyhow::Result<()> {
+    let pki = &config.pki;
+    let issued = match command {
+        PkiCommand::Init => pki::init(pki)?,
+        PkiCommand::Issue {
+            participant,
+            user,
+            out,
+        } => pki::issue_client(pki, &participant, &user, out.as_ref().unwrap_or(&pki.dir))?,
+        PkiCommand::IssueServer { names, out } => {
+            pki::issue_server(pki, &names, out.as_ref().unwrap_or(&pki.dir))?
+        }
+        PkiCommand::Revoke { certificate } => {
+            let serial = pki::revoke(pki, &certificate)?;
+            println!("revoked {serial} ({})", certificate.display());
+            return Ok(());
+        }
+    };
+    println!(
+        "certificate {} key {} serial {}",
+        issued.certificate_path.display(),
+        issued.key_path.display(),
+        issued.serial
+    );
+    Ok(())
+}
+
+async fn pss_command(config: &Config, command: PssCommand) -> anyhow::Result<ExitCode> {
+    let PssCommand::Send {
+        cert,
+        key,
+        ca,
+        address,
+        server_name,
+        logical_terminal,
+        files,
+    } = command;
+    let mut messages = Vec::with_capacity(files.len());
+    for file in &files {
+        messages.push(
+            std::fs::read_to_string(file).with_context(|| format!("read {}", file.display()))?,
+        );
+    }
+    let participant = pss::participant_of_certificate(&cert)?;
+    let logical_terminal =
+        logical_terminal.unwrap_or_else(|| pss::default_logical_terminal(&participant));
+    let settings = pss::PssConfig {
+        address: address
+            .unwrap_or_else(|| config.gateway.listen_addr.replace("0.0.0.0", "127.0.0.1")),
+        server_name,
+        ca_certificate_path: ca.unwrap_or_else(|| config.pki.ca_certificate_path()),
+        key_path: key.unwrap_or_else(|| cert.with_extension("key")),
+        certificate_path: cert,
+        frame_bytes_max: config.gateway.frame_bytes_max,
+        in_flight_max: config.gateway.in_flight_max,
+    };
+    let mut session = pss::Session::connect(&settings, &logical_terminal, 0).await?;
+    let replies = session.send_all(&messages).await?;
+    let _ = session.close().await;
+    let mut naks = 0;
+    for (file, reply) in files.iter().zip(&replies) {
+        match &reply.outcome {
+            gateway::protocol::Outcome::Ack => {
+                println!("{} ACK {}", file.display(), reply.input_sequence)
+            }
+            gateway::protocol::Outcome::Nak { code, reason } => {
+                naks += 1;
+                println!(
+                    "{} NAK {} {code} {reason}",
+                    file.display(),
+                    reply.input_sequence
+                );
+            }
+        }
+    }
+    Ok(if naks == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn load_config(config_dir: &std::path::Path, environment: &str) -> anyhow::Result<Config> {
@@ -412,6 +565,18 @@ fn run_with_config(config: Config, command: Command) -> anyhow::Result<ExitCode>
                 println!("{}", serde_json::to_string_pretty(&result)?);
             }
             Command::Trades { command } => trades_command(&config, command).await?,
+            Command::Pki { command } => pki_command(&config, command)?,
+            Command::Gateway => {
+                let client = bus::connect(&config.bus, "ccass-gateway").await?;
+                let auth = auth::AuthClient::new(client.clone(), &config.auth);
+                let jetstream = bus::jetstream(&config.bus, client);
+                let listener = gateway::Gateway::bind(&config.gateway).await?;
+                tracing::info!(address = %listener.local_addr()?, "gateway listening");
+                let gateway =
+                    gateway::Gateway::new(config.gateway.clone(), &config.pki, auth, jetstream)?;
+                gateway.serve(listener, up::shutdown_signal()).await?;
+            }
+            Command::Pss { command } => return pss_command(&config, command).await,
             Command::Cns { command } => cns_command(&config, command).await?,
             Command::Settlement {
                 command: Some(SettlementCommand::RunNow { date }),

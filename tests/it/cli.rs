@@ -42,7 +42,21 @@ fn every_command_describes_itself() {
     assert!(top.status.success());
     let text = stdout(&top);
     let commands = [
-        "up", "auth", "admin", "migrate", "seed", "audit", "bus", "fin", "trades", "cns", "bench",
+        "up",
+        "auth",
+        "admin",
+        "migrate",
+        "seed",
+        "audit",
+        "bus",
+        "fin",
+        "trades",
+        "cns",
+        "bench",
+        "settlement",
+        "pki",
+        "gateway",
+        "pss",
         "config",
     ];
     for command in commands {
@@ -60,6 +74,13 @@ fn every_command_describes_itself() {
         &["cns", "positions", "--help"],
         &["cns", "cutoff", "--help"],
         &["bench", "cns", "--help"],
+        &["settlement", "--help"],
+        &["settlement", "run-now", "--help"],
+        &["pki", "init", "--help"],
+        &["pki", "issue", "--help"],
+        &["pki", "revoke", "--help"],
+        &["gateway", "--help"],
+        &["pss", "send", "--help"],
         &["fin", "validate", "--help"],
         &["fin", "fmt", "--help"],
         &["admin", "--help"],

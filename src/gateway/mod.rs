@@ -1,0 +1,690 @@
+//! The Participant Gateway: the TLS door through which participants' back-office systems
+//! (PSS) send ISO 15022 messages.
+//!
+//! * TLS 1.3 only (rustls, ring), client certificate required and chaining to the system CA
+//!   ([`crate::pki`]); its serial must not be in the revocation list, which is re-read when it
+//!   changes (no restart). The certificate's subject maps to one participant and user through
+//!   [`AuthClient::authenticate_certificate`].
+//! * Session protocol: [`protocol`]. Each message is checked with the codec
+//!   ([`iso15022::check`]); a problem whose disposition is a NAK is NAKed with its code; a
+//!   business problem (MT548 reason) is left to settlement intake. Block 1's logical terminal
+//!   must belong to the certificate's participant. An accepted message is published to
+//!   `bus::subjects::inbound(participant, message type)` with `Nats-Msg-Id` =
+//!   `<participant>:<SEME>`, and ACKed only when JetStream stored it; a duplicate reference
+//!   (JetStream's duplicate window) is NAKed `G01`.
+//! * Publishes are pipelined: the session reads on while up to `in_flight_max` messages await
+//!   their JetStream acknowledgement; replies go out in input order. When the window is full
+//!   the gateway stops reading from that PSS (backpressure through TCP).
+//! * Several sessions of one participant may be open at once (up to
+//!   `connections_per_participant_max`); each has its own input sequence numbers, and
+//!   duplicate detection spans them all because it keys on participant and reference.
+//! * Limits: `frame_bytes_max`, `handshake_timeout_ms` (TLS handshake plus login),
+//!   `idle_timeout_ms`, `connections_max`, `connections_per_participant_max`, `in_flight_max`.
+//!   A bad prefix or oversized frame gets NAK `G04` and the session closes; a bad message gets
+//!   its NAK and the session goes on. Every refusal is logged once with its reason and counted.
+//!
+//! Not here yet: outbound delivery (`ccass.v1.outbound.{participant}` to the session with
+//! output sequence numbers); the login's last output sequence number is read and logged.
+
+pub mod metrics;
+pub mod protocol;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use serde::Deserialize;
+use tokio::io::{AsyncWriteExt as _, BufWriter};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_rustls::TlsAcceptor;
+
+use self::metrics as names;
+use self::protocol::{FrameError, GatewayNak, LOGIN_OK, LOGIN_REFUSED, Outcome, Reply};
+use crate::auth::AuthClient;
+use crate::bus::subjects::{self, MessageTypeNumber};
+use crate::config::{ConfigError, check_range};
+use crate::ids::ParticipantId;
+use crate::iso15022::{self, Disposition, ParseOptions, Severity};
+use crate::pki::{self, PkiConfig, RevocationList};
+
+/// `[gateway]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    pub listen_addr: String,
+    /// The gateway's server certificate and key (`ccass pki issue-server`).
+    pub certificate_path: PathBuf,
+    pub key_path: PathBuf,
+    pub frame_bytes_max: usize,
+    pub handshake_timeout_ms: u64,
+    pub idle_timeout_ms: u64,
+    pub connections_max: usize,
+    pub connections_per_participant_max: usize,
+    /// Messages of one session waiting for JetStream's acknowledgement.
+    pub in_flight_max: usize,
+    /// How long a message may wait for JetStream's acknowledgement, from its arrival, before
+    /// it is NAKed `G03` (not stored, send again).
+    pub store_timeout_ms: u64,
+}
+
+impl GatewayConfig {
+    pub fn check(&self) -> Result<(), ConfigError> {
+        check_range(
+            "gateway.frame_bytes_max",
+            self.frame_bytes_max,
+            64..=999_999,
+        )?;
+        check_range(
+            "gateway.handshake_timeout_ms",
+            self.handshake_timeout_ms,
+            1..=600_000,
+        )?;
+        check_range(
+            "gateway.idle_timeout_ms",
+            self.idle_timeout_ms,
+            1..=86_400_000,
+        )?;
+        check_range("gateway.connections_max", self.connections_max, 1..=100_000)?;
+        check_range(
+            "gateway.connections_per_participant_max",
+            self.connections_per_participant_max,
+            1..=10_000,
+        )?;
+        check_range("gateway.in_flight_max", self.in_flight_max, 1..=65_536)?;
+        check_range(
+            "gateway.store_timeout_ms",
+            self.store_timeout_ms,
+            1..=600_000,
+        )?;
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("read {what} {path}: {message}")]
+    Pem {
+        what: &'static str,
+        path: PathBuf,
+        message: String,
+    },
+    #[error("tls configuration: {0}")]
+    Tls(String),
+    #[error("bind gateway on {address}: {source}")]
+    Bind {
+        address: String,
+        source: std::io::Error,
+    },
+}
+
+/// Certificates from a PEM file.
+pub fn load_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, GatewayError> {
+    let pem_error = |message: String| GatewayError::Pem {
+        what: "certificates",
+        path: path.to_owned(),
+        message,
+    };
+    let certificates = CertificateDer::pem_file_iter(path)
+        .map_err(|error| pem_error(error.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| pem_error(error.to_string()))?;
+    if certificates.is_empty() {
+        return Err(pem_error("no certificate in the file".to_owned()));
+    }
+    Ok(certificates)
+}
+
+/// A private key from a PEM file.
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, GatewayError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|error| GatewayError::Pem {
+        what: "private key",
+        path: path.to_owned(),
+        message: error.to_string(),
+    })
+}
+
+/// The crypto provider of every TLS configuration here (one provider in the process: ring).
+pub fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// TLS 1.3 server configuration requiring a client certificate chaining to the CA.
+pub fn server_tls_config(
+    gateway: &GatewayConfig,
+    pki: &PkiConfig,
+) -> Result<rustls::ServerConfig, GatewayError> {
+    let provider = crypto_provider();
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in load_certificates(&pki.ca_certificate_path())? {
+        roots
+            .add(certificate)
+            .map_err(|error| GatewayError::Tls(format!("ca certificate: {error}")))?;
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|error| GatewayError::Tls(format!("client verifier: {error}")))?;
+    rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|error| GatewayError::Tls(error.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(
+            load_certificates(&gateway.certificate_path)?,
+            load_key(&gateway.key_path)?,
+        )
+        .map_err(|error| GatewayError::Tls(format!("server certificate: {error}")))
+}
+
+/// A running gateway's shared state.
+pub struct Gateway {
+    config: GatewayConfig,
+    acceptor: TlsAcceptor,
+    revocations: RevocationList,
+    auth: AuthClient,
+    jetstream: async_nats::jetstream::Context,
+    connections: Arc<Semaphore>,
+    per_participant: Mutex<HashMap<String, usize>>,
+}
+
+impl Gateway {
+    pub fn new(
+        config: GatewayConfig,
+        pki: &PkiConfig,
+        auth: AuthClient,
+        jetstream: async_nats::jetstream::Context,
+    ) -> Result<Arc<Gateway>, GatewayError> {
+        names::describe_all();
+        let acceptor = TlsAcceptor::from(Arc::new(server_tls_config(&config, pki)?));
+        Ok(Arc::new(Gateway {
+            connections: Arc::new(Semaphore::new(config.connections_max)),
+            config,
+            acceptor,
+            revocations: RevocationList::new(pki.revocation_list_path()),
+            auth,
+            jetstream,
+            per_participant: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// Binds `[gateway] listen_addr`.
+    pub async fn bind(config: &GatewayConfig) -> Result<TcpListener, GatewayError> {
+        TcpListener::bind(&config.listen_addr)
+            .await
+            .map_err(|source| GatewayError::Bind {
+                address: config.listen_addr.clone(),
+                source,
+            })
+    }
+
+    /// Serves `listener` until `shutdown` completes; open sessions are then dropped (a message
+    /// not yet ACKed is the PSS's to send again).
+    pub async fn serve(
+        self: Arc<Gateway>,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        let mut sessions = tokio::task::JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                accepted = listener.accept() => {
+                    let (stream, peer) = match accepted {
+                        Ok(accepted) => accepted,
+                        Err(error) => {
+                            tracing::warn!(%error, "gateway accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let Ok(permit) = self.connections.clone().try_acquire_owned() else {
+                        refused("connections_max", peer, "too many connections");
+                        continue;
+                    };
+                    let gateway = self.clone();
+                    sessions.spawn(async move {
+                        gateway.connection(stream, peer).await;
+                        drop(permit);
+                    });
+                }
+                Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+            }
+        }
+        sessions.abort_all();
+        while sessions.join_next().await.is_some() {}
+        Ok(())
+    }
+
+    async fn connection(self: Arc<Gateway>, stream: TcpStream, peer: SocketAddr) {
+        let _ = stream.set_nodelay(true);
+        let deadline = Instant::now() + Duration::from_millis(self.config.handshake_timeout_ms);
+        let mut tls =
+            match tokio::time::timeout_at(deadline.into(), self.acceptor.accept(stream)).await {
+                Err(_) => return refused("handshake_timeout", peer, "tls handshake timed out"),
+                Ok(Err(error)) => return refused("tls", peer, &error.to_string()),
+                Ok(Ok(tls)) => tls,
+            };
+        let Some(certificate) = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .map(|certificate| certificate.to_vec())
+        else {
+            return refused("tls", peer, "no client certificate");
+        };
+        let participant = match self.identify(&certificate).await {
+            Ok(participant) => participant,
+            Err((cause, reason)) => {
+                refused(cause, peer, &reason);
+                let _ =
+                    protocol::write_frame(&mut tls, format!("{LOGIN_REFUSED} {reason}").as_bytes())
+                        .await;
+                let _ = tls.shutdown().await;
+                return;
+            }
+        };
+        let Some(_slot) = self.participant_slot(&participant) else {
+            refused(
+                "connections_per_participant_max",
+                peer,
+                "too many connections for the participant",
+            );
+            let _ = protocol::write_frame(
+                &mut tls,
+                format!("{LOGIN_REFUSED} too many connections for {participant}").as_bytes(),
+            )
+            .await;
+            let _ = tls.shutdown().await;
+            return;
+        };
+        let login = match tokio::time::timeout_at(
+            deadline.into(),
+            protocol::read_frame(&mut tls, self.config.frame_bytes_max),
+        )
+        .await
+        {
+            Err(_) => Err("no login within the handshake timeout".to_owned()),
+            Ok(Err(error)) => Err(error.to_string()),
+            Ok(Ok(None)) => Err("closed before login".to_owned()),
+            Ok(Ok(Some(frame))) => protocol::parse_login(&frame, participant.as_str()),
+        };
+        let login = match login {
+            Ok(login) => login,
+            Err(reason) => {
+                refused("login", peer, &reason);
+                let _ =
+                    protocol::write_frame(&mut tls, format!("{LOGIN_REFUSED} {reason}").as_bytes())
+                        .await;
+                let _ = tls.shutdown().await;
+                return;
+            }
+        };
+        if protocol::write_frame(
+            &mut tls,
+            format!("{LOGIN_OK} {}", login.logical_terminal).as_bytes(),
+        )
+        .await
+        .is_err()
+            || tls.flush().await.is_err()
+        {
+            return;
+        }
+        tracing::info!(
+            %peer,
+            participant = participant.as_str(),
+            logical_terminal = login.logical_terminal,
+            last_output_sequence = login.last_output_sequence,
+            "gateway session open"
+        );
+        ::metrics::gauge!(names::SESSIONS_OPEN).increment(1.0);
+        let cause = self
+            .session(tls, &participant, &login.logical_terminal)
+            .await;
+        ::metrics::gauge!(names::SESSIONS_OPEN).decrement(1.0);
+        ::metrics::counter!(names::SESSIONS_CLOSED_TOTAL, "cause" => cause).increment(1);
+        tracing::info!(%peer, participant = participant.as_str(), cause, "gateway session closed");
+    }
+
+    /// Certificate → participant: not revoked, known to the directory.
+    async fn identify(&self, certificate: &[u8]) -> Result<ParticipantId, (&'static str, String)> {
+        let serial = pki::serial_of(certificate).map_err(|reason| ("certificate", reason))?;
+        match self.revocations.is_revoked(&serial) {
+            Ok(false) => {}
+            Ok(true) => return Err(("revoked", format!("certificate {serial} is revoked"))),
+            Err(error) => {
+                return Err((
+                    "revocation_list",
+                    format!("revocation list unreadable: {error}"),
+                ));
+            }
+        }
+        let subject = pki::subject_of(certificate).map_err(|reason| ("certificate", reason))?;
+        let principal = self
+            .auth
+            .authenticate_certificate(&subject)
+            .await
+            .map_err(|denial| {
+                (
+                    "unknown_certificate",
+                    format!("{subject}: {}", denial.reason),
+                )
+            })?;
+        ParticipantId::parse(&principal.user.participant)
+            .map_err(|error| ("unknown_certificate", error.to_string()))
+    }
+
+    fn participant_slot(
+        self: &Arc<Gateway>,
+        participant: &ParticipantId,
+    ) -> Option<ParticipantSlot> {
+        let mut counts = self
+            .per_participant
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = counts.entry(participant.as_str().to_owned()).or_insert(0);
+        if *count >= self.config.connections_per_participant_max {
+            return None;
+        }
+        *count += 1;
+        Some(ParticipantSlot {
+            gateway: self.clone(),
+            participant: participant.as_str().to_owned(),
+        })
+    }
+
+    /// Reads messages until the PSS closes or misbehaves; returns the cause of the end.
+    async fn session(
+        &self,
+        tls: tokio_rustls::server::TlsStream<TcpStream>,
+        participant: &ParticipantId,
+        logical_terminal: &str,
+    ) -> &'static str {
+        let (mut reader, writer) = tokio::io::split(tls);
+        let (pending_tx, pending_rx) = mpsc::channel::<Pending>(self.config.in_flight_max);
+        let writer_task = tokio::spawn(write_replies(
+            BufWriter::new(writer),
+            pending_rx,
+            logical_terminal.to_owned(),
+            Duration::from_millis(self.config.store_timeout_ms),
+        ));
+        let idle = Duration::from_millis(self.config.idle_timeout_ms);
+        let mut input_sequence = 0u64;
+        let cause = loop {
+            let frame = match tokio::time::timeout(
+                idle,
+                protocol::read_frame(&mut reader, self.config.frame_bytes_max),
+            )
+            .await
+            {
+                Err(_) => break "idle",
+                Ok(Ok(None)) => break "closed",
+                Ok(Ok(Some(frame))) => frame,
+                Ok(Err(error @ (FrameError::BadPrefix(_) | FrameError::TooLarge { .. }))) => {
+                    input_sequence += 1;
+                    tracing::warn!(participant = participant.as_str(), %error, "gateway frame refused");
+                    let _ = pending_tx
+                        .send(Pending::ready(
+                            input_sequence,
+                            nak(GatewayNak::FrameRefused.as_str(), error.to_string()),
+                        ))
+                        .await;
+                    break "frame";
+                }
+                Ok(Err(FrameError::Truncated)) => break "truncated",
+                Ok(Err(FrameError::Io(_))) => break "io",
+            };
+            input_sequence += 1;
+            let received = Instant::now();
+            let step = match assess(&frame, participant) {
+                Err(outcome) => PendingStep::Ready(outcome),
+                Ok(accepted) => {
+                    ::metrics::counter!(names::MESSAGES_IN_TOTAL, "message_type" => accepted.message_type_label()).increment(1);
+                    let mut headers = async_nats::HeaderMap::new();
+                    headers.insert(
+                        async_nats::header::NATS_MESSAGE_ID,
+                        accepted.message_id.as_str(),
+                    );
+                    match self
+                        .jetstream
+                        .publish_with_headers(accepted.subject, headers, Bytes::from(frame))
+                        .await
+                    {
+                        Ok(ack) => PendingStep::Stored(ack, accepted.reference),
+                        Err(error) => PendingStep::Ready(nak(
+                            GatewayNak::BusUnavailable.as_str(),
+                            format!("not stored: {error}"),
+                        )),
+                    }
+                }
+            };
+            let pending = Pending {
+                input_sequence,
+                received,
+                step,
+            };
+            if pending_tx.send(pending).await.is_err() {
+                break "io";
+            }
+        };
+        drop(pending_tx);
+        let _ = writer_task.await;
+        cause
+    }
+}
+
+/// Holds one of a participant's connection slots.
+struct ParticipantSlot {
+    gateway: Arc<Gateway>,
+    participant: String,
+}
+
+impl Drop for ParticipantSlot {
+    fn drop(&mut self) {
+        let mut counts = self
+            .gateway
+            .per_participant
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = counts.get_mut(&self.participant) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                counts.remove(&self.participant);
+            }
+        }
+    }
+}
+
+fn refused(cause: &'static str, peer: SocketAddr, reason: &str) {
+    tracing::warn!(%peer, cause, reason, "gateway connection refused");
+    ::metrics::counter!(names::CONNECTIONS_REFUSED_TOTAL, "cause" => cause).increment(1);
+}
+
+fn nak(code: &str, reason: String) -> Outcome {
+    Outcome::Nak {
+        code: code.to_owned(),
+        reason,
+    }
+}
+
+/// One message's answer, ready or waiting for JetStream.
+struct Pending {
+    input_sequence: u64,
+    received: Instant,
+    step: PendingStep,
+}
+
+enum PendingStep {
+    Ready(Outcome),
+    Stored(async_nats::jetstream::context::PublishAckFuture, String),
+}
+
+impl Pending {
+    fn ready(input_sequence: u64, outcome: Outcome) -> Pending {
+        Pending {
+            input_sequence,
+            received: Instant::now(),
+            step: PendingStep::Ready(outcome),
+        }
+    }
+}
+
+/// Writes replies in input order; flushes whenever no further reply is ready.
+async fn write_replies<W: tokio::io::AsyncWrite + Unpin>(
+    mut writer: BufWriter<W>,
+    mut pending: mpsc::Receiver<Pending>,
+    logical_terminal: String,
+    store_timeout: Duration,
+) {
+    while let Some(next) = pending.recv().await {
+        let mut next = Some(next);
+        while let Some(item) = next.take() {
+            let outcome = match item.step {
+                PendingStep::Ready(outcome) => outcome,
+                // The deadline runs from arrival: awaiting in order must not add the waits up.
+                PendingStep::Stored(ack, reference) => match tokio::time::timeout_at(
+                    (item.received + store_timeout).into(),
+                    std::future::IntoFuture::into_future(ack),
+                )
+                .await
+                {
+                    Err(_) => nak(
+                        GatewayNak::BusUnavailable.as_str(),
+                        format!("not stored within {} ms", store_timeout.as_millis()),
+                    ),
+                    Ok(Ok(ack)) if ack.duplicate => nak(
+                        GatewayNak::Duplicate.as_str(),
+                        format!("duplicate reference {reference}"),
+                    ),
+                    Ok(Ok(_)) => Outcome::Ack,
+                    Ok(Err(error)) => nak(
+                        GatewayNak::BusUnavailable.as_str(),
+                        format!("not stored: {error}"),
+                    ),
+                },
+            };
+            match &outcome {
+                Outcome::Ack => {
+                    ::metrics::counter!(names::ACKS_TOTAL).increment(1);
+                    ::metrics::histogram!(names::ACK_LATENCY_SECONDS)
+                        .record(item.received.elapsed().as_secs_f64());
+                }
+                Outcome::Nak { code, reason } => {
+                    tracing::info!(
+                        code,
+                        reason,
+                        input_sequence = item.input_sequence,
+                        "gateway nak"
+                    );
+                    ::metrics::counter!(names::NAKS_TOTAL, "code" => code.clone()).increment(1);
+                }
+            }
+            let reply = Reply {
+                input_sequence: item.input_sequence,
+                outcome,
+            };
+            if protocol::write_frame(&mut writer, reply.encode(&logical_terminal).as_bytes())
+                .await
+                .is_err()
+            {
+                return;
+            }
+            next = pending.try_recv().ok();
+        }
+        if writer.flush().await.is_err() {
+            return;
+        }
+    }
+    let _ = writer.flush().await;
+    let _ = writer.shutdown().await;
+}
+
+/// A message the gateway will publish.
+#[derive(Debug)]
+struct Accepted {
+    subject: subjects::Subject,
+    message_id: String,
+    reference: String,
+    message_type: u16,
+}
+
+impl Accepted {
+    fn message_type_label(&self) -> String {
+        format!("{:03}", self.message_type)
+    }
+}
+
+/// The checks before publishing: the codec's NAK problems, the sender, the reference.
+fn assess(frame: &[u8], participant: &ParticipantId) -> Result<Accepted, Outcome> {
+    let text = std::str::from_utf8(frame).map_err(|_| {
+        nak(
+            iso15022::NakCode::T32.as_str(),
+            "message is not utf-8".to_owned(),
+        )
+    })?;
+    let report = iso15022::check(text, ParseOptions::fin());
+    if let Some((code, problem)) =
+        report
+            .problems
+            .iter()
+            .find_map(|problem| match problem.disposition {
+                Disposition::Nak(code) if problem.severity() == Severity::Error => {
+                    Some((code, problem))
+                }
+                _ => None,
+            })
+    {
+        return Err(nak(code.as_str(), problem.to_string()));
+    }
+    let message = &report.message;
+    let sender = message
+        .basic_header
+        .map(|header| header.logical_terminal)
+        .ok_or_else(|| {
+            nak(
+                iso15022::NakCode::H01.as_str(),
+                "block 1 missing".to_owned(),
+            )
+        })?;
+    protocol::check_logical_terminal(sender, participant.as_str())
+        .map_err(|reason| nak(GatewayNak::ForeignSender.as_str(), reason))?;
+    let message_type = message
+        .message_type
+        .and_then(|message_type| {
+            MessageTypeNumber::new(message_type.0).map(|number| (message_type.0, number))
+        })
+        .ok_or_else(|| {
+            nak(
+                iso15022::NakCode::H50.as_str(),
+                "no valid message type".to_owned(),
+            )
+        })?;
+    let reference = message
+        .text
+        .root()
+        .sequence("GENL")
+        .and_then(|genl| genl.field("20", "SEME"))
+        .and_then(|field| field.generic())
+        .map(|generic| generic.value.to_owned())
+        .filter(|reference| !reference.is_empty())
+        .ok_or_else(|| {
+            nak(
+                iso15022::NakCode::T13.as_str(),
+                "GENL/20C::SEME missing".to_owned(),
+            )
+        })?;
+    Ok(Accepted {
+        subject: subjects::inbound(participant, message_type.1),
+        message_id: format!("{}:{reference}", participant.as_str()),
+        reference,
+        message_type: message_type.0,
+    })
+}

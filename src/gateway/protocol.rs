@@ -1,0 +1,330 @@
+//! The session protocol on the TLS stream, shared by the gateway and the PSS library.
+//!
+//! Every frame is a 6-digit ASCII decimal byte length followed by that many bytes of text, so
+//! `openssl s_client` can act as a PSS (`000031LOGIN B01234XXXXXX 0000000000`).
+//!
+//! 1. The PSS logs in: `LOGIN <logical terminal> <last output sequence>`. The logical terminal
+//!    is 12 letters or digits and starts with the certificate's participant id
+//!    (`B01234XXXXXX`). The gateway answers `LOGIN OK <logical terminal>` or
+//!    `LOGIN REFUSED <reason>` and closes.
+//! 2. Every later frame from the PSS is one FIN message. Its input sequence number is its
+//!    position in the session (1, 2, 3...). The gateway answers each, in input order, with a
+//!    FIN service message carrying that number in block 1's session and sequence fields (ten
+//!    digits): ACK `{1:F21<LT><ISN:010>}{4:{177:<YYMMDDHHMM>}{451:0}}`, NAK
+//!    `{1:F21<LT><ISN:010>}{4:{177:<YYMMDDHHMM>}{451:1}{405:<code>}}{S:{REA:<reason>}}`.
+//!
+//! NAK codes: the codec's FIN codes ([`crate::iso15022::NakCode`]: H01, H50, H98, T13...)
+//! and the gateway's own ([`GatewayNak`]): G01 duplicate reference, G02 sender is not the
+//! certificate's participant, G03 bus unavailable (message not stored, send again), G04 frame
+//! refused (bad prefix or oversized; the gateway then closes the session).
+
+use tokio::io::{AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+
+/// Digits of the length prefix.
+pub const LENGTH_PREFIX_BYTES: usize = 6;
+/// Logical terminal address length.
+pub const LOGICAL_TERMINAL_CHARS: usize = 12;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("length prefix is not 6 ascii digits: {0:?}")]
+    BadPrefix(String),
+    #[error("frame of {length_bytes} bytes is over the limit of {limit_bytes}")]
+    TooLarge {
+        length_bytes: usize,
+        limit_bytes: usize,
+    },
+    #[error("connection closed inside a frame")]
+    Truncated,
+    #[error("read frame: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Reads one frame; `Ok(None)` at a clean end of stream (between frames).
+pub async fn read_frame<R: tokio::io::AsyncRead + Unpin>(
+    reader: &mut R,
+    frame_bytes_max: usize,
+) -> Result<Option<Vec<u8>>, FrameError> {
+    let mut prefix = [0u8; LENGTH_PREFIX_BYTES];
+    let mut filled = 0;
+    while filled < prefix.len() {
+        let read = reader.read(&mut prefix[filled..]).await?;
+        if read == 0 {
+            return if filled == 0 {
+                Ok(None)
+            } else {
+                Err(FrameError::Truncated)
+            };
+        }
+        filled += read;
+        if !prefix[..filled].iter().all(u8::is_ascii_digit) {
+            return Err(FrameError::BadPrefix(
+                String::from_utf8_lossy(&prefix[..filled]).into_owned(),
+            ));
+        }
+    }
+    let length_bytes = parse_length(&prefix);
+    if length_bytes > frame_bytes_max {
+        return Err(FrameError::TooLarge {
+            length_bytes,
+            limit_bytes: frame_bytes_max,
+        });
+    }
+    let mut frame = vec![0u8; length_bytes];
+    reader.read_exact(&mut frame).await.map_err(|error| {
+        if error.kind() == std::io::ErrorKind::UnexpectedEof {
+            FrameError::Truncated
+        } else {
+            FrameError::Io(error)
+        }
+    })?;
+    Ok(Some(frame))
+}
+
+fn parse_length(prefix: &[u8; LENGTH_PREFIX_BYTES]) -> usize {
+    prefix
+        .iter()
+        .fold(0, |length, digit| length * 10 + usize::from(digit - b'0'))
+}
+
+/// The frame for `text`: prefix and text. Fails for text of a million bytes or more.
+pub fn encode_frame(text: &[u8]) -> std::io::Result<Vec<u8>> {
+    if text.len() > 999_999 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("frame of {} bytes does not fit 6 digits", text.len()),
+        ));
+    }
+    let mut frame = Vec::with_capacity(LENGTH_PREFIX_BYTES + text.len());
+    frame.extend_from_slice(format!("{:06}", text.len()).as_bytes());
+    frame.extend_from_slice(text);
+    Ok(frame)
+}
+
+/// Writes one frame (not flushed).
+pub async fn write_frame<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    text: &[u8],
+) -> std::io::Result<()> {
+    writer.write_all(&encode_frame(text)?).await
+}
+
+/// The login frame's content.
+pub fn login(logical_terminal: &str, last_output_sequence: u64) -> String {
+    format!("LOGIN {logical_terminal} {last_output_sequence:010}")
+}
+
+/// A login as received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Login {
+    pub logical_terminal: String,
+    pub last_output_sequence: u64,
+}
+
+/// Parses and checks a login frame against the certificate's participant.
+pub fn parse_login(frame: &[u8], participant: &str) -> Result<Login, String> {
+    let text = std::str::from_utf8(frame).map_err(|_| "login is not utf-8".to_owned())?;
+    let mut words = text.trim_end().split(' ');
+    if words.next() != Some("LOGIN") {
+        return Err("expected LOGIN <logical terminal> <last output sequence>".to_owned());
+    }
+    let logical_terminal = words.next().unwrap_or_default();
+    check_logical_terminal(logical_terminal, participant)?;
+    let last_output_sequence = words
+        .next()
+        .and_then(|word| word.parse::<u64>().ok())
+        .ok_or_else(|| "last output sequence is not a number".to_owned())?;
+    if words.next().is_some() {
+        return Err("login has extra words".to_owned());
+    }
+    Ok(Login {
+        logical_terminal: logical_terminal.to_owned(),
+        last_output_sequence,
+    })
+}
+
+/// A logical terminal belongs to a participant when it is 12 letters or digits starting with
+/// the participant id.
+pub fn check_logical_terminal(logical_terminal: &str, participant: &str) -> Result<(), String> {
+    if logical_terminal.len() != LOGICAL_TERMINAL_CHARS
+        || !logical_terminal
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric())
+    {
+        return Err(format!(
+            "logical terminal {logical_terminal:?} is not 12 letters or digits"
+        ));
+    }
+    if !logical_terminal.starts_with(participant) {
+        return Err(format!(
+            "logical terminal {logical_terminal} is not participant {participant}'s"
+        ));
+    }
+    Ok(())
+}
+
+pub const LOGIN_OK: &str = "LOGIN OK";
+pub const LOGIN_REFUSED: &str = "LOGIN REFUSED";
+
+/// The gateway's own NAK codes (beside the codec's FIN codes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GatewayNak {
+    /// The sender's reference was already stored (JetStream duplicate window).
+    Duplicate,
+    /// Block 1's logical terminal is not the certificate's participant's.
+    ForeignSender,
+    /// JetStream did not store the message: send it again.
+    BusUnavailable,
+    /// Bad length prefix or oversized frame: the session closes after this NAK.
+    FrameRefused,
+}
+
+impl GatewayNak {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GatewayNak::Duplicate => "G01",
+            GatewayNak::ForeignSender => "G02",
+            GatewayNak::BusUnavailable => "G03",
+            GatewayNak::FrameRefused => "G04",
+        }
+    }
+}
+
+/// The answer to one inbound message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub input_sequence: u64,
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Ack,
+    Nak { code: String, reason: String },
+}
+
+impl Reply {
+    /// The service message text.
+    pub fn encode(&self, logical_terminal: &str) -> String {
+        let now = time::OffsetDateTime::now_utc();
+        let stamp = format!(
+            "{:02}{:02}{:02}{:02}{:02}",
+            now.year() % 100,
+            u8::from(now.month()),
+            now.day(),
+            now.hour(),
+            now.minute()
+        );
+        let header = format!(
+            "{{1:F21{logical_terminal}{:010}}}{{4:{{177:{stamp}}}",
+            self.input_sequence % 10_000_000_000
+        );
+        match &self.outcome {
+            Outcome::Ack => format!("{header}{{451:0}}}}"),
+            Outcome::Nak { code, reason } => {
+                let reason: String = reason
+                    .chars()
+                    .map(|c| if matches!(c, '{' | '}') { ' ' } else { c })
+                    .take(200)
+                    .collect();
+                format!("{header}{{451:1}}{{405:{code}}}}}{{S:{{REA:{reason}}}}}")
+            }
+        }
+    }
+
+    /// Parses a service message produced by [`Reply::encode`].
+    pub fn parse(text: &str) -> Option<Reply> {
+        let rest = text.strip_prefix("{1:F21")?;
+        let digits = rest.get(LOGICAL_TERMINAL_CHARS..LOGICAL_TERMINAL_CHARS + 10)?;
+        let input_sequence = digits.parse().ok()?;
+        let between = |open: &str| -> Option<&str> {
+            let start = text.find(open)? + open.len();
+            let end = text[start..].find('}')? + start;
+            Some(&text[start..end])
+        };
+        let outcome = match between("{451:")? {
+            "0" => Outcome::Ack,
+            "1" => Outcome::Nak {
+                code: between("{405:")?.to_owned(),
+                reason: between("{REA:").unwrap_or_default().to_owned(),
+            },
+            _ => return None,
+        };
+        Some(Reply {
+            input_sequence,
+            outcome,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_round_trip() {
+        // Goal: what the gateway writes, the PSS library reads back. Method: encode then parse
+        // an ACK and a NAK whose reason holds braces.
+        for outcome in [
+            Outcome::Ack,
+            Outcome::Nak {
+                code: "T13".to_owned(),
+                reason: "missing {GENL}".to_owned(),
+            },
+        ] {
+            let reply = Reply {
+                input_sequence: 42,
+                outcome,
+            };
+            let parsed = Reply::parse(&reply.encode("B01234XXXXXX")).unwrap();
+            assert_eq!(parsed.input_sequence, 42);
+            match (&parsed.outcome, &reply.outcome) {
+                (Outcome::Ack, Outcome::Ack) => {}
+                (Outcome::Nak { code, reason }, Outcome::Nak { code: want, .. }) => {
+                    assert_eq!(code, want);
+                    assert_eq!(reason, "missing  GENL ");
+                }
+                other => panic!("outcome changed: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn login_must_name_the_certificates_participant() {
+        // Goal: a PSS cannot log in as another participant's terminal. Method: parse logins.
+        assert_eq!(
+            parse_login(login("B01234XXXXXX", 7).as_bytes(), "B01234").unwrap(),
+            Login {
+                logical_terminal: "B01234XXXXXX".to_owned(),
+                last_output_sequence: 7
+            }
+        );
+        assert!(parse_login(b"LOGIN B05678XXXXXX 0", "B01234").is_err());
+        assert!(parse_login(b"LOGIN B01234 0", "B01234").is_err());
+        assert!(parse_login(b"HELLO", "B01234").is_err());
+    }
+
+    #[tokio::test]
+    async fn frames_are_checked_before_they_are_read() {
+        // Goal: a bad prefix or an oversized length is refused without reading the body.
+        // Method: read frames from in-memory byte strings.
+        let mut ok: &[u8] = b"000005hello";
+        assert_eq!(read_frame(&mut ok, 10).await.unwrap().unwrap(), b"hello");
+        assert!(read_frame(&mut ok, 10).await.unwrap().is_none());
+        let mut garbage: &[u8] = b"GET / HTTP/1.1\r\n";
+        assert!(matches!(
+            read_frame(&mut garbage, 10).await,
+            Err(FrameError::BadPrefix(_))
+        ));
+        let mut large: &[u8] = b"999999";
+        assert!(matches!(
+            read_frame(&mut large, 10).await,
+            Err(FrameError::TooLarge { .. })
+        ));
+        let mut short: &[u8] = b"000009abc";
+        assert!(matches!(
+            read_frame(&mut short, 10).await,
+            Err(FrameError::Truncated)
+        ));
+    }
+}

@@ -1,0 +1,532 @@
+//! The Participant Gateway against real servers: a private nats-server with the catalogue's
+//! streams, a private slapd and the auth service (certificate → participant), a fresh
+//! database for the auth service's audit trail, and a CA in a temporary folder. Every test
+//! drives the gateway over TLS as a PSS would: through `ccass::pss`, raw frames, or
+//! `openssl s_client`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ccass::auth::service::{AuthService, serve};
+use ccass::gateway::protocol::{self, Outcome, Reply};
+use ccass::gateway::{Gateway, GatewayConfig};
+use ccass::pki::{self, PkiConfig};
+use ccass::pss::{self, PssConfig, PssError, Session};
+use tokio::io::AsyncWriteExt as _;
+use tokio::sync::oneshot;
+
+use crate::harness::ldap::Slapd;
+use crate::harness::nats::NatsServer;
+use crate::harness::postgres::{self, TestDatabase};
+
+/// A valid MT540 (public sample `mt540-pwintegr-1.fin`) with the sender and reference filled in.
+fn mt540(sender: &str, reference: &str) -> String {
+    let sample = std::fs::read_to_string(
+        crate::harness::repo_root().join("tests/data/samples/mt540-pwintegr-1.fin"),
+    )
+    .unwrap();
+    sample.replace("FOOLUS30AXXX", sender).replace(
+        ":20C::SEME//00000000000007",
+        &format!(":20C::SEME//{reference}"),
+    )
+}
+
+/// A gateway on private servers.
+struct World {
+    _slapd: Slapd,
+    nats: NatsServer,
+    _database: TestDatabase,
+    pki_dir: tempfile::TempDir,
+    pki: PkiConfig,
+    address: SocketAddr,
+    jetstream: async_nats::jetstream::Context,
+    stops: Vec<oneshot::Sender<()>>,
+}
+
+impl World {
+    async fn start(test: &str, configure: impl FnOnce(&mut GatewayConfig)) -> Option<World> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let database = postgres::database(test).await?;
+        let nats = NatsServer::start().await?;
+        let slapd = Slapd::start().await?;
+        let config = crate::harness::test_config();
+        let mut bus = nats.bus_config();
+        // A dead server shows as NAK G03 within a second rather than five.
+        bus.publish_ack_timeout_ms = 1000;
+        let nats_client = ccass::bus::connect(&bus, "test").await.unwrap();
+        let jetstream = ccass::bus::jetstream(&bus, nats_client.clone());
+        let catalogue = ccass::bus::catalogue::Catalogue::embedded().unwrap();
+        ccass::bus::init::run(&bus, &jetstream, &catalogue)
+            .await
+            .unwrap();
+
+        let mut stops = Vec::new();
+        let service = Arc::new(AuthService::new(
+            slapd.directory_config(),
+            config.auth.clone(),
+            database.pool.clone(),
+        ));
+        let (stop, stopped) = oneshot::channel::<()>();
+        stops.push(stop);
+        tokio::spawn({
+            let nats_client = nats_client.clone();
+            async move {
+                serve(service, nats_client, async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+            }
+        });
+        nats_client.flush().await.unwrap();
+
+        let pki_dir = tempfile::tempdir().unwrap();
+        let pki = PkiConfig {
+            dir: pki_dir.path().join("ca"),
+            ca_validity_days: 30,
+            certificate_validity_days: 30,
+        };
+        pki::init(&pki).unwrap();
+        let server = pki::issue_server(
+            &pki,
+            &["localhost".to_owned(), "127.0.0.1".to_owned()],
+            &pki.dir,
+        )
+        .unwrap();
+        let mut gateway_config = config.gateway.clone();
+        gateway_config.listen_addr = "127.0.0.1:0".to_owned();
+        gateway_config.certificate_path = server.certificate_path;
+        gateway_config.key_path = server.key_path;
+        gateway_config.store_timeout_ms = 1000;
+        configure(&mut gateway_config);
+        let listener = Gateway::bind(&gateway_config).await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let gateway = Gateway::new(
+            gateway_config,
+            &pki,
+            ccass::auth::AuthClient::new(nats_client.clone(), &config.auth),
+            jetstream.clone(),
+        )
+        .unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        stops.push(stop);
+        tokio::spawn(gateway.serve(listener, async {
+            let _ = stopped.await;
+        }));
+        Some(World {
+            _slapd: slapd,
+            nats,
+            _database: database,
+            pki_dir,
+            pki,
+            address,
+            jetstream,
+            stops,
+        })
+    }
+
+    /// A PSS configuration with a fresh certificate for `participant`.`user`.
+    fn pss(&self, participant: &str, user: &str) -> PssConfig {
+        let issued = pki::issue_client(&self.pki, participant, user, self.pki_dir.path()).unwrap();
+        PssConfig {
+            address: self.address.to_string(),
+            server_name: "localhost".to_owned(),
+            ca_certificate_path: self.pki.ca_certificate_path(),
+            certificate_path: issued.certificate_path,
+            key_path: issued.key_path,
+            frame_bytes_max: 65_536,
+            in_flight_max: 64,
+        }
+    }
+
+    async fn inbound_messages(&self) -> u64 {
+        let mut stream = self.jetstream.get_stream("INBOUND").await.unwrap();
+        stream.info().await.unwrap().state.messages
+    }
+
+    fn stop(mut self) {
+        for stop in self.stops.drain(..) {
+            let _ = stop.send(());
+        }
+    }
+}
+
+fn code(reply: &Reply) -> &str {
+    match &reply.outcome {
+        Outcome::Ack => "ACK",
+        Outcome::Nak { code, .. } => code,
+    }
+}
+
+#[tokio::test]
+async fn sent_messages_are_acked_once_stored_and_duplicates_are_naked() {
+    // Goal: ACK means JetStream stored the message on the participant's inbound subject under
+    // participant:SEME; a repeated reference, a foreign sender and an invalid message are NAKed
+    // with their codes while the session goes on. Method: one PSS session sends a pipelined
+    // batch through ccass::pss, then the stream is read back.
+    let Some(world) = World::start("gateway_send_ack", |_| {}).await else {
+        return;
+    };
+    let config = world.pss("B01234", "ops1");
+    let mut session = Session::connect(&config, "B01234XXXXXX", 0).await.unwrap();
+    let messages = vec![
+        mt540("B01234XXXXXX", "REF0001"),
+        mt540("B01234XXXXXX", "REF0002"),
+        mt540("B01234XXXXXX", "REF0001"),
+        mt540("B05678XXXXXX", "REF0003"),
+        "{1:F01B01234XXXXXX0000000000}{2:I540".to_owned(),
+        mt540("B01234XXXXXX", "REF0004"),
+    ];
+    let replies = session.send_all(&messages).await.unwrap();
+    let codes: Vec<&str> = replies.iter().map(code).collect();
+    assert_eq!(codes[..4], ["ACK", "ACK", "G01", "G02"], "{replies:?}");
+    assert!(
+        codes[4].starts_with('H') || codes[4].starts_with('T'),
+        "{replies:?}"
+    );
+    assert_eq!(codes[5], "ACK");
+    let sequences: Vec<u64> = replies.iter().map(|reply| reply.input_sequence).collect();
+    assert_eq!(sequences, [1, 2, 3, 4, 5, 6]);
+    session.close().await.unwrap();
+
+    assert_eq!(world.inbound_messages().await, 3);
+    let stream = world.jetstream.get_stream("INBOUND").await.unwrap();
+    let stored = stream
+        .get_last_raw_message_by_subject(
+            ccass::bus::subjects::inbound(
+                &ccass::ids::ParticipantId::parse("B01234").unwrap(),
+                ccass::bus::subjects::MessageTypeNumber::new(540).unwrap(),
+            )
+            .as_str(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        std::str::from_utf8(&stored.payload).unwrap(),
+        messages[5].as_str()
+    );
+    let message_id = stored
+        .headers
+        .get(async_nats::header::NATS_MESSAGE_ID)
+        .unwrap();
+    assert_eq!(message_id.as_str(), "B01234:REF0004");
+    world.stop();
+}
+
+#[tokio::test]
+async fn foreign_and_revoked_certificates_are_refused() {
+    // Goal: only certificates of our CA that are not revoked get a session, and a revocation
+    // takes effect without restarting the gateway. Method: connect with a certificate of
+    // another CA; connect with ours, revoke it with pki::revoke, connect again.
+    let Some(world) = World::start("gateway_certificates", |_| {}).await else {
+        return;
+    };
+    let other_dir = tempfile::tempdir().unwrap();
+    let other = PkiConfig {
+        dir: other_dir.path().to_owned(),
+        ..world.pki.clone()
+    };
+    pki::init(&other).unwrap();
+    let foreign = pki::issue_client(&other, "B01234", "ops1", other_dir.path()).unwrap();
+    let mut config = world.pss("B01234", "ops1");
+    let ours = (config.certificate_path.clone(), config.key_path.clone());
+    config.certificate_path = foreign.certificate_path;
+    config.key_path = foreign.key_path;
+    let refused = Session::connect(&config, "B01234XXXXXX", 0).await;
+    assert!(
+        matches!(
+            refused,
+            Err(PssError::Tls { .. } | PssError::Frame(_) | PssError::Closed)
+        ),
+        "a foreign certificate must fail the handshake: {:?}",
+        refused.err()
+    );
+
+    (config.certificate_path, config.key_path) = ours;
+    let session = Session::connect(&config, "B01234XXXXXX", 0).await.unwrap();
+    session.close().await.unwrap();
+    pki::revoke(&world.pki, &config.certificate_path).unwrap();
+    match Session::connect(&config, "B01234XXXXXX", 0).await {
+        Err(PssError::Refused(reason)) => assert!(reason.contains("revoked"), "{reason}"),
+        other => panic!("a revoked certificate must be refused: {:?}", other.err()),
+    }
+    world.stop();
+}
+
+#[tokio::test]
+async fn a_login_for_another_participant_is_refused() {
+    // Goal: a PSS can never act as another participant's terminal. Method: log in with
+    // B01234's certificate naming B05678's logical terminal.
+    let Some(world) = World::start("gateway_login_foreign", |_| {}).await else {
+        return;
+    };
+    let config = world.pss("B01234", "ops1");
+    match Session::connect(&config, "B05678XXXXXX", 0).await {
+        Err(PssError::Refused(reason)) => assert!(reason.contains("B01234"), "{reason}"),
+        other => panic!("login must be refused: {:?}", other.err()),
+    }
+    world.stop();
+}
+
+/// A raw TLS session after login, for writing bytes the library would never write.
+async fn raw_session(config: &PssConfig) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let connector =
+        tokio_rustls::TlsConnector::from(Arc::new(pss::client_tls_config(config).unwrap()));
+    let tcp = tokio::net::TcpStream::connect(&config.address)
+        .await
+        .unwrap();
+    let mut tls = connector
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    protocol::write_frame(&mut tls, protocol::login("B01234XXXXXX", 0).as_bytes())
+        .await
+        .unwrap();
+    tls.flush().await.unwrap();
+    let answer = protocol::read_frame(&mut tls, 65_536)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(answer.starts_with(protocol::LOGIN_OK.as_bytes()));
+    tls
+}
+
+#[tokio::test]
+async fn bad_frames_get_a_nak_and_a_close_without_harming_other_sessions() {
+    // Goal: garbage where a length prefix belongs and an oversized frame each get NAK G04 and
+    // a clean close, and another session of the same participant keeps working. Method: raw
+    // TLS sessions write bad bytes while a library session sends before and after.
+    let Some(world) = World::start("gateway_bad_frames", |config| {
+        config.frame_bytes_max = 4096;
+    })
+    .await
+    else {
+        return;
+    };
+    let config = world.pss("B01234", "ops1");
+    let mut good = Session::connect(&config, "B01234XXXXXX", 0).await.unwrap();
+    let before = good
+        .send_all(&[mt540("B01234XXXXXX", "GOOD0001")])
+        .await
+        .unwrap();
+    assert_eq!(code(&before[0]), "ACK");
+
+    for bad in [
+        &b"GET / HTTP/1.1\r\n\r\n"[..],
+        &b"999999"[..],
+        &b"004097"[..],
+    ] {
+        let mut raw = raw_session(&config).await;
+        raw.write_all(bad).await.unwrap();
+        raw.flush().await.unwrap();
+        let answer = protocol::read_frame(&mut raw, 65_536)
+            .await
+            .unwrap()
+            .unwrap();
+        let reply = Reply::parse(std::str::from_utf8(&answer).unwrap()).unwrap();
+        assert_eq!(code(&reply), "G04", "{reply:?}");
+        let closed = tokio::time::timeout(
+            Duration::from_secs(5),
+            protocol::read_frame(&mut raw, 65_536),
+        )
+        .await
+        .unwrap();
+        assert!(matches!(closed, Ok(None) | Err(_)), "{closed:?}");
+    }
+
+    let after = good
+        .send_all(&[mt540("B01234XXXXXX", "GOOD0002")])
+        .await
+        .unwrap();
+    assert_eq!(code(&after[0]), "ACK");
+    assert_eq!(after[0].input_sequence, 2);
+    assert_eq!(world.inbound_messages().await, 2);
+    world.stop();
+}
+
+#[tokio::test]
+async fn openssl_s_client_can_act_as_a_pss() {
+    // Goal: the protocol is plain enough for standard tools. Method: openssl s_client with
+    // the participant's certificate writes a login frame and one framed MT540, and the ACK is
+    // read back from its output; the message is in the stream.
+    let Some(world) = World::start("gateway_openssl", |_| {}).await else {
+        return;
+    };
+    let config = world.pss("B01234", "ops1");
+    let login = protocol::encode_frame(protocol::login("B01234XXXXXX", 0).as_bytes()).unwrap();
+    let message = protocol::encode_frame(mt540("B01234XXXXXX", "OPENSSL1").as_bytes()).unwrap();
+    let mut child = tokio::process::Command::new("openssl")
+        .args(["s_client", "-quiet", "-tls1_3", "-connect"])
+        .arg(world.address.to_string())
+        .arg("-servername")
+        .arg("localhost")
+        .arg("-CAfile")
+        .arg(&config.ca_certificate_path)
+        .arg("-cert")
+        .arg(&config.certificate_path)
+        .arg("-key")
+        .arg(&config.key_path)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&login).await.unwrap();
+    stdin.write_all(&message).await.unwrap();
+    stdin.flush().await.unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut output = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), async {
+        use tokio::io::AsyncReadExt as _;
+        let mut buffer = [0u8; 4096];
+        while !String::from_utf8_lossy(&output).contains("{451:") {
+            let count = stdout.read(&mut buffer).await.unwrap();
+            if count == 0 {
+                break;
+            }
+            output.extend_from_slice(&buffer[..count]);
+        }
+    })
+    .await;
+    drop(stdin);
+    let _ = child.kill().await;
+    read.unwrap();
+    let text = String::from_utf8_lossy(&output);
+    assert!(text.contains("LOGIN OK B01234XXXXXX"), "{text}");
+    assert!(text.contains("{1:F21B01234XXXXXX0000000001}"), "{text}");
+    assert!(text.contains("{451:0}"), "{text}");
+    assert_eq!(world.inbound_messages().await, 1);
+    world.stop();
+}
+
+#[tokio::test]
+async fn every_acked_message_survives_a_nats_server_kill() {
+    // Goal: nothing ACKed is lost when nats-server dies mid-stream, and the PSS hears a NAK
+    // or a close for the rest, never silence. Method: send batches, kill the server halfway,
+    // restart it, count the ACKed references and find each one in the stream.
+    let Some(mut world) = World::start("gatewaynats_kill", |_| {}).await else {
+        return;
+    };
+    let config = world.pss("B01234", "ops1");
+    let mut session = Session::connect(&config, "B01234XXXXXX", 0).await.unwrap();
+    let mut acked = Vec::new();
+    let mut unanswered_error = None;
+    for batch in 0..6 {
+        if batch == 3 {
+            world.nats.kill();
+        }
+        let messages: Vec<String> = (0..50)
+            .map(|index| mt540("B01234XXXXXX", &format!("K{batch:02}{index:04}")))
+            .collect();
+        let outcome = tokio::time::timeout(Duration::from_secs(30), session.send_all(&messages))
+            .await
+            .expect("the gateway answers or closes, never stays silent");
+        match outcome {
+            Ok(replies) => {
+                for (reply, message) in replies.iter().zip(&messages) {
+                    if reply.outcome == Outcome::Ack {
+                        acked.push(message.clone());
+                    } else {
+                        assert_eq!(code(reply), "G03", "{reply:?}");
+                    }
+                }
+            }
+            Err(error) => {
+                unanswered_error = Some(error.to_string());
+                break;
+            }
+        }
+    }
+    assert!(
+        acked.len() >= 150,
+        "the first three batches were acked: {}",
+        acked.len()
+    );
+    world.nats.resume().await;
+    let bus = world.nats.bus_config();
+    let client = ccass::bus::connect(&bus, "test-check").await.unwrap();
+    let jetstream = ccass::bus::jetstream(&bus, client);
+    let mut stream = jetstream.get_stream("INBOUND").await.unwrap();
+    let stored = stream.info().await.unwrap().state.messages;
+    assert!(
+        stored >= acked.len() as u64,
+        "stored {stored} < acked {} ({unanswered_error:?})",
+        acked.len()
+    );
+    let last = stream.info().await.unwrap().state.last_sequence;
+    let mut stored_ids = std::collections::HashSet::new();
+    for sequence in 1..=last {
+        if let Ok(message) = stream.get_raw_message(sequence).await {
+            let id = message
+                .headers
+                .get(async_nats::header::NATS_MESSAGE_ID)
+                .unwrap()
+                .as_str()
+                .to_owned();
+            stored_ids.insert(id);
+        }
+    }
+    for message in &acked {
+        let reference = message
+            .split(":20C::SEME//")
+            .nth(1)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap()
+            .trim();
+        assert!(
+            stored_ids.contains(&format!("B01234:{reference}")),
+            "acked reference {reference} is not in the stream"
+        );
+    }
+    world.stop();
+}
+
+#[tokio::test]
+async fn pss_send_prints_each_reply_and_fails_on_a_nak() {
+    // Goal: the CLI a back office scripts against prints one line per file and exits non-zero
+    // when any message was NAKed. Method: run `ccass pss send` with two files carrying the
+    // same reference: the first is ACKed, the second NAKed G01.
+    let Some(world) = World::start("gateway_pss_send", |_| {}).await else {
+        return;
+    };
+    let config = world.pss("B01234", "ops1");
+    let first = world.pki_dir.path().join("first.fin");
+    let second = world.pki_dir.path().join("second.fin");
+    std::fs::write(&first, mt540("B01234XXXXXX", "CLI0001")).unwrap();
+    std::fs::write(&second, mt540("B01234XXXXXX", "CLI0001")).unwrap();
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_ccass"))
+        .arg("--config-dir")
+        .arg(crate::harness::repo_root().join("config"))
+        .args(["--env", "test", "pss", "send", "--cert"])
+        .arg(&config.certificate_path)
+        .arg("--ca")
+        .arg(&config.ca_certificate_path)
+        .arg("--address")
+        .arg(&config.address)
+        .arg(&first)
+        .arg(&second)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "{stdout}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(lines[0].ends_with("first.fin ACK 1"), "{stdout}");
+    assert!(lines[1].contains("second.fin NAK 2 G01"), "{stdout}");
+    world.stop();
+}
+
+#[test]
+fn pss_default_logical_terminal_pads_with_x() {
+    // Goal: the default logical terminal is the participant id padded to 12. Method: compute it.
+    assert_eq!(pss::default_logical_terminal("B01234"), "B01234XXXXXX");
+}
