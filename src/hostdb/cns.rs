@@ -9,9 +9,9 @@ use std::collections::HashSet;
 
 use rust_decimal::Decimal;
 use time::{Date, Time};
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::types::Type;
 
+use super::journal::CopyIn;
 use super::{HostDbError, Pool};
 
 /// Advisory lock namespace of settlement-date cut-offs ("cnscut" in ASCII); the date's
@@ -303,15 +303,16 @@ pub async fn copy_trades(
     transaction: &tokio_postgres::Transaction<'_>,
     trades: &[TradeRow],
 ) -> Result<u64, HostDbError> {
-    let context = "copy exchange trades";
-    let sink = transaction
-        .copy_in(TRADE_COPY)
-        .await
-        .map_err(|error| HostDbError::from_postgres(context, error))?;
-    let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &TRADE_TYPES));
+    let mut copy = CopyIn::start(
+        transaction,
+        "copy exchange trades",
+        TRADE_COPY,
+        &TRADE_TYPES,
+    )
+    .await?;
     for trade in trades {
         let price = Decimal::new(trade.price_micros, 6);
-        let row: [&(dyn ToSql + Sync); 12] = [
+        copy.write(&[
             &trade.market,
             &trade.trade_date,
             &trade.trade_id,
@@ -324,18 +325,10 @@ pub async fn copy_trades(
             &trade.currency_code,
             &trade.settlement_type,
             &trade.settlement_date,
-        ];
-        writer
-            .as_mut()
-            .write(&row)
-            .await
-            .map_err(|error| HostDbError::from_postgres(context, error))?;
+        ])
+        .await?;
     }
-    writer
-        .as_mut()
-        .finish()
-        .await
-        .map_err(|error| HostDbError::from_postgres(context, error))
+    copy.finish().await
 }
 
 /// Whether `error` is a duplicate trade key refused by COPY.

@@ -107,20 +107,66 @@ const CASH_COPY: &str = "COPY cash_movements (settlement_date, settlement_run_id
     reference) FROM STDIN BINARY";
 const CASH_TYPES: [Type; 8] = HOLDING_TYPES;
 
+/// One `COPY … FROM STDIN BINARY` in a transaction: start it, write rows, finish it. Every
+/// COPY in hostdb (journals, trades, settled markers, outbox) goes through this, so errors
+/// carry the same context everywhere.
+pub(crate) struct CopyIn {
+    writer: std::pin::Pin<Box<BinaryCopyInWriter>>,
+    context: &'static str,
+}
+
+impl CopyIn {
+    pub(crate) async fn start(
+        transaction: &tokio_postgres::Transaction<'_>,
+        context: &'static str,
+        statement: &str,
+        types: &[Type],
+    ) -> Result<CopyIn, HostDbError> {
+        let sink = transaction
+            .copy_in(statement)
+            .await
+            .map_err(|error| HostDbError::from_postgres(context, error))?;
+        Ok(CopyIn {
+            writer: Box::pin(BinaryCopyInWriter::new(sink, types)),
+            context,
+        })
+    }
+
+    pub(crate) async fn write(&mut self, row: &[&(dyn ToSql + Sync)]) -> Result<(), HostDbError> {
+        let context = self.context;
+        self.writer
+            .as_mut()
+            .write(row)
+            .await
+            .map_err(|error| HostDbError::from_postgres(context, error))
+    }
+
+    /// Completes the COPY; returns the number of rows written.
+    pub(crate) async fn finish(mut self) -> Result<u64, HostDbError> {
+        let context = self.context;
+        self.writer
+            .as_mut()
+            .finish()
+            .await
+            .map_err(|error| HostDbError::from_postgres(context, error))
+    }
+}
+
 /// Appends `movements` to `holding_movements` with one COPY BINARY; returns the row count.
 /// A row the journal's CHECK constraints refuse fails the whole COPY (nothing appended).
 pub async fn append_holding_movements(
     transaction: &tokio_postgres::Transaction<'_>,
     movements: &[HoldingMovement],
 ) -> Result<u64, HostDbError> {
-    let context = "copy holding movements";
-    let sink = transaction
-        .copy_in(HOLDING_COPY)
-        .await
-        .map_err(|error| HostDbError::from_postgres(context, error))?;
-    let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &HOLDING_TYPES));
+    let mut copy = CopyIn::start(
+        transaction,
+        "copy holding movements",
+        HOLDING_COPY,
+        &HOLDING_TYPES,
+    )
+    .await?;
     for movement in movements {
-        let row: [&(dyn ToSql + Sync); 8] = [
+        copy.write(&[
             &movement.settlement_date,
             &movement.settlement_run_id,
             &movement.from_account_id,
@@ -129,18 +175,10 @@ pub async fn append_holding_movements(
             &movement.quantity,
             &movement.kind.as_str(),
             &movement.reference,
-        ];
-        writer
-            .as_mut()
-            .write(&row)
-            .await
-            .map_err(|error| HostDbError::from_postgres(context, error))?;
+        ])
+        .await?;
     }
-    writer
-        .as_mut()
-        .finish()
-        .await
-        .map_err(|error| HostDbError::from_postgres(context, error))
+    copy.finish().await
 }
 
 /// Appends `movements` to `cash_movements` with one COPY BINARY; returns the row count.
@@ -148,14 +186,10 @@ pub async fn append_cash_movements(
     transaction: &tokio_postgres::Transaction<'_>,
     movements: &[CashMovement],
 ) -> Result<u64, HostDbError> {
-    let context = "copy cash movements";
-    let sink = transaction
-        .copy_in(CASH_COPY)
-        .await
-        .map_err(|error| HostDbError::from_postgres(context, error))?;
-    let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &CASH_TYPES));
+    let mut copy =
+        CopyIn::start(transaction, "copy cash movements", CASH_COPY, &CASH_TYPES).await?;
     for movement in movements {
-        let row: [&(dyn ToSql + Sync); 8] = [
+        copy.write(&[
             &movement.settlement_date,
             &movement.settlement_run_id,
             &movement.from_participant_id,
@@ -164,16 +198,8 @@ pub async fn append_cash_movements(
             &movement.amount_minor,
             &movement.kind.as_str(),
             &movement.reference,
-        ];
-        writer
-            .as_mut()
-            .write(&row)
-            .await
-            .map_err(|error| HostDbError::from_postgres(context, error))?;
+        ])
+        .await?;
     }
-    writer
-        .as_mut()
-        .finish()
-        .await
-        .map_err(|error| HostDbError::from_postgres(context, error))
+    copy.finish().await
 }

@@ -12,10 +12,9 @@
 //! - Balances are loaded `FOR UPDATE`: nothing else changes them between load and commit.
 
 use time::Date;
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::types::Type;
 
-use super::journal::{self, CashMovement, HoldingMovement};
+use super::journal::{self, CashMovement, CopyIn, HoldingMovement};
 use super::{HostDbError, Pool};
 
 fn db(context: &'static str) -> impl Fn(tokio_postgres::Error) -> HostDbError {
@@ -330,16 +329,6 @@ impl<'c> RunTransaction<'c> {
 
     /// Appends the settled markers with COPY BINARY.
     pub async fn append_markers(&self, markers: &[SettledMarker]) -> Result<u64, HostDbError> {
-        let context = "copy settled markers";
-        let sink = self
-            .transaction
-            .copy_in(
-                "COPY instruction_settlements (match_id, settlement_run_id,
-                     delivering_instruction_id, receiving_instruction_id, quantity,
-                     amount_minor, complete) FROM STDIN BINARY",
-            )
-            .await
-            .map_err(db(context))?;
         let types = [
             Type::INT8,
             Type::INT8,
@@ -349,9 +338,17 @@ impl<'c> RunTransaction<'c> {
             Type::INT8,
             Type::BOOL,
         ];
-        let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &types));
+        let mut copy = CopyIn::start(
+            &self.transaction,
+            "copy settled markers",
+            "COPY instruction_settlements (match_id, settlement_run_id,
+                 delivering_instruction_id, receiving_instruction_id, quantity,
+                 amount_minor, complete) FROM STDIN BINARY",
+            &types,
+        )
+        .await?;
         for marker in markers {
-            let row: [&(dyn ToSql + Sync); 7] = [
+            copy.write(&[
                 &marker.match_id,
                 &self.settlement_run_id,
                 &marker.delivering_instruction_id,
@@ -359,28 +356,26 @@ impl<'c> RunTransaction<'c> {
                 &marker.quantity,
                 &marker.amount_minor,
                 &marker.complete,
-            ];
-            writer.as_mut().write(&row).await.map_err(db(context))?;
+            ])
+            .await?;
         }
-        writer.as_mut().finish().await.map_err(db(context))
+        copy.finish().await
     }
 
     /// Appends outbox rows with COPY BINARY.
     pub async fn append_outbox(&self, rows: &[OutboxRow]) -> Result<u64, HostDbError> {
-        let context = "copy outbox rows";
-        let sink = self
-            .transaction
-            .copy_in("COPY outbox (subject, dedupe_id, payload) FROM STDIN BINARY")
-            .await
-            .map_err(db(context))?;
-        let types = [Type::TEXT, Type::TEXT, Type::BYTEA];
-        let mut writer = std::pin::pin!(BinaryCopyInWriter::new(sink, &types));
+        let mut copy = CopyIn::start(
+            &self.transaction,
+            "copy outbox rows",
+            "COPY outbox (subject, dedupe_id, payload) FROM STDIN BINARY",
+            &[Type::TEXT, Type::TEXT, Type::BYTEA],
+        )
+        .await?;
         for outbox in rows {
-            let row: [&(dyn ToSql + Sync); 3] =
-                [&outbox.subject, &outbox.dedupe_id, &outbox.payload];
-            writer.as_mut().write(&row).await.map_err(db(context))?;
+            copy.write(&[&outbox.subject, &outbox.dedupe_id, &outbox.payload])
+                .await?;
         }
-        writer.as_mut().finish().await.map_err(db(context))
+        copy.finish().await
     }
 
     /// Completes the run record and commits everything.
