@@ -33,6 +33,7 @@ pub struct Config {
     pub settlement: crate::settlement::SettlementConfig,
     pub pki: crate::pki::PkiConfig,
     pub gateway: crate::gateway::GatewayConfig,
+    pub statements: crate::statements::StatementsConfig,
 }
 
 /// Prefix of environment variables that override config keys.
@@ -188,6 +189,7 @@ impl Config {
         self.cns.check()?;
         self.intake.check()?;
         self.settlement.check()?;
+        self.statements.check(&self.settlement)?;
         self.pki.check()?;
         self.gateway.check()?;
         Ok(())

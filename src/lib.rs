@@ -11,6 +11,7 @@
 //! - [`pki`]: the system CA, participants' client certificates, revocation.
 //! - [`gateway`]: the Participant Gateway (TLS sessions, ACK/NAK, publish to INBOUND).
 //! - [`pss`]: the PSS client library participants' back offices use to reach the gateway.
+//! - [`statements`]: MT535/536/537 statements: end of day, on request (MT549), on demand.
 
 pub mod auth;
 pub mod bus;
@@ -24,5 +25,6 @@ pub mod pki;
 pub mod pss;
 pub mod relay;
 pub mod settlement;
+pub mod statements;
 pub mod telemetry;
 pub mod up;

@@ -113,6 +113,37 @@ enum Command {
         #[command(subcommand)]
         command: BenchCommand,
     },
+    /// Print a participant's statements as FIN (MT535 holdings, MT536 the date's movements,
+    /// MT537 pending), one page after another, without sending them.
+    Statements {
+        /// Participant id, e.g. B01234.
+        #[arg(long)]
+        participant: String,
+        /// Statement date, YYYY-MM-DD (default: today, local time of settlement.utc_offset_minutes).
+        #[arg(long)]
+        date: Option<String>,
+        /// holdings, transactions or pending (default: all three).
+        #[arg(long)]
+        kind: Option<ccass::statements::Kind>,
+        /// One stock account only, e.g. B01234-01.
+        #[arg(long)]
+        account: Option<String>,
+    },
+    /// The metrics reference (no servers needed).
+    Metrics {
+        #[command(subcommand)]
+        command: MetricsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum MetricsCommand {
+    /// Every described metric: name, type, unit, module, help (tab-separated), or the
+    /// Markdown of docs/metrics.md with --markdown.
+    List {
+        #[arg(long)]
+        markdown: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -454,6 +485,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         // The codec tools read files only: they need no configuration and no servers.
         Command::Fin { command } => iso15022::cli::run(&command, &mut std::io::stdout().lock()),
+        Command::Metrics {
+            command: MetricsCommand::List { markdown },
+        } => print_metrics(markdown),
         command => {
             let config = load_config(&cli.config_dir, &cli.environment)?;
             run_with_config(config, command)
@@ -621,6 +655,24 @@ fn run_with_config(config: Config, command: Command) -> anyhow::Result<ExitCode>
                 let report = cns::bench::run(&config, &options).await?;
                 println!("{report}");
             }
+            Command::Statements {
+                participant,
+                date,
+                kind,
+                account,
+            } => {
+                statements_command(
+                    &config,
+                    &participant,
+                    date.as_deref(),
+                    kind,
+                    account.as_deref(),
+                )
+                .await?
+            }
+            Command::Metrics {
+                command: MetricsCommand::List { markdown },
+            } => return print_metrics(markdown),
         }
         Ok(ExitCode::SUCCESS)
     })
@@ -639,6 +691,67 @@ async fn connect_hostdb(config: &Config) -> anyhow::Result<hostdb::Pool> {
         .await
         .with_context(context)?;
     Ok(pool)
+}
+
+fn print_metrics(markdown: bool) -> anyhow::Result<ExitCode> {
+    let text = if markdown {
+        telemetry::catalogue::markdown()
+    } else {
+        telemetry::catalogue::text()
+    };
+    print!("{text}");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn statements_command(
+    config: &Config,
+    participant: &str,
+    date: Option<&str>,
+    kind: Option<ccass::statements::Kind>,
+    account: Option<&str>,
+) -> anyhow::Result<()> {
+    use ccass::statements::{self, Kind, RenderOptions};
+    let date = match date {
+        Some(text) => parse_date_arg(text)?,
+        None => {
+            let offset = time::UtcOffset::from_whole_seconds(
+                i32::from(config.settlement.utc_offset_minutes) * 60,
+            )
+            .context("settlement.utc_offset_minutes")?;
+            time::OffsetDateTime::now_utc().to_offset(offset).date()
+        }
+    };
+    let pool = connect_hostdb(config).await?;
+    let mut client = hostdb::client(&pool).await?;
+    let transaction = client
+        .build_transaction()
+        .read_only(true)
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .start()
+        .await
+        .context("begin a read-only transaction")?;
+    let sender = statements::own_terminal(&transaction, &config.cns.ccp_participant).await?;
+    let (receiver, data) = statements::load(&transaction, participant, date).await?;
+    if let Some(account) = account
+        && !data.accounts.iter().any(|own| own == account)
+    {
+        anyhow::bail!("account {account} is not one of {participant}'s accounts");
+    }
+    let mut out = std::io::stdout().lock();
+    for kind in kind.map_or(Kind::ALL.to_vec(), |kind| vec![kind]) {
+        let options = RenderOptions {
+            sender: &sender,
+            receiver: &receiver,
+            reference_prefix: &format!("Q{}", kind.message_type().0),
+            frequency: "ADHO",
+            limits: config.statements.limits(),
+        };
+        for page in statements::render(kind, date, &data, account, &options)? {
+            use std::io::Write as _;
+            writeln!(out, "{page}")?;
+        }
+    }
+    Ok(())
 }
 
 fn parse_date_arg(text: &str) -> anyhow::Result<time::Date> {

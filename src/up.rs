@@ -151,6 +151,18 @@ pub async fn run(
         format!("up:{}", std::process::id()),
         shutdown.clone(),
     ));
+    // End-of-day statements after the day's last run (dedupe ids: one copy per page).
+    crate::statements::metrics::describe_all();
+    let statements = config.statements.end_of_day_enabled.then(|| {
+        tokio::spawn(crate::statements::schedule(
+            pool.clone(),
+            config.statements.clone(),
+            config.settlement.utc_offset_minutes,
+            config.cns.calendar(),
+            config.cns.ccp_participant.clone(),
+            shutdown.clone(),
+        ))
+    });
     let mut auth_service = tokio::spawn(auth::service::run(
         config.clone(),
         client.clone(),
@@ -178,6 +190,9 @@ pub async fn run(
     let _ = stop_capture.send(true);
     // The scheduler ends on shutdown; a run in hand commits or rolls back with its connection.
     let _ = settlement_runs.await;
+    if let Some(statements) = statements {
+        let _ = statements.await;
+    }
     for worker in capture_workers.into_iter().chain(settlement_services) {
         let _ = worker.await;
     }

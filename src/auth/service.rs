@@ -36,7 +36,7 @@ use crate::ids::ParticipantId;
 pub const REQUESTS_TOTAL: &str = "ccass_auth_requests_total";
 pub const DENIALS_TOTAL: &str = "ccass_auth_denials_total";
 
-fn describe_metrics() {
+pub(crate) fn describe_metrics() {
     metrics::describe_counter!(
         REQUESTS_TOTAL,
         "auth requests answered, by operation and outcome (allowed, denied)"

@@ -599,54 +599,128 @@ pub fn statement(
         535 if activity => {
             text.start("SUBSAFE");
             for holding in spec.holdings {
-                text.start("FIN");
-                text.instrument(holding.isin, holding.description);
-                text.quantity("93B", "AGGR", holding.aggregate);
-                if let Some(available) = holding.available {
-                    text.quantity("93B", "AVAI", available);
-                }
-                text.end("FIN");
+                holding_entry(&mut text, holding);
             }
             text.end("SUBSAFE");
         }
         536 if activity => {
             text.start("SUBSAFE");
             for transaction in spec.transactions {
-                text.start("FIN");
-                text.instrument(transaction.isin, None);
-                text.start("TRAN");
-                text.start("LINK");
-                text.generic("20C", "RELA", None, transaction.related_reference);
-                text.end("LINK");
-                text.start("TRANSDET");
-                text.quantity("36B", "PSTA", transaction.quantity);
-                text.generic("22F", "TRAN", None, "SETT");
-                text.generic("22H", "REDE", None, transaction.receive_deliver);
-                text.generic("22H", "PAYM", None, transaction.payment);
-                text.date("ESET", transaction.settlement_date);
-                text.end("TRANSDET");
-                text.end("TRAN");
-                text.end("FIN");
+                posted_entry(&mut text, transaction);
             }
             text.end("SUBSAFE");
         }
         537 => {
             for transaction in spec.transactions {
-                text.start("TRANS");
-                text.start("LINK");
-                text.generic("20C", "RELA", None, transaction.related_reference);
-                text.end("LINK");
-                text.start("TRANSDET");
-                text.instrument(transaction.isin, None);
-                text.quantity("36B", "SETT", transaction.quantity);
-                text.generic("22H", "REDE", None, transaction.receive_deliver);
-                text.generic("22H", "PAYM", None, transaction.payment);
-                text.date("SETT", transaction.settlement_date);
-                text.end("TRANSDET");
-                text.end("TRANS");
+                pending_entry(&mut text, transaction);
             }
         }
         _ => {}
     }
     text.finish(envelope, spec.message_type)
+}
+
+/// `SUBSAFE/FIN` of an MT535.
+fn holding_entry(text: &mut TextBuilder, holding: &HoldingSpec<'_>) {
+    text.start("FIN");
+    text.instrument(holding.isin, holding.description);
+    text.quantity("93B", "AGGR", holding.aggregate);
+    if let Some(available) = holding.available {
+        text.quantity("93B", "AVAI", available);
+    }
+    text.end("FIN");
+}
+
+/// `SUBSAFE/FIN` with one `TRAN` of an MT536.
+fn posted_entry(text: &mut TextBuilder, transaction: &TransactionSpec<'_>) {
+    text.start("FIN");
+    text.instrument(transaction.isin, None);
+    text.start("TRAN");
+    text.start("LINK");
+    text.generic("20C", "RELA", None, transaction.related_reference);
+    text.end("LINK");
+    text.start("TRANSDET");
+    text.quantity("36B", "PSTA", transaction.quantity);
+    text.generic("22F", "TRAN", None, "SETT");
+    text.generic("22H", "REDE", None, transaction.receive_deliver);
+    text.generic("22H", "PAYM", None, transaction.payment);
+    text.date("ESET", transaction.settlement_date);
+    text.end("TRANSDET");
+    text.end("TRAN");
+    text.end("FIN");
+}
+
+/// `TRANS` of an MT537.
+fn pending_entry(text: &mut TextBuilder, transaction: &TransactionSpec<'_>) {
+    text.start("TRANS");
+    text.start("LINK");
+    text.generic("20C", "RELA", None, transaction.related_reference);
+    text.end("LINK");
+    text.start("TRANSDET");
+    text.instrument(transaction.isin, None);
+    text.quantity("36B", "SETT", transaction.quantity);
+    text.generic("22H", "REDE", None, transaction.receive_deliver);
+    text.generic("22H", "PAYM", None, transaction.payment);
+    text.date("SETT", transaction.settlement_date);
+    text.end("TRANSDET");
+    text.end("TRANS");
+}
+
+/// One entry of a statement, for sizing pages.
+#[derive(Debug, Clone, Copy)]
+pub enum StatementEntry<'s> {
+    /// An MT535 holding.
+    Holding(&'s HoldingSpec<'s>),
+    /// An MT536 (`posted`) or MT537 transaction.
+    Transaction {
+        /// MT536 when true, MT537 otherwise.
+        posted: bool,
+        /// The line.
+        spec: &'s TransactionSpec<'s>,
+    },
+}
+
+/// Characters `entry` adds to a statement's text ([`statement`] writes exactly this): a
+/// page's size is its entries' sizes plus a fixed part, so pages can be packed before they
+/// are built.
+pub fn statement_entry_chars(entry: StatementEntry<'_>) -> usize {
+    let mut text = TextBuilder::new();
+    match entry {
+        StatementEntry::Holding(holding) => holding_entry(&mut text, holding),
+        StatementEntry::Transaction { posted: true, spec } => posted_entry(&mut text, spec),
+        StatementEntry::Transaction {
+            posted: false,
+            spec,
+        } => pending_entry(&mut text, spec),
+    }
+    text.as_str().len()
+}
+
+/// What an MT549 (request for a statement) asks.
+#[derive(Debug, Clone, Copy)]
+pub struct StatementRequestSpec<'s> {
+    /// `20C::SEME`.
+    pub reference: &'s str,
+    /// `13A::REQU`: the message type wanted (535, 536 or 537).
+    pub requested: MessageType,
+    /// `98A::STAT`.
+    pub statement_date: Date,
+    /// `97A::SAFE`.
+    pub account: &'s str,
+}
+
+/// Build an MT549.
+pub fn statement_request(
+    envelope: Option<&Envelope<'_>>,
+    spec: &StatementRequestSpec<'_>,
+) -> Result<String, BuildError> {
+    let mut text = TextBuilder::new();
+    text.start("GENL");
+    text.generic("20C", "SEME", None, spec.reference);
+    text.field("23G", "NEWM");
+    text.date("STAT", spec.statement_date);
+    text.generic("13A", "REQU", None, &format!("{:03}", spec.requested.0));
+    text.generic("97A", "SAFE", None, spec.account);
+    text.end("GENL");
+    text.finish(envelope, MessageType(549))
 }

@@ -489,6 +489,27 @@ pub(crate) const STATEMENT_OF_PENDING: &[SeqSpec] = &[
     open("ADDINFO", 0, 1),
 ];
 
+const GENL_549: SeqSpec = seq(
+    "GENL",
+    1,
+    1,
+    &[
+        field("20", "C", &["SEME"], 1, 1),
+        field("23", "G", &[], 1, 1),
+        field("98", "ACE", &["PREP"], 0, 1),
+        field("98", "ABCE", &["STAT"], 0, 1),
+        field("69", "AB", &["STAT"], 0, 1),
+        field("13", "AB", &["REQU"], 1, 1),
+        field("22", "F", &["SFRE", "CODE", "STBA", "STTY"], 0, 4),
+        field("95", "LPR", &["ACOW"], 0, 1),
+        field("97", "ABD", &["SAFE"], 1, 1),
+    ],
+    &[open("BYSTAREA", 0, MANY), open("REF", 0, MANY)],
+);
+
+/// MT549 (request for statement / status advice).
+pub(crate) const STATEMENT_REQUEST: &[SeqSpec] = &[GENL_549, open("ADDINFO", 0, 1)];
+
 /// The top-level sequences of a message type, if we have its schema.
 pub(crate) fn for_message_type(message_type: u16) -> Option<&'static [SeqSpec]> {
     match message_type {
@@ -498,6 +519,7 @@ pub(crate) fn for_message_type(message_type: u16) -> Option<&'static [SeqSpec]> 
         535 => Some(STATEMENT_OF_HOLDINGS),
         536 => Some(STATEMENT_OF_TRANSACTIONS),
         537 => Some(STATEMENT_OF_PENDING),
+        549 => Some(STATEMENT_REQUEST),
         _ => None,
     }
 }

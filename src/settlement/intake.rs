@@ -656,6 +656,7 @@ pub async fn process_batch(
     reference: &Reference,
     calendar: &Calendar,
     config: &IntakeConfig,
+    statements: &crate::statements::StatementsConfig,
     stream: &str,
     messages: &[Inbound],
 ) -> Result<BatchReport, HostDbError> {
@@ -716,6 +717,49 @@ pub async fn process_batch(
             continue;
         };
         let own = |suffix: char| format!("{suffix}{message_id:X}");
+        if message.message_type == "549" {
+            // A statement request: answered in this transaction (src/statements/request.rs).
+            let answered = crate::statements::request::answer(
+                &transaction,
+                statements,
+                &reference.own_terminal,
+                &message.participant,
+                message_id,
+                &message.text,
+            )
+            .await;
+            match answered {
+                Ok(Ok(_pages)) => report.accepted += 1,
+                Ok(Err(refused)) => {
+                    report.rejected += 1;
+                    let related = crate::statements::request::parse(&message.text)
+                        .map(|request| request.reference)
+                        .unwrap_or_default();
+                    reports.add(
+                        &message.participant,
+                        own('R'),
+                        &related,
+                        false,
+                        ("IPRC", "REJT"),
+                        Some(("REJT", refused.reason, &refused.detail)),
+                    );
+                }
+                Err(crate::statements::StatementError::Db(error)) => return Err(error),
+                Err(error) => {
+                    tracing::error!(%error, participant = %message.participant, "intake: statement request not answered");
+                    report.rejected += 1;
+                    reports.add(
+                        &message.participant,
+                        own('R'),
+                        "",
+                        false,
+                        ("IPRC", "REJT"),
+                        Some(("REJT", ReasonCode::Narr, "statement cannot be produced")),
+                    );
+                }
+            }
+            continue;
+        }
         let accepted = match outcome {
             Ok(accepted) => accepted,
             Err(refusal) => {
@@ -1003,6 +1047,7 @@ async fn sleep_or_shutdown(delay: Duration, shutdown: &mut tokio::sync::watch::R
 /// one transaction, then ack. Runs until `shutdown` turns true.
 pub async fn run_worker(
     config: IntakeConfig,
+    statements: crate::statements::StatementsConfig,
     calendar: Calendar,
     ccp_participant: String,
     pool: Pool,
@@ -1081,6 +1126,7 @@ pub async fn run_worker(
             reference,
             &calendar,
             &config,
+            &statements,
             subjects::INBOUND_STREAM,
             &batch,
         )
@@ -1151,6 +1197,7 @@ pub async fn spawn_services(
         .map(|_| {
             tokio::spawn(run_worker(
                 config.intake.clone(),
+                config.statements.clone(),
                 config.cns.calendar(),
                 config.cns.ccp_participant.clone(),
                 pool.clone(),

@@ -21,6 +21,7 @@ pub enum LogFormat {
     Json,
 }
 
+pub mod catalogue;
 pub mod metrics;
 pub mod ops;
 

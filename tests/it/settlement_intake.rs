@@ -197,6 +197,7 @@ async fn intake_matches_reports_cancels_and_refuses_through_the_bus() {
     for _ in 0..2 {
         tasks.push(tokio::spawn(intake::run_worker(
             config.intake.clone(),
+            config.statements.clone(),
             config.cns.calendar(),
             config.cns.ccp_participant.clone(),
             database.pool.clone(),
@@ -431,11 +432,20 @@ async fn a_redelivered_batch_changes_nothing_and_a_matched_pair_cancels_bilatera
         let pool = database.pool.clone();
         let reference = reference.clone();
         let calendar = calendar.clone();
+        let statements = config.statements.clone();
         let config = config.intake.clone();
         async move {
-            intake::process_batch(&pool, &reference, &calendar, &config, "INBOUND", &batch)
-                .await
-                .unwrap()
+            intake::process_batch(
+                &pool,
+                &reference,
+                &calendar,
+                &config,
+                &statements,
+                "INBOUND",
+                &batch,
+            )
+            .await
+            .unwrap()
         }
     };
     let first = process(batch.clone()).await;
