@@ -14,6 +14,7 @@ mod cns;
 mod codec;
 mod config;
 mod directory;
+mod docs;
 mod gateway;
 mod hostdb;
 mod ops;
