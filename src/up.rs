@@ -157,7 +157,7 @@ pub async fn run(
         tokio::spawn(crate::statements::schedule(
             pool.clone(),
             config.statements.clone(),
-            config.settlement.utc_offset_minutes,
+            config.settlement.clone(),
             config.cns.calendar(),
             config.cns.ccp_participant.clone(),
             shutdown.clone(),

@@ -286,3 +286,26 @@ pub async fn enqueue_pages(
     }
     Ok(added)
 }
+
+/// Whether a Batch Settlement Run holds the leader lock now (end-of-day statements wait for
+/// it to finish). Takes the lock for an instant when it is free.
+pub async fn settlement_run_in_progress(
+    pool: &super::Pool,
+    leader_lock_key: i64,
+) -> Result<bool, HostDbError> {
+    let mut client = super::client(pool).await?;
+    let transaction = client
+        .transaction()
+        .await
+        .map_err(db("begin leader lock probe"))?;
+    let free: bool = transaction
+        .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&leader_lock_key])
+        .await
+        .map_err(db("probe settlement leader lock"))?
+        .get(0);
+    transaction
+        .rollback()
+        .await
+        .map_err(db("end leader lock probe"))?;
+    Ok(!free)
+}

@@ -11,7 +11,8 @@
 //!   instructions not settled in full (a settled SI keeps status `matched`; its settlement is
 //!   a `complete` marker in `instruction_settlements`).
 //! * End of day ([`schedule`], run by `ccass up`): at `statements.end_of_day_time` (local,
-//!   after the day's last Batch Settlement Run, checked at load) on business days, every
+//!   after the day's last Batch Settlement Run, checked at load; a run still holding the
+//!   leader lock then is waited for) on business days, every
 //!   participant with an account gets its three statements on its outbound subject through
 //!   the outbox, one transaction per participant. Dedupe ids make a repeat (a restart, a
 //!   second `ccass up`) a no-op: each page is queued once.
@@ -604,7 +605,7 @@ pub async fn send_end_of_day(
 pub async fn schedule(
     pool: Pool,
     config: StatementsConfig,
-    utc_offset_minutes: i16,
+    settlement: crate::settlement::SettlementConfig,
     calendar: crate::cns::calendar::Calendar,
     ccp_participant: String,
     shutdown: impl Future<Output = ()>,
@@ -616,8 +617,8 @@ pub async fn schedule(
             return;
         }
     };
-    let offset =
-        UtcOffset::from_whole_seconds(i32::from(utc_offset_minutes) * 60).unwrap_or(UtcOffset::UTC);
+    let offset = UtcOffset::from_whole_seconds(i32::from(settlement.utc_offset_minutes) * 60)
+        .unwrap_or(UtcOffset::UTC);
     let poll = Duration::from_millis(config.scheduler_poll_ms);
     let retry = Duration::from_millis(config.retry_delay_ms);
     let mut sent: Option<Date> = None;
@@ -633,6 +634,19 @@ pub async fn schedule(
         let today = local.date();
         if local.time() < end_of_day || sent == Some(today) || !calendar.is_business_day(today) {
             continue;
+        }
+        // The day's last run may still be running: wait until it has committed.
+        match sql::settlement_run_in_progress(&pool, settlement.leader_lock_key).await {
+            Ok(false) => {}
+            Ok(true) => {
+                tracing::info!("end-of-day statements wait for the settlement run in progress");
+                continue;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "end-of-day statements: probe the run leader lock");
+                delay = retry;
+                continue;
+            }
         }
         match send_end_of_day(&pool, &config, &ccp_participant, today).await {
             Ok(report) => {

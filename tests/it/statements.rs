@@ -546,3 +546,24 @@ async fn ccass_statements_prints_valid_fin_and_names_an_unknown_participant() {
     let stderr = String::from_utf8_lossy(&unknown.stderr);
     assert!(stderr.contains("unknown participant Z99999"), "{stderr}");
 }
+
+#[tokio::test]
+async fn end_of_day_waits_while_a_run_holds_the_leader_lock() {
+    // Goal: the end-of-day scheduler sees a run in progress (it holds the leader lock) and
+    // sees it gone after commit. Method: hold the advisory lock in a transaction as run_now
+    // does, probe, commit, probe again.
+    let Some(database) = seeded_database("statements_run_lock").await else {
+        return;
+    };
+    let key = test_config().settlement.leader_lock_key;
+    let probe = || ccass::hostdb::statements::settlement_run_in_progress(&database.pool, key);
+    assert!(!probe().await.unwrap());
+    let mut client = hostdb::client(&database.pool).await.unwrap();
+    let run = client.transaction().await.unwrap();
+    run.execute("SELECT pg_advisory_xact_lock($1)", &[&key])
+        .await
+        .unwrap();
+    assert!(probe().await.unwrap());
+    run.commit().await.unwrap();
+    assert!(!probe().await.unwrap());
+}
