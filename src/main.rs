@@ -114,7 +114,8 @@ enum Command {
         command: BenchCommand,
     },
     /// Print a participant's statements as FIN (MT535 holdings, MT536 the date's movements,
-    /// MT537 pending), one page after another, without sending them.
+    /// MT537 pending), one page after another, without sending them. Holdings and pending
+    /// instructions are as they stand now; movements are those of --date.
     Statements {
         /// Participant id, e.g. B01234.
         #[arg(long)]
