@@ -10,8 +10,15 @@
 //!   business problem (MT548 reason) is left to settlement intake. Block 1's logical terminal
 //!   must belong to the certificate's participant. An accepted message is published to
 //!   `bus::subjects::inbound(participant, message type)` with `Nats-Msg-Id` =
-//!   `<participant>:<SEME>`, and ACKed only when JetStream stored it; a duplicate reference
-//!   (JetStream's duplicate window) is NAKed `G01`.
+//!   `<participant>:<SEME>` and the headers of [`crate::bus::inbound`] (input sequence, user,
+//!   channel), and ACKed only when JetStream stored it; a duplicate reference (JetStream's
+//!   duplicate window) is NAKed `G01`.
+//! * Each message is authorised before it is published: the certificate's user needs
+//!   `si.input` on the message's account (`FIAC/97a::SAFE` when it has the `<participant>-<nn>`
+//!   form, else on its participant), through [`AuthClient::authorise`] (cached). Refused →
+//!   NAK `G05`; no decision (auth service or directory down, or none within
+//!   `store_timeout_ms`) → NAK `G06`, fail closed, and the session goes on. While the NATS
+//!   connection is down, messages are NAKed `G03` at once.
 //! * Publishes are pipelined: the session reads on while up to `in_flight_max` messages await
 //!   their JetStream acknowledgement; replies go out in input order. When the window is full
 //!   the gateway stops reading from that PSS (backpressure through TCP).
@@ -46,7 +53,10 @@ use tokio_rustls::TlsAcceptor;
 
 use self::metrics as names;
 use self::protocol::{FrameError, GatewayNak, LOGIN_OK, LOGIN_REFUSED, Outcome, Reply};
-use crate::auth::AuthClient;
+use crate::auth::client::Target;
+use crate::auth::{AuthClient, Function};
+use crate::bus::auth::{DenyCode, UserRef};
+use crate::bus::inbound as inbound_headers;
 use crate::bus::subjects::{self, MessageTypeNumber};
 use crate::config::{ConfigError, check_range};
 use crate::ids::ParticipantId;
@@ -269,7 +279,7 @@ impl Gateway {
         let mut tls =
             match tokio::time::timeout_at(deadline.into(), self.acceptor.accept(stream)).await {
                 Err(_) => return refused("handshake_timeout", peer, "tls handshake timed out"),
-                Ok(Err(error)) => return refused("tls", peer, &error.to_string()),
+                Ok(Err(error)) => return refused(tls_cause(&error), peer, &error.to_string()),
                 Ok(Ok(tls)) => tls,
             };
         let Some(certificate) = tls
@@ -281,8 +291,8 @@ impl Gateway {
         else {
             return refused("tls", peer, "no client certificate");
         };
-        let participant = match self.identify(&certificate).await {
-            Ok(participant) => participant,
+        let (participant, user) = match self.identify(&certificate).await {
+            Ok(identified) => identified,
             Err((cause, reason)) => {
                 refused(cause, peer, &reason);
                 let _ =
@@ -347,7 +357,7 @@ impl Gateway {
         );
         ::metrics::gauge!(names::SESSIONS_OPEN).increment(1.0);
         let cause = self
-            .session(tls, &participant, &login.logical_terminal)
+            .session(tls, &participant, &user, &login.logical_terminal)
             .await;
         ::metrics::gauge!(names::SESSIONS_OPEN).decrement(1.0);
         ::metrics::counter!(names::SESSIONS_CLOSED_TOTAL, "cause" => cause).increment(1);
@@ -355,7 +365,10 @@ impl Gateway {
     }
 
     /// Certificate → participant: not revoked, known to the directory.
-    async fn identify(&self, certificate: &[u8]) -> Result<ParticipantId, (&'static str, String)> {
+    async fn identify(
+        &self,
+        certificate: &[u8],
+    ) -> Result<(ParticipantId, UserRef), (&'static str, String)> {
         let serial = pki::serial_of(certificate).map_err(|reason| ("certificate", reason))?;
         match self.revocations.is_revoked(&serial) {
             Ok(false) => {}
@@ -378,8 +391,43 @@ impl Gateway {
                     format!("{subject}: {}", denial.reason),
                 )
             })?;
-        ParticipantId::parse(&principal.user.participant)
-            .map_err(|error| ("unknown_certificate", error.to_string()))
+        let participant = ParticipantId::parse(&principal.user.participant)
+            .map_err(|error| ("unknown_certificate", error.to_string()))?;
+        Ok((participant, principal.user))
+    }
+
+    /// May the certificate's user input this instruction (`si.input` on its account, or on its
+    /// participant when the message names no account of the `<participant>-<nn>` form)? The
+    /// answer is cached by [`AuthClient`]; no answer is a refusal (fail closed).
+    async fn authorise(
+        &self,
+        user: &UserRef,
+        participant: &ParticipantId,
+        accepted: &Accepted,
+    ) -> Result<(), Outcome> {
+        let target = match &accepted.account {
+            Some(account) if account.contains('-') => Target::Account(account.clone()),
+            _ => Target::Participant(participant.clone()),
+        };
+        match self.auth.authorise(user, Function::SiInput, &target).await {
+            Ok(_) => Ok(()),
+            Err(denial) => {
+                let code = match denial.code {
+                    DenyCode::DirectoryUnavailable
+                    | DenyCode::ServiceUnavailable
+                    | DenyCode::AuditUnavailable => GatewayNak::AuthorisationUnavailable,
+                    _ => GatewayNak::NotAuthorised,
+                };
+                Err(nak(
+                    code.as_str(),
+                    format!(
+                        "{user} si.input: {}: {}",
+                        denial.code.as_str(),
+                        denial.reason
+                    ),
+                ))
+            }
+        }
     }
 
     fn participant_slot(
@@ -406,8 +454,12 @@ impl Gateway {
         &self,
         tls: tokio_rustls::server::TlsStream<TcpStream>,
         participant: &ParticipantId,
+        user: &UserRef,
         logical_terminal: &str,
     ) -> &'static str {
+        let user_header = user.to_string();
+        let nats = self.jetstream.client();
+        let store_timeout = Duration::from_millis(self.config.store_timeout_ms);
         let (mut reader, writer) = tokio::io::split(tls);
         let (pending_tx, pending_rx) = mpsc::channel::<Pending>(self.config.in_flight_max);
         let writer_task = tokio::spawn(write_replies(
@@ -448,21 +500,56 @@ impl Gateway {
                 Err(outcome) => PendingStep::Ready(outcome),
                 Ok(accepted) => {
                     ::metrics::counter!(names::MESSAGES_IN_TOTAL, "message_type" => accepted.message_type_label()).increment(1);
-                    let mut headers = async_nats::HeaderMap::new();
-                    headers.insert(
-                        async_nats::header::NATS_MESSAGE_ID,
-                        accepted.message_id.as_str(),
-                    );
-                    match self
-                        .jetstream
-                        .publish_with_headers(accepted.subject, headers, Bytes::from(frame))
-                        .await
+                    // Without a bus nothing can be stored (nor authorised): say so at once
+                    // rather than make every message wait for its timeouts in turn.
+                    let authorised = if nats.connection_state()
+                        != async_nats::connection::State::Connected
                     {
-                        Ok(ack) => PendingStep::Stored(ack, accepted.reference),
-                        Err(error) => PendingStep::Ready(nak(
+                        Err(nak(
                             GatewayNak::BusUnavailable.as_str(),
-                            format!("not stored: {error}"),
-                        )),
+                            "not stored: nats is disconnected".to_owned(),
+                        ))
+                    } else {
+                        match tokio::time::timeout_at(
+                            (received + store_timeout).into(),
+                            self.authorise(user, participant, &accepted),
+                        )
+                        .await
+                        {
+                            Ok(authorised) => authorised,
+                            Err(_) => Err(nak(
+                                GatewayNak::AuthorisationUnavailable.as_str(),
+                                format!("no authorisation within {} ms", store_timeout.as_millis()),
+                            )),
+                        }
+                    };
+                    match authorised {
+                        Err(outcome) => PendingStep::Ready(outcome),
+                        Ok(()) => {
+                            let mut headers = async_nats::HeaderMap::new();
+                            headers.insert(
+                                async_nats::header::NATS_MESSAGE_ID,
+                                accepted.message_id.as_str(),
+                            );
+                            headers.insert(
+                                inbound_headers::INPUT_SEQUENCE,
+                                input_sequence.to_string().as_str(),
+                            );
+                            headers.insert(inbound_headers::USER, user_header.as_str());
+                            headers
+                                .insert(inbound_headers::CHANNEL, inbound_headers::CHANNEL_GATEWAY);
+                            match self
+                                .jetstream
+                                .publish_with_headers(accepted.subject, headers, Bytes::from(frame))
+                                .await
+                            {
+                                Ok(ack) => PendingStep::Stored(ack, accepted.reference),
+                                Err(error) => PendingStep::Ready(nak(
+                                    GatewayNak::BusUnavailable.as_str(),
+                                    format!("not stored: {error}"),
+                                )),
+                            }
+                        }
                     }
                 }
             };
@@ -500,6 +587,30 @@ impl Drop for ParticipantSlot {
                 counts.remove(&self.participant);
             }
         }
+    }
+}
+
+/// The metric cause of a failed TLS handshake: what was wrong with the client's certificate
+/// when rustls says so, else the protocol or the connection.
+fn tls_cause(error: &std::io::Error) -> &'static str {
+    use rustls::{CertificateError, Error};
+    match error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<Error>())
+    {
+        Some(Error::InvalidCertificate(
+            CertificateError::Expired | CertificateError::ExpiredContext { .. },
+        )) => "tls_certificate_expired",
+        Some(Error::InvalidCertificate(
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. },
+        )) => "tls_certificate_not_yet_valid",
+        Some(Error::InvalidCertificate(CertificateError::UnknownIssuer)) => {
+            "tls_certificate_unknown_issuer"
+        }
+        Some(Error::InvalidCertificate(_)) => "tls_certificate_invalid",
+        Some(Error::NoCertificatesPresented) => "tls_no_certificate",
+        Some(_) => "tls_protocol",
+        None => "tls_io",
     }
 }
 
@@ -611,6 +722,8 @@ async fn write_replies<W: tokio::io::AsyncWrite + Unpin>(
 #[derive(Debug)]
 struct Accepted {
     subject: subjects::Subject,
+    /// `FIAC/97a::SAFE` of MT540–547, when readable.
+    account: Option<String>,
     message_id: String,
     reference: String,
     message_type: u16,
@@ -681,8 +794,12 @@ fn assess(frame: &[u8], participant: &ParticipantId) -> Result<Accepted, Outcome
                 "GENL/20C::SEME missing".to_owned(),
             )
         })?;
+    let account = iso15022::views::SettlementInstruction::from_message(message)
+        .ok()
+        .map(|view| view.account.to_owned());
     Ok(Accepted {
         subject: subjects::inbound(participant, message_type.1),
+        account,
         message_id: format!("{}:{reference}", participant.as_str()),
         reference,
         message_type: message_type.0,

@@ -16,7 +16,9 @@
 //! NAK codes: the codec's FIN codes ([`crate::iso15022::NakCode`]: H01, H50, H98, T13...)
 //! and the gateway's own ([`GatewayNak`]): G01 duplicate reference, G02 sender is not the
 //! certificate's participant, G03 bus unavailable (message not stored, send again), G04 frame
-//! refused (bad prefix or oversized; the gateway then closes the session).
+//! refused (bad prefix or oversized; the gateway then closes the session), G05 the
+//! certificate's user may not input instructions (`si.input`) for the account, G06
+//! authorisation unavailable (the auth service did not answer: nothing stored, send again).
 
 use tokio::io::{AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 
@@ -177,6 +179,10 @@ pub enum GatewayNak {
     BusUnavailable,
     /// Bad length prefix or oversized frame: the session closes after this NAK.
     FrameRefused,
+    /// The certificate's user may not input instructions for the account (`si.input`).
+    NotAuthorised,
+    /// The auth service did not decide (down, timed out): not stored, send again.
+    AuthorisationUnavailable,
 }
 
 impl GatewayNak {
@@ -186,6 +192,8 @@ impl GatewayNak {
             GatewayNak::ForeignSender => "G02",
             GatewayNak::BusUnavailable => "G03",
             GatewayNak::FrameRefused => "G04",
+            GatewayNak::NotAuthorised => "G05",
+            GatewayNak::AuthorisationUnavailable => "G06",
         }
     }
 }

@@ -34,9 +34,11 @@ fn mt540(sender: &str, reference: &str) -> String {
 
 /// A gateway on private servers.
 struct World {
-    _slapd: Slapd,
+    slapd: Slapd,
     nats: NatsServer,
-    _database: TestDatabase,
+    database: TestDatabase,
+    nats_client: async_nats::Client,
+    auth_stop: Option<oneshot::Sender<()>>,
     pki_dir: tempfile::TempDir,
     pki: PkiConfig,
     address: SocketAddr,
@@ -61,25 +63,8 @@ impl World {
             .await
             .unwrap();
 
+        let auth_stop = start_auth(&slapd, &database, &nats_client).await;
         let mut stops = Vec::new();
-        let service = Arc::new(AuthService::new(
-            slapd.directory_config(),
-            config.auth.clone(),
-            database.pool.clone(),
-        ));
-        let (stop, stopped) = oneshot::channel::<()>();
-        stops.push(stop);
-        tokio::spawn({
-            let nats_client = nats_client.clone();
-            async move {
-                serve(service, nats_client, async {
-                    let _ = stopped.await;
-                })
-                .await
-                .unwrap();
-            }
-        });
-        nats_client.flush().await.unwrap();
 
         let pki_dir = tempfile::tempdir().unwrap();
         let pki = PkiConfig {
@@ -115,9 +100,11 @@ impl World {
             let _ = stopped.await;
         }));
         Some(World {
-            _slapd: slapd,
+            slapd,
             nats,
-            _database: database,
+            database,
+            nats_client,
+            auth_stop: Some(auth_stop),
             pki_dir,
             pki,
             address,
@@ -145,11 +132,51 @@ impl World {
         stream.info().await.unwrap().state.messages
     }
 
+    /// Stops the auth service (the gateway's authorisations then time out).
+    fn stop_auth(&mut self) {
+        if let Some(stop) = self.auth_stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    async fn restart_auth(&mut self) {
+        self.stop_auth();
+        self.auth_stop = Some(start_auth(&self.slapd, &self.database, &self.nats_client).await);
+    }
+
     fn stop(mut self) {
+        self.stop_auth();
         for stop in self.stops.drain(..) {
             let _ = stop.send(());
         }
     }
+}
+
+/// Starts the auth service on `nats_client`; sending on the returned channel stops it.
+async fn start_auth(
+    slapd: &Slapd,
+    database: &TestDatabase,
+    nats_client: &async_nats::Client,
+) -> oneshot::Sender<()> {
+    let config = crate::harness::test_config();
+    let service = Arc::new(AuthService::new(
+        slapd.directory_config(),
+        config.auth.clone(),
+        database.pool.clone(),
+    ));
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn({
+        let nats_client = nats_client.clone();
+        async move {
+            serve(service, nats_client, async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+        }
+    });
+    nats_client.flush().await.unwrap();
+    stop
 }
 
 fn code(reply: &Reply) -> &str {
@@ -211,6 +238,24 @@ async fn sent_messages_are_acked_once_stored_and_duplicates_are_naked() {
         .get(async_nats::header::NATS_MESSAGE_ID)
         .unwrap();
     assert_eq!(message_id.as_str(), "B01234:REF0004");
+    let header = |name: &str| {
+        stored
+            .headers
+            .get(name)
+            .map(|value| value.as_str().to_owned())
+    };
+    assert_eq!(
+        header(ccass::bus::inbound::INPUT_SEQUENCE).as_deref(),
+        Some("6")
+    );
+    assert_eq!(
+        header(ccass::bus::inbound::USER).as_deref(),
+        Some("B01234.ops1")
+    );
+    assert_eq!(
+        header(ccass::bus::inbound::CHANNEL).as_deref(),
+        Some("gateway")
+    );
     world.stop();
 }
 
@@ -529,4 +574,95 @@ async fn pss_send_prints_each_reply_and_fails_on_a_nak() {
 fn pss_default_logical_terminal_pads_with_x() {
     // Goal: the default logical terminal is the participant id padded to 12. Method: compute it.
     assert_eq!(pss::default_logical_terminal("B01234"), "B01234XXXXXX");
+}
+
+#[tokio::test]
+async fn a_user_without_si_input_is_naked_and_an_auth_outage_fails_closed() {
+    // Goal: every message is authorised for the certificate's user: a user without si.input
+    // gets NAK G05 and nothing is stored; when the auth service does not answer, messages get
+    // NAK G06 (never an ACK) and the session keeps serving, so they go through once it is back.
+    // Method: B01234.auth1 (si-authorise group only) sends; then B01234.ops1 logs in, the auth
+    // service is stopped, two messages are sent, the service restarted, the second resent.
+    let Some(mut world) = World::start("gateway_authorise", |_| {}).await else {
+        return;
+    };
+    let checker = world.pss("B01234", "auth1");
+    let mut session = Session::connect(&checker, "B01234XXXXXX", 0).await.unwrap();
+    let replies = session
+        .send_all(&[mt540("B01234XXXXXX", "AUTH0001")])
+        .await
+        .unwrap();
+    assert_eq!(code(&replies[0]), "G05", "{replies:?}");
+    match &replies[0].outcome {
+        Outcome::Nak { reason, .. } => assert!(reason.contains("B01234.auth1"), "{reason}"),
+        Outcome::Ack => unreachable!(),
+    }
+    session.close().await.unwrap();
+    assert_eq!(world.inbound_messages().await, 0);
+
+    let maker = world.pss("B01234", "ops1");
+    let mut session = Session::connect(&maker, "B01234XXXXXX", 0).await.unwrap();
+    world.stop_auth();
+    let outage = vec![
+        mt540("B01234XXXXXX", "AUTH0002"),
+        mt540("B01234XXXXXX", "AUTH0003"),
+    ];
+    let replies = tokio::time::timeout(Duration::from_secs(30), session.send_all(&outage))
+        .await
+        .expect("the gateway answers while auth is down")
+        .unwrap();
+    let codes: Vec<&str> = replies.iter().map(code).collect();
+    assert_eq!(codes, ["G06", "G06"], "{replies:?}");
+    assert_eq!(world.inbound_messages().await, 0);
+    world.restart_auth().await;
+    let replies = session.send_all(&outage[1..]).await.unwrap();
+    assert_eq!(code(&replies[0]), "ACK", "{replies:?}");
+    assert_eq!(replies[0].input_sequence, 3);
+    assert_eq!(world.inbound_messages().await, 1);
+    world.stop();
+}
+
+#[tokio::test]
+async fn an_expired_certificate_is_refused_at_the_handshake_and_counted() {
+    // Goal: a certificate of our CA whose validity has ended gets no session, and the refusal
+    // is counted by cause in /metrics. Method: issue a certificate valid for one day that
+    // ended yesterday, connect, render the metrics.
+    let Some(world) = World::start("gateway_expired", |_| {}).await else {
+        return;
+    };
+    let metrics = ccass::telemetry::metrics_handle();
+    let mut config = world.pss("B01234", "ops1");
+    let now = time::OffsetDateTime::now_utc();
+    let expired = pki::issue_client_valid_between(
+        &world.pki,
+        "B01234",
+        "ops1",
+        &world.pki_dir.path().join("expired"),
+        now - time::Duration::days(2),
+        now - time::Duration::days(1),
+    )
+    .unwrap();
+    config.certificate_path = expired.certificate_path;
+    config.key_path = expired.key_path;
+    let refused = Session::connect(&config, "B01234XXXXXX", 0).await;
+    assert!(
+        matches!(
+            refused,
+            Err(PssError::Tls { .. } | PssError::Frame(_) | PssError::Closed)
+        ),
+        "an expired certificate must fail the handshake: {:?}",
+        refused.err()
+    );
+    // The gateway counts the refusal once its side of the handshake has failed.
+    let counted = r#"ccass_gateway_connections_refused_total{cause="tls_certificate_expired"}"#;
+    let mut text = String::new();
+    for _ in 0..50 {
+        text = metrics.render();
+        if text.contains(counted) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(text.contains(counted), "{text}");
+    world.stop();
 }
