@@ -30,10 +30,11 @@
 //!   A bad prefix or oversized frame gets NAK `G04` and the session closes; a bad message gets
 //!   its NAK and the session goes on. Every refusal is logged once with its reason and counted.
 //!
-//! Not here yet: outbound delivery (`ccass.v1.outbound.{participant}` to the session with
-//! output sequence numbers); the login's last output sequence number is read and logged.
+//! * Outbound delivery: [`outbound`] (the newest login of a participant takes over delivery;
+//!   resume after the ack floor; possible duplicates marked `{PDE:}`).
 
 pub mod metrics;
+pub mod outbound;
 pub mod protocol;
 
 use std::collections::HashMap;
@@ -48,7 +49,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Deserialize;
 use tokio::io::{AsyncWriteExt as _, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
 use self::metrics as names;
@@ -81,6 +82,11 @@ pub struct GatewayConfig {
     /// How long a message may wait for JetStream's acknowledgement, from its arrival, before
     /// it is NAKed `G03` (not stored, send again).
     pub store_timeout_ms: u64,
+    /// Output messages written to a session and not yet acknowledged by its PSS.
+    pub outbound_in_flight_max: usize,
+    /// How long an output message may stay unacknowledged before JetStream hands it to the
+    /// gateway again (then sent again, marked possible duplicate).
+    pub outbound_ack_wait_ms: u64,
 }
 
 impl GatewayConfig {
@@ -111,6 +117,16 @@ impl GatewayConfig {
             "gateway.store_timeout_ms",
             self.store_timeout_ms,
             1..=600_000,
+        )?;
+        check_range(
+            "gateway.outbound_in_flight_max",
+            self.outbound_in_flight_max,
+            1..=65_536,
+        )?;
+        check_range(
+            "gateway.outbound_ack_wait_ms",
+            self.outbound_ack_wait_ms,
+            100..=86_400_000,
         )?;
         Ok(())
     }
@@ -202,6 +218,7 @@ pub struct Gateway {
     jetstream: async_nats::jetstream::Context,
     connections: Arc<Semaphore>,
     per_participant: Mutex<HashMap<String, usize>>,
+    deliveries: outbound::DeliverySlots,
 }
 
 impl Gateway {
@@ -221,6 +238,7 @@ impl Gateway {
             auth,
             jetstream,
             per_participant: Mutex::new(HashMap::new()),
+            deliveries: outbound::DeliverySlots::default(),
         }))
     }
 
@@ -356,9 +374,7 @@ impl Gateway {
             "gateway session open"
         );
         ::metrics::gauge!(names::SESSIONS_OPEN).increment(1.0);
-        let cause = self
-            .session(tls, &participant, &user, &login.logical_terminal)
-            .await;
+        let cause = self.session(tls, &participant, &user, &login).await;
         ::metrics::gauge!(names::SESSIONS_OPEN).decrement(1.0);
         ::metrics::counter!(names::SESSIONS_CLOSED_TOTAL, "cause" => cause).increment(1);
         tracing::info!(%peer, participant = participant.as_str(), cause, "gateway session closed");
@@ -451,12 +467,25 @@ impl Gateway {
 
     /// Reads messages until the PSS closes or misbehaves; returns the cause of the end.
     async fn session(
-        &self,
+        self: &Arc<Gateway>,
         tls: tokio_rustls::server::TlsStream<TcpStream>,
         participant: &ParticipantId,
         user: &UserRef,
-        logical_terminal: &str,
+        login: &protocol::Login,
     ) -> &'static str {
+        let logical_terminal = login.logical_terminal.as_str();
+        let (frames_tx, frames_rx) = mpsc::channel::<Vec<u8>>(self.config.outbound_in_flight_max);
+        let (acked_tx, acked_rx) = watch::channel(0u64);
+        let delivery = tokio::spawn(outbound::deliver(
+            self.clone(),
+            outbound::Delivery {
+                participant: participant.clone(),
+                logical_terminal: logical_terminal.to_owned(),
+                last_output_sequence: login.last_output_sequence,
+                frames: frames_tx,
+                acked: acked_rx,
+            },
+        ));
         let user_header = user.to_string();
         let nats = self.jetstream.client();
         let store_timeout = Duration::from_millis(self.config.store_timeout_ms);
@@ -465,6 +494,7 @@ impl Gateway {
         let writer_task = tokio::spawn(write_replies(
             BufWriter::new(writer),
             pending_rx,
+            frames_rx,
             logical_terminal.to_owned(),
             Duration::from_millis(self.config.store_timeout_ms),
         ));
@@ -494,6 +524,29 @@ impl Gateway {
                 Ok(Err(FrameError::Truncated)) => break "truncated",
                 Ok(Err(FrameError::Io(_))) => break "io",
             };
+            if frame.starts_with(protocol::SERVICE_PREFIX) {
+                // The PSS acknowledges output messages; service messages take no input number.
+                match std::str::from_utf8(&frame).ok().and_then(Reply::parse) {
+                    Some(Reply {
+                        input_sequence: output_sequence,
+                        outcome: Outcome::Ack,
+                    }) => {
+                        acked_tx.send_if_modified(|acked| {
+                            let newer = output_sequence > *acked;
+                            if newer {
+                                *acked = output_sequence;
+                            }
+                            newer
+                        });
+                    }
+                    other => tracing::info!(
+                        participant = participant.as_str(),
+                        service_message = ?other,
+                        "gateway ignored a service message that is not an ACK"
+                    ),
+                }
+                continue;
+            }
             input_sequence += 1;
             let received = Instant::now();
             let step = match assess(&frame, participant) {
@@ -562,6 +615,7 @@ impl Gateway {
                 break "io";
             }
         };
+        delivery.abort();
         drop(pending_tx);
         let _ = writer_task.await;
         cause
@@ -648,67 +702,51 @@ impl Pending {
     }
 }
 
-/// Writes replies in input order; flushes whenever no further reply is ready.
+/// Writes replies in input order, and output messages as they come; flushes whenever nothing
+/// further is ready. Ends when the reader is done (the pending channel closes).
 async fn write_replies<W: tokio::io::AsyncWrite + Unpin>(
     mut writer: BufWriter<W>,
     mut pending: mpsc::Receiver<Pending>,
+    mut outputs: mpsc::Receiver<Vec<u8>>,
     logical_terminal: String,
     store_timeout: Duration,
 ) {
-    while let Some(next) = pending.recv().await {
-        let mut next = Some(next);
-        while let Some(item) = next.take() {
-            let outcome = match item.step {
-                PendingStep::Ready(outcome) => outcome,
-                // The deadline runs from arrival: awaiting in order must not add the waits up.
-                PendingStep::Stored(ack, reference) => match tokio::time::timeout_at(
-                    (item.received + store_timeout).into(),
-                    std::future::IntoFuture::into_future(ack),
-                )
-                .await
-                {
-                    Err(_) => nak(
-                        GatewayNak::BusUnavailable.as_str(),
-                        format!("not stored within {} ms", store_timeout.as_millis()),
-                    ),
-                    Ok(Ok(ack)) if ack.duplicate => nak(
-                        GatewayNak::Duplicate.as_str(),
-                        format!("duplicate reference {reference}"),
-                    ),
-                    Ok(Ok(_)) => Outcome::Ack,
-                    Ok(Err(error)) => nak(
-                        GatewayNak::BusUnavailable.as_str(),
-                        format!("not stored: {error}"),
-                    ),
-                },
-            };
-            match &outcome {
-                Outcome::Ack => {
-                    ::metrics::counter!(names::ACKS_TOTAL).increment(1);
-                    ::metrics::histogram!(names::ACK_LATENCY_SECONDS)
-                        .record(item.received.elapsed().as_secs_f64());
-                }
-                Outcome::Nak { code, reason } => {
-                    tracing::info!(
-                        code,
-                        reason,
-                        input_sequence = item.input_sequence,
-                        "gateway nak"
-                    );
-                    ::metrics::counter!(names::NAKS_TOTAL, "code" => code.clone()).increment(1);
+    let mut outputs_open = true;
+    loop {
+        tokio::select! {
+            biased;
+            next = pending.recv() => {
+                let Some(next) = next else { break };
+                let mut next = Some(next);
+                while let Some(item) = next.take() {
+                    let outcome = settle(item.step, item.received, store_timeout).await;
+                    record(&outcome, item.input_sequence, item.received);
+                    let reply = Reply {
+                        input_sequence: item.input_sequence,
+                        outcome,
+                    };
+                    if protocol::write_frame(&mut writer, reply.encode(&logical_terminal).as_bytes())
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    next = pending.try_recv().ok();
                 }
             }
-            let reply = Reply {
-                input_sequence: item.input_sequence,
-                outcome,
-            };
-            if protocol::write_frame(&mut writer, reply.encode(&logical_terminal).as_bytes())
-                .await
-                .is_err()
-            {
-                return;
+            output = outputs.recv(), if outputs_open => {
+                let Some(output) = output else {
+                    outputs_open = false;
+                    continue;
+                };
+                let mut output = Some(output);
+                while let Some(text) = output.take() {
+                    if protocol::write_frame(&mut writer, &text).await.is_err() {
+                        return;
+                    }
+                    output = outputs.try_recv().ok();
+                }
             }
-            next = pending.try_recv().ok();
         }
         if writer.flush().await.is_err() {
             return;
@@ -716,6 +754,48 @@ async fn write_replies<W: tokio::io::AsyncWrite + Unpin>(
     }
     let _ = writer.flush().await;
     let _ = writer.shutdown().await;
+}
+
+/// A message's outcome: ready, or JetStream's acknowledgement awaited until `store_timeout`
+/// after its arrival (awaiting in order must not add the waits up).
+async fn settle(step: PendingStep, received: Instant, store_timeout: Duration) -> Outcome {
+    match step {
+        PendingStep::Ready(outcome) => outcome,
+        PendingStep::Stored(ack, reference) => match tokio::time::timeout_at(
+            (received + store_timeout).into(),
+            std::future::IntoFuture::into_future(ack),
+        )
+        .await
+        {
+            Err(_) => nak(
+                GatewayNak::BusUnavailable.as_str(),
+                format!("not stored within {} ms", store_timeout.as_millis()),
+            ),
+            Ok(Ok(ack)) if ack.duplicate => nak(
+                GatewayNak::Duplicate.as_str(),
+                format!("duplicate reference {reference}"),
+            ),
+            Ok(Ok(_)) => Outcome::Ack,
+            Ok(Err(error)) => nak(
+                GatewayNak::BusUnavailable.as_str(),
+                format!("not stored: {error}"),
+            ),
+        },
+    }
+}
+
+fn record(outcome: &Outcome, input_sequence: u64, received: Instant) {
+    match outcome {
+        Outcome::Ack => {
+            ::metrics::counter!(names::ACKS_TOTAL).increment(1);
+            ::metrics::histogram!(names::ACK_LATENCY_SECONDS)
+                .record(received.elapsed().as_secs_f64());
+        }
+        Outcome::Nak { code, reason } => {
+            tracing::info!(code, reason, input_sequence, "gateway nak");
+            ::metrics::counter!(names::NAKS_TOTAL, "code" => code.clone()).increment(1);
+        }
+    }
 }
 
 /// A message the gateway will publish.

@@ -666,3 +666,223 @@ async fn an_expired_certificate_is_refused_at_the_handshake_and_counted() {
     assert!(text.contains(counted), "{text}");
     world.stop();
 }
+
+/// An MT548-like output message for `participant` with reference `reference`.
+fn output(participant: &str, reference: &str) -> String {
+    let terminal = pss::default_logical_terminal(participant);
+    format!(
+        "{{1:F01{terminal}0000000000}}{{2:I548{terminal}N}}{{4:\r\n:16R:GENL\r\n:20C::SEME//{reference}\r\n:16S:GENL\r\n-}}"
+    )
+}
+
+fn reference_of(output: &protocol::OutputMessage) -> String {
+    output
+        .text
+        .split(":20C::SEME//")
+        .nth(1)
+        .unwrap()
+        .split("\r\n")
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+impl World {
+    /// Publishes an output message for `participant`; returns its stream sequence.
+    async fn publish_output(&self, participant: &str, reference: &str) -> u64 {
+        let subject =
+            ccass::bus::subjects::outbound(&ccass::ids::ParticipantId::parse(participant).unwrap());
+        self.jetstream
+            .publish(subject, output(participant, reference).into())
+            .await
+            .unwrap()
+            .await
+            .unwrap()
+            .sequence
+    }
+}
+
+async fn receive(session: &mut Session) -> protocol::OutputMessage {
+    tokio::time::timeout(Duration::from_secs(10), session.receive())
+        .await
+        .expect("an output message within 10 s")
+        .unwrap()
+}
+
+#[tokio::test]
+async fn outbound_resumes_after_reconnect_in_order_marked_possible_duplicate() {
+    // Goal: a participant's output messages reach its PSS in order with their stream sequence
+    // as output sequence number; what the PSS did not acknowledge comes again after it
+    // reconnects, marked {PDE:}, and nothing is lost or skipped; what its login says it holds
+    // is not sent again; other participants' messages never reach it. Method: publish
+    // interleaved messages for B01234 and B05678, receive three and acknowledge two, reconnect,
+    // receive the rest (and one published while connected), reconnect claiming to hold one more.
+    let Some(world) = World::start("gateway_outbound_resume", |_| {}).await else {
+        return;
+    };
+    let mut sequences = Vec::new();
+    for index in 1..=5 {
+        sequences.push(world.publish_output("B01234", &format!("OUT{index}")).await);
+        world
+            .publish_output("B05678", &format!("OTHER{index}"))
+            .await;
+    }
+    let config = world.pss("B01234", "ops1");
+    let mut session = Session::connect(&config, "B01234XXXXXX", 0).await.unwrap();
+    let mut first = Vec::new();
+    for _ in 0..3 {
+        first.push(receive(&mut session).await);
+    }
+    assert_eq!(
+        first.iter().map(reference_of).collect::<Vec<_>>(),
+        ["OUT1", "OUT2", "OUT3"]
+    );
+    assert_eq!(
+        first.iter().map(|o| o.output_sequence).collect::<Vec<_>>(),
+        sequences[..3]
+    );
+    assert!(first.iter().all(|o| !o.possible_duplicate), "{first:?}");
+    assert!(
+        first[0]
+            .text
+            .starts_with(&format!("{{1:F01B01234XXXXXX{:010}}}", sequences[0]))
+    );
+    session.acknowledge(sequences[1]).await.unwrap();
+    // An inbound message on the same session still gets its ACK (and input number 1).
+    let replies = session
+        .send_all(&[mt540("B01234XXXXXX", "BOTHWAYS")])
+        .await
+        .unwrap();
+    assert_eq!(code(&replies[0]), "ACK");
+    assert_eq!(replies[0].input_sequence, 1);
+    session.close().await.unwrap();
+
+    let mut session = Session::connect(&config, "B01234XXXXXX", sequences[1])
+        .await
+        .unwrap();
+    let again = receive(&mut session).await;
+    assert_eq!(reference_of(&again), "OUT3");
+    assert_eq!(again.output_sequence, sequences[2]);
+    assert!(again.possible_duplicate, "{}", again.text);
+    assert!(again.text.contains("{5:{PDE:}}"), "{}", again.text);
+    let rest = [receive(&mut session).await, receive(&mut session).await];
+    assert_eq!(
+        rest.iter().map(reference_of).collect::<Vec<_>>(),
+        ["OUT4", "OUT5"]
+    );
+    let late = world.publish_output("B01234", "OUT6").await;
+    let sixth = receive(&mut session).await;
+    assert_eq!(
+        (reference_of(&sixth), sixth.output_sequence),
+        ("OUT6".to_owned(), late)
+    );
+    assert!(!sixth.possible_duplicate);
+    session.acknowledge(sequences[3]).await.unwrap();
+    session.close().await.unwrap();
+
+    // The PSS says it holds OUT5 although it never acknowledged it: OUT6 comes next.
+    let mut session = Session::connect(&config, "B01234XXXXXX", sequences[4])
+        .await
+        .unwrap();
+    let next = receive(&mut session).await;
+    assert_eq!(reference_of(&next), "OUT6");
+    assert!(next.possible_duplicate);
+    session.acknowledge(next.output_sequence).await.unwrap();
+    session.close().await.unwrap();
+    // Everything was acknowledged: a new session gets nothing until a new message.
+    let mut session = Session::connect(&config, "B01234XXXXXX", late)
+        .await
+        .unwrap();
+    let newest = world.publish_output("B01234", "OUT7").await;
+    let seventh = receive(&mut session).await;
+    assert_eq!(
+        (reference_of(&seventh), seventh.output_sequence),
+        ("OUT7".to_owned(), newest)
+    );
+    assert!(!seventh.possible_duplicate);
+    world.stop();
+}
+
+#[tokio::test]
+async fn the_newest_login_of_a_participant_takes_over_outbound_delivery() {
+    // Goal: with two sessions of one participant open, output messages go to one only: the
+    // newest login, which also gets what the older one left unacknowledged (marked PDE); the
+    // older keeps its inbound service. Method: session A receives OUT1 without acknowledging;
+    // session B logs in, receives OUT1 again and OUT2; A receives nothing more but still gets
+    // an ACK for an MT540.
+    let Some(world) = World::start("gateway_outbound_takeover", |_| {}).await else {
+        return;
+    };
+    let config = world.pss("B01234", "ops1");
+    world.publish_output("B01234", "OUT1").await;
+    let mut older = Session::connect(&config, "B01234XXXXXX", 0).await.unwrap();
+    assert_eq!(reference_of(&receive(&mut older).await), "OUT1");
+    let mut newer = Session::connect(&config, "B01234XXXXXX", 0).await.unwrap();
+    let taken = receive(&mut newer).await;
+    assert_eq!(reference_of(&taken), "OUT1");
+    assert!(taken.possible_duplicate);
+    world.publish_output("B01234", "OUT2").await;
+    let second = receive(&mut newer).await;
+    assert_eq!(reference_of(&second), "OUT2");
+    newer.acknowledge(second.output_sequence).await.unwrap();
+    let replies = older
+        .send_all(&[mt540("B01234XXXXXX", "OLDER1")])
+        .await
+        .unwrap();
+    assert_eq!(code(&replies[0]), "ACK", "{replies:?}");
+    let nothing = tokio::time::timeout(Duration::from_millis(1500), older.receive()).await;
+    assert!(
+        nothing.is_err(),
+        "the older session got output: {nothing:?}"
+    );
+    world.stop();
+}
+
+#[tokio::test]
+async fn pss_listen_keeps_its_place_across_restarts() {
+    // Goal: the PSS library's listener records what it holds and a restart resumes after it:
+    // each message handled once, in order, none skipped. Method: run pss::listen for two
+    // messages, publish more, run it again with the same state file for three.
+    let Some(world) = World::start("gateway_pss_listen", |_| {}).await else {
+        return;
+    };
+    let config = world.pss("B01234", "ops1");
+    for index in 1..=3 {
+        world.publish_output("B01234", &format!("L{index}")).await;
+    }
+    let state_path = world.pki_dir.path().join("pss.state");
+    let mut handled = Vec::new();
+    let mut state = pss::OutputState::load(&state_path).unwrap();
+    let count = pss::listen(
+        &config,
+        "B01234XXXXXX",
+        &mut state,
+        Duration::from_millis(100),
+        Some(2),
+        |output| handled.push(reference_of(output)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(count, 2);
+    for index in 4..=5 {
+        world.publish_output("B01234", &format!("L{index}")).await;
+    }
+    let mut state = pss::OutputState::load(&state_path).unwrap();
+    assert!(state.last_output_sequence() > 0);
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        pss::listen(
+            &config,
+            "B01234XXXXXX",
+            &mut state,
+            Duration::from_millis(100),
+            Some(3),
+            |output| handled.push(reference_of(output)),
+        ),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(handled, ["L1", "L2", "L3", "L4", "L5"]);
+    world.stop();
+}
