@@ -96,6 +96,7 @@ impl BusConfig {
 
 pub mod auth;
 pub mod catalogue;
+pub mod inbound;
 pub mod init;
 pub mod instructions;
 pub mod subjects;

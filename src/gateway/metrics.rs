@@ -9,6 +9,10 @@ pub const NAKS_TOTAL: &str = "ccass_gateway_naks_total";
 pub const ACK_LATENCY_SECONDS: &str = "ccass_gateway_ack_latency_seconds";
 pub const CONNECTIONS_REFUSED_TOTAL: &str = "ccass_gateway_connections_refused_total";
 pub const SESSIONS_CLOSED_TOTAL: &str = "ccass_gateway_sessions_closed_total";
+pub const OUTBOUND_MESSAGES_OUT_TOTAL: &str = "ccass_gateway_outbound_messages_out_total";
+pub const OUTBOUND_RESENDS_TOTAL: &str = "ccass_gateway_outbound_resends_total";
+pub const OUTBOUND_ACKED_TOTAL: &str = "ccass_gateway_outbound_acked_total";
+pub const OUTBOUND_TAKEOVERS_TOTAL: &str = "ccass_gateway_outbound_takeovers_total";
 
 pub fn describe_all() {
     metrics::describe_gauge!(SESSIONS_OPEN, "logged-in PSS sessions");
@@ -30,5 +34,21 @@ pub fn describe_all() {
     metrics::describe_counter!(
         SESSIONS_CLOSED_TOTAL,
         "sessions closed by the gateway for bad input or idleness, by cause"
+    );
+    metrics::describe_counter!(
+        OUTBOUND_MESSAGES_OUT_TOTAL,
+        "output messages written to PSS sessions, by message type (resends included)"
+    );
+    metrics::describe_counter!(
+        OUTBOUND_RESENDS_TOTAL,
+        "output messages written again, marked possible duplicate"
+    );
+    metrics::describe_counter!(
+        OUTBOUND_ACKED_TOTAL,
+        "output messages the PSS acknowledged (then acked in JetStream)"
+    );
+    metrics::describe_counter!(
+        OUTBOUND_TAKEOVERS_TOTAL,
+        "deliveries stopped because a newer login of the participant took over"
     );
 }

@@ -10,8 +10,15 @@
 //!   business problem (MT548 reason) is left to settlement intake. Block 1's logical terminal
 //!   must belong to the certificate's participant. An accepted message is published to
 //!   `bus::subjects::inbound(participant, message type)` with `Nats-Msg-Id` =
-//!   `<participant>:<SEME>`, and ACKed only when JetStream stored it; a duplicate reference
-//!   (JetStream's duplicate window) is NAKed `G01`.
+//!   `<participant>:<SEME>` and the headers of [`crate::bus::inbound`] (input sequence, user,
+//!   channel), and ACKed only when JetStream stored it; a duplicate reference (JetStream's
+//!   duplicate window) is NAKed `G01`.
+//! * Each message is authorised before it is published: the certificate's user needs
+//!   `si.input` on the message's account (`FIAC/97a::SAFE` when it has the `<participant>-<nn>`
+//!   form, else on its participant), through [`AuthClient::authorise`] (cached). Refused →
+//!   NAK `G05`; no decision (auth service or directory down, or none within
+//!   `store_timeout_ms`) → NAK `G06`, fail closed, and the session goes on. While the NATS
+//!   connection is down, messages are NAKed `G03` at once.
 //! * Publishes are pipelined: the session reads on while up to `in_flight_max` messages await
 //!   their JetStream acknowledgement; replies go out in input order. When the window is full
 //!   the gateway stops reading from that PSS (backpressure through TCP).
@@ -23,10 +30,11 @@
 //!   A bad prefix or oversized frame gets NAK `G04` and the session closes; a bad message gets
 //!   its NAK and the session goes on. Every refusal is logged once with its reason and counted.
 //!
-//! Not here yet: outbound delivery (`ccass.v1.outbound.{participant}` to the session with
-//! output sequence numbers); the login's last output sequence number is read and logged.
+//! * Outbound delivery: [`outbound`] (the newest login of a participant takes over delivery;
+//!   resume after the ack floor; possible duplicates marked `{PDE:}`).
 
 pub mod metrics;
+pub mod outbound;
 pub mod protocol;
 
 use std::collections::HashMap;
@@ -41,12 +49,15 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Deserialize;
 use tokio::io::{AsyncWriteExt as _, BufWriter};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 
 use self::metrics as names;
 use self::protocol::{FrameError, GatewayNak, LOGIN_OK, LOGIN_REFUSED, Outcome, Reply};
-use crate::auth::AuthClient;
+use crate::auth::client::Target;
+use crate::auth::{AuthClient, Function};
+use crate::bus::auth::{DenyCode, UserRef};
+use crate::bus::inbound as inbound_headers;
 use crate::bus::subjects::{self, MessageTypeNumber};
 use crate::config::{ConfigError, check_range};
 use crate::ids::ParticipantId;
@@ -71,6 +82,11 @@ pub struct GatewayConfig {
     /// How long a message may wait for JetStream's acknowledgement, from its arrival, before
     /// it is NAKed `G03` (not stored, send again).
     pub store_timeout_ms: u64,
+    /// Output messages written to a session and not yet acknowledged by its PSS.
+    pub outbound_in_flight_max: usize,
+    /// How long an output message may stay unacknowledged before JetStream hands it to the
+    /// gateway again (then sent again, marked possible duplicate).
+    pub outbound_ack_wait_ms: u64,
 }
 
 impl GatewayConfig {
@@ -101,6 +117,16 @@ impl GatewayConfig {
             "gateway.store_timeout_ms",
             self.store_timeout_ms,
             1..=600_000,
+        )?;
+        check_range(
+            "gateway.outbound_in_flight_max",
+            self.outbound_in_flight_max,
+            1..=65_536,
+        )?;
+        check_range(
+            "gateway.outbound_ack_wait_ms",
+            self.outbound_ack_wait_ms,
+            100..=86_400_000,
         )?;
         Ok(())
     }
@@ -192,6 +218,7 @@ pub struct Gateway {
     jetstream: async_nats::jetstream::Context,
     connections: Arc<Semaphore>,
     per_participant: Mutex<HashMap<String, usize>>,
+    deliveries: outbound::DeliverySlots,
 }
 
 impl Gateway {
@@ -211,6 +238,7 @@ impl Gateway {
             auth,
             jetstream,
             per_participant: Mutex::new(HashMap::new()),
+            deliveries: outbound::DeliverySlots::default(),
         }))
     }
 
@@ -269,7 +297,7 @@ impl Gateway {
         let mut tls =
             match tokio::time::timeout_at(deadline.into(), self.acceptor.accept(stream)).await {
                 Err(_) => return refused("handshake_timeout", peer, "tls handshake timed out"),
-                Ok(Err(error)) => return refused("tls", peer, &error.to_string()),
+                Ok(Err(error)) => return refused(tls_cause(&error), peer, &error.to_string()),
                 Ok(Ok(tls)) => tls,
             };
         let Some(certificate) = tls
@@ -281,8 +309,8 @@ impl Gateway {
         else {
             return refused("tls", peer, "no client certificate");
         };
-        let participant = match self.identify(&certificate).await {
-            Ok(participant) => participant,
+        let (participant, user) = match self.identify(&certificate).await {
+            Ok(identified) => identified,
             Err((cause, reason)) => {
                 refused(cause, peer, &reason);
                 let _ =
@@ -346,16 +374,17 @@ impl Gateway {
             "gateway session open"
         );
         ::metrics::gauge!(names::SESSIONS_OPEN).increment(1.0);
-        let cause = self
-            .session(tls, &participant, &login.logical_terminal)
-            .await;
+        let cause = self.session(tls, &participant, &user, &login).await;
         ::metrics::gauge!(names::SESSIONS_OPEN).decrement(1.0);
         ::metrics::counter!(names::SESSIONS_CLOSED_TOTAL, "cause" => cause).increment(1);
         tracing::info!(%peer, participant = participant.as_str(), cause, "gateway session closed");
     }
 
     /// Certificate → participant: not revoked, known to the directory.
-    async fn identify(&self, certificate: &[u8]) -> Result<ParticipantId, (&'static str, String)> {
+    async fn identify(
+        &self,
+        certificate: &[u8],
+    ) -> Result<(ParticipantId, UserRef), (&'static str, String)> {
         let serial = pki::serial_of(certificate).map_err(|reason| ("certificate", reason))?;
         match self.revocations.is_revoked(&serial) {
             Ok(false) => {}
@@ -378,8 +407,43 @@ impl Gateway {
                     format!("{subject}: {}", denial.reason),
                 )
             })?;
-        ParticipantId::parse(&principal.user.participant)
-            .map_err(|error| ("unknown_certificate", error.to_string()))
+        let participant = ParticipantId::parse(&principal.user.participant)
+            .map_err(|error| ("unknown_certificate", error.to_string()))?;
+        Ok((participant, principal.user))
+    }
+
+    /// May the certificate's user input this instruction (`si.input` on its account, or on its
+    /// participant when the message names no account of the `<participant>-<nn>` form)? The
+    /// answer is cached by [`AuthClient`]; no answer is a refusal (fail closed).
+    async fn authorise(
+        &self,
+        user: &UserRef,
+        participant: &ParticipantId,
+        accepted: &Accepted,
+    ) -> Result<(), Outcome> {
+        let target = match &accepted.account {
+            Some(account) if account.contains('-') => Target::Account(account.clone()),
+            _ => Target::Participant(participant.clone()),
+        };
+        match self.auth.authorise(user, Function::SiInput, &target).await {
+            Ok(_) => Ok(()),
+            Err(denial) => {
+                let code = match denial.code {
+                    DenyCode::DirectoryUnavailable
+                    | DenyCode::ServiceUnavailable
+                    | DenyCode::AuditUnavailable => GatewayNak::AuthorisationUnavailable,
+                    _ => GatewayNak::NotAuthorised,
+                };
+                Err(nak(
+                    code.as_str(),
+                    format!(
+                        "{user} si.input: {}: {}",
+                        denial.code.as_str(),
+                        denial.reason
+                    ),
+                ))
+            }
+        }
     }
 
     fn participant_slot(
@@ -403,16 +467,34 @@ impl Gateway {
 
     /// Reads messages until the PSS closes or misbehaves; returns the cause of the end.
     async fn session(
-        &self,
+        self: &Arc<Gateway>,
         tls: tokio_rustls::server::TlsStream<TcpStream>,
         participant: &ParticipantId,
-        logical_terminal: &str,
+        user: &UserRef,
+        login: &protocol::Login,
     ) -> &'static str {
+        let logical_terminal = login.logical_terminal.as_str();
+        let (frames_tx, frames_rx) = mpsc::channel::<Vec<u8>>(self.config.outbound_in_flight_max);
+        let (acked_tx, acked_rx) = watch::channel(0u64);
+        let delivery = tokio::spawn(outbound::deliver(
+            self.clone(),
+            outbound::Delivery {
+                participant: participant.clone(),
+                logical_terminal: logical_terminal.to_owned(),
+                last_output_sequence: login.last_output_sequence,
+                frames: frames_tx,
+                acked: acked_rx,
+            },
+        ));
+        let user_header = user.to_string();
+        let nats = self.jetstream.client();
+        let store_timeout = Duration::from_millis(self.config.store_timeout_ms);
         let (mut reader, writer) = tokio::io::split(tls);
         let (pending_tx, pending_rx) = mpsc::channel::<Pending>(self.config.in_flight_max);
         let writer_task = tokio::spawn(write_replies(
             BufWriter::new(writer),
             pending_rx,
+            frames_rx,
             logical_terminal.to_owned(),
             Duration::from_millis(self.config.store_timeout_ms),
         ));
@@ -442,27 +524,85 @@ impl Gateway {
                 Ok(Err(FrameError::Truncated)) => break "truncated",
                 Ok(Err(FrameError::Io(_))) => break "io",
             };
+            if frame.starts_with(protocol::SERVICE_PREFIX) {
+                // The PSS acknowledges output messages; service messages take no input number.
+                match std::str::from_utf8(&frame).ok().and_then(Reply::parse) {
+                    Some(Reply {
+                        input_sequence: output_sequence,
+                        outcome: Outcome::Ack,
+                    }) => {
+                        acked_tx.send_if_modified(|acked| {
+                            let newer = output_sequence > *acked;
+                            if newer {
+                                *acked = output_sequence;
+                            }
+                            newer
+                        });
+                    }
+                    other => tracing::info!(
+                        participant = participant.as_str(),
+                        service_message = ?other,
+                        "gateway ignored a service message that is not an ACK"
+                    ),
+                }
+                continue;
+            }
             input_sequence += 1;
             let received = Instant::now();
             let step = match assess(&frame, participant) {
                 Err(outcome) => PendingStep::Ready(outcome),
                 Ok(accepted) => {
                     ::metrics::counter!(names::MESSAGES_IN_TOTAL, "message_type" => accepted.message_type_label()).increment(1);
-                    let mut headers = async_nats::HeaderMap::new();
-                    headers.insert(
-                        async_nats::header::NATS_MESSAGE_ID,
-                        accepted.message_id.as_str(),
-                    );
-                    match self
-                        .jetstream
-                        .publish_with_headers(accepted.subject, headers, Bytes::from(frame))
-                        .await
+                    // Without a bus nothing can be stored (nor authorised): say so at once
+                    // rather than make every message wait for its timeouts in turn.
+                    let authorised = if nats.connection_state()
+                        != async_nats::connection::State::Connected
                     {
-                        Ok(ack) => PendingStep::Stored(ack, accepted.reference),
-                        Err(error) => PendingStep::Ready(nak(
+                        Err(nak(
                             GatewayNak::BusUnavailable.as_str(),
-                            format!("not stored: {error}"),
-                        )),
+                            "not stored: nats is disconnected".to_owned(),
+                        ))
+                    } else {
+                        match tokio::time::timeout_at(
+                            (received + store_timeout).into(),
+                            self.authorise(user, participant, &accepted),
+                        )
+                        .await
+                        {
+                            Ok(authorised) => authorised,
+                            Err(_) => Err(nak(
+                                GatewayNak::AuthorisationUnavailable.as_str(),
+                                format!("no authorisation within {} ms", store_timeout.as_millis()),
+                            )),
+                        }
+                    };
+                    match authorised {
+                        Err(outcome) => PendingStep::Ready(outcome),
+                        Ok(()) => {
+                            let mut headers = async_nats::HeaderMap::new();
+                            headers.insert(
+                                async_nats::header::NATS_MESSAGE_ID,
+                                accepted.message_id.as_str(),
+                            );
+                            headers.insert(
+                                inbound_headers::INPUT_SEQUENCE,
+                                input_sequence.to_string().as_str(),
+                            );
+                            headers.insert(inbound_headers::USER, user_header.as_str());
+                            headers
+                                .insert(inbound_headers::CHANNEL, inbound_headers::CHANNEL_GATEWAY);
+                            match self
+                                .jetstream
+                                .publish_with_headers(accepted.subject, headers, Bytes::from(frame))
+                                .await
+                            {
+                                Ok(ack) => PendingStep::Stored(ack, accepted.reference),
+                                Err(error) => PendingStep::Ready(nak(
+                                    GatewayNak::BusUnavailable.as_str(),
+                                    format!("not stored: {error}"),
+                                )),
+                            }
+                        }
                     }
                 }
             };
@@ -475,6 +615,7 @@ impl Gateway {
                 break "io";
             }
         };
+        delivery.abort();
         drop(pending_tx);
         let _ = writer_task.await;
         cause
@@ -500,6 +641,30 @@ impl Drop for ParticipantSlot {
                 counts.remove(&self.participant);
             }
         }
+    }
+}
+
+/// The metric cause of a failed TLS handshake: what was wrong with the client's certificate
+/// when rustls says so, else the protocol or the connection.
+fn tls_cause(error: &std::io::Error) -> &'static str {
+    use rustls::{CertificateError, Error};
+    match error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<Error>())
+    {
+        Some(Error::InvalidCertificate(
+            CertificateError::Expired | CertificateError::ExpiredContext { .. },
+        )) => "tls_certificate_expired",
+        Some(Error::InvalidCertificate(
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. },
+        )) => "tls_certificate_not_yet_valid",
+        Some(Error::InvalidCertificate(CertificateError::UnknownIssuer)) => {
+            "tls_certificate_unknown_issuer"
+        }
+        Some(Error::InvalidCertificate(_)) => "tls_certificate_invalid",
+        Some(Error::NoCertificatesPresented) => "tls_no_certificate",
+        Some(_) => "tls_protocol",
+        None => "tls_io",
     }
 }
 
@@ -537,67 +702,51 @@ impl Pending {
     }
 }
 
-/// Writes replies in input order; flushes whenever no further reply is ready.
+/// Writes replies in input order, and output messages as they come; flushes whenever nothing
+/// further is ready. Ends when the reader is done (the pending channel closes).
 async fn write_replies<W: tokio::io::AsyncWrite + Unpin>(
     mut writer: BufWriter<W>,
     mut pending: mpsc::Receiver<Pending>,
+    mut outputs: mpsc::Receiver<Vec<u8>>,
     logical_terminal: String,
     store_timeout: Duration,
 ) {
-    while let Some(next) = pending.recv().await {
-        let mut next = Some(next);
-        while let Some(item) = next.take() {
-            let outcome = match item.step {
-                PendingStep::Ready(outcome) => outcome,
-                // The deadline runs from arrival: awaiting in order must not add the waits up.
-                PendingStep::Stored(ack, reference) => match tokio::time::timeout_at(
-                    (item.received + store_timeout).into(),
-                    std::future::IntoFuture::into_future(ack),
-                )
-                .await
-                {
-                    Err(_) => nak(
-                        GatewayNak::BusUnavailable.as_str(),
-                        format!("not stored within {} ms", store_timeout.as_millis()),
-                    ),
-                    Ok(Ok(ack)) if ack.duplicate => nak(
-                        GatewayNak::Duplicate.as_str(),
-                        format!("duplicate reference {reference}"),
-                    ),
-                    Ok(Ok(_)) => Outcome::Ack,
-                    Ok(Err(error)) => nak(
-                        GatewayNak::BusUnavailable.as_str(),
-                        format!("not stored: {error}"),
-                    ),
-                },
-            };
-            match &outcome {
-                Outcome::Ack => {
-                    ::metrics::counter!(names::ACKS_TOTAL).increment(1);
-                    ::metrics::histogram!(names::ACK_LATENCY_SECONDS)
-                        .record(item.received.elapsed().as_secs_f64());
-                }
-                Outcome::Nak { code, reason } => {
-                    tracing::info!(
-                        code,
-                        reason,
-                        input_sequence = item.input_sequence,
-                        "gateway nak"
-                    );
-                    ::metrics::counter!(names::NAKS_TOTAL, "code" => code.clone()).increment(1);
+    let mut outputs_open = true;
+    loop {
+        tokio::select! {
+            biased;
+            next = pending.recv() => {
+                let Some(next) = next else { break };
+                let mut next = Some(next);
+                while let Some(item) = next.take() {
+                    let outcome = settle(item.step, item.received, store_timeout).await;
+                    record(&outcome, item.input_sequence, item.received);
+                    let reply = Reply {
+                        input_sequence: item.input_sequence,
+                        outcome,
+                    };
+                    if protocol::write_frame(&mut writer, reply.encode(&logical_terminal).as_bytes())
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    next = pending.try_recv().ok();
                 }
             }
-            let reply = Reply {
-                input_sequence: item.input_sequence,
-                outcome,
-            };
-            if protocol::write_frame(&mut writer, reply.encode(&logical_terminal).as_bytes())
-                .await
-                .is_err()
-            {
-                return;
+            output = outputs.recv(), if outputs_open => {
+                let Some(output) = output else {
+                    outputs_open = false;
+                    continue;
+                };
+                let mut output = Some(output);
+                while let Some(text) = output.take() {
+                    if protocol::write_frame(&mut writer, &text).await.is_err() {
+                        return;
+                    }
+                    output = outputs.try_recv().ok();
+                }
             }
-            next = pending.try_recv().ok();
         }
         if writer.flush().await.is_err() {
             return;
@@ -607,10 +756,54 @@ async fn write_replies<W: tokio::io::AsyncWrite + Unpin>(
     let _ = writer.shutdown().await;
 }
 
+/// A message's outcome: ready, or JetStream's acknowledgement awaited until `store_timeout`
+/// after its arrival (awaiting in order must not add the waits up).
+async fn settle(step: PendingStep, received: Instant, store_timeout: Duration) -> Outcome {
+    match step {
+        PendingStep::Ready(outcome) => outcome,
+        PendingStep::Stored(ack, reference) => match tokio::time::timeout_at(
+            (received + store_timeout).into(),
+            std::future::IntoFuture::into_future(ack),
+        )
+        .await
+        {
+            Err(_) => nak(
+                GatewayNak::BusUnavailable.as_str(),
+                format!("not stored within {} ms", store_timeout.as_millis()),
+            ),
+            Ok(Ok(ack)) if ack.duplicate => nak(
+                GatewayNak::Duplicate.as_str(),
+                format!("duplicate reference {reference}"),
+            ),
+            Ok(Ok(_)) => Outcome::Ack,
+            Ok(Err(error)) => nak(
+                GatewayNak::BusUnavailable.as_str(),
+                format!("not stored: {error}"),
+            ),
+        },
+    }
+}
+
+fn record(outcome: &Outcome, input_sequence: u64, received: Instant) {
+    match outcome {
+        Outcome::Ack => {
+            ::metrics::counter!(names::ACKS_TOTAL).increment(1);
+            ::metrics::histogram!(names::ACK_LATENCY_SECONDS)
+                .record(received.elapsed().as_secs_f64());
+        }
+        Outcome::Nak { code, reason } => {
+            tracing::info!(code, reason, input_sequence, "gateway nak");
+            ::metrics::counter!(names::NAKS_TOTAL, "code" => code.clone()).increment(1);
+        }
+    }
+}
+
 /// A message the gateway will publish.
 #[derive(Debug)]
 struct Accepted {
     subject: subjects::Subject,
+    /// `FIAC/97a::SAFE` of MT540–547, when readable.
+    account: Option<String>,
     message_id: String,
     reference: String,
     message_type: u16,
@@ -681,8 +874,12 @@ fn assess(frame: &[u8], participant: &ParticipantId) -> Result<Accepted, Outcome
                 "GENL/20C::SEME missing".to_owned(),
             )
         })?;
+    let account = iso15022::views::SettlementInstruction::from_message(message)
+        .ok()
+        .map(|view| view.account.to_owned());
     Ok(Accepted {
         subject: subjects::inbound(participant, message_type.1),
+        account,
         message_id: format!("{}:{reference}", participant.as_str()),
         reference,
         message_type: message_type.0,

@@ -12,11 +12,24 @@
 //!    FIN service message carrying that number in block 1's session and sequence fields (ten
 //!    digits): ACK `{1:F21<LT><ISN:010>}{4:{177:<YYMMDDHHMM>}{451:0}}`, NAK
 //!    `{1:F21<LT><ISN:010>}{4:{177:<YYMMDDHHMM>}{451:1}{405:<code>}}{S:{REA:<reason>}}`.
+//! 3. Outbound: the gateway writes the participant's messages (stream OUTBOUND) to the session
+//!    in order, each a FIN message whose block 1 session and sequence fields (ten digits) hold
+//!    its output sequence number: `{1:F01<LT><OSN:010>}{2:...}{4:...-}`. The output sequence
+//!    number is the message's OUTBOUND stream sequence: it only grows and is the same
+//!    whenever the message is sent again, but it is not contiguous (other participants' messages
+//!    take numbers in between). A message sent again because an earlier copy may have reached
+//!    the PSS carries the possible duplicate trailer `{5:{PDE:}}`.
+//! 4. The PSS acknowledges output messages with the same ACK service message the gateway uses,
+//!    carrying the output sequence number: `{1:F21<LT><OSN:010>}{4:{177:<YYMMDDHHMM>}{451:0}}`
+//!    ([`Reply::encode`]). An acknowledgement covers every output message up to that number.
+//!    Service messages (`{1:F21`) from the PSS take no input sequence number.
 //!
 //! NAK codes: the codec's FIN codes ([`crate::iso15022::NakCode`]: H01, H50, H98, T13...)
 //! and the gateway's own ([`GatewayNak`]): G01 duplicate reference, G02 sender is not the
 //! certificate's participant, G03 bus unavailable (message not stored, send again), G04 frame
-//! refused (bad prefix or oversized; the gateway then closes the session).
+//! refused (bad prefix or oversized; the gateway then closes the session), G05 the
+//! certificate's user may not input instructions (`si.input`) for the account, G06
+//! authorisation unavailable (the auth service did not answer: nothing stored, send again).
 
 use tokio::io::{AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 
@@ -177,6 +190,10 @@ pub enum GatewayNak {
     BusUnavailable,
     /// Bad length prefix or oversized frame: the session closes after this NAK.
     FrameRefused,
+    /// The certificate's user may not input instructions for the account (`si.input`).
+    NotAuthorised,
+    /// The auth service did not decide (down, timed out): not stored, send again.
+    AuthorisationUnavailable,
 }
 
 impl GatewayNak {
@@ -186,6 +203,8 @@ impl GatewayNak {
             GatewayNak::ForeignSender => "G02",
             GatewayNak::BusUnavailable => "G03",
             GatewayNak::FrameRefused => "G04",
+            GatewayNak::NotAuthorised => "G05",
+            GatewayNak::AuthorisationUnavailable => "G06",
         }
     }
 }
@@ -257,9 +276,133 @@ impl Reply {
     }
 }
 
+/// Block 1 prefix of a service message (ACK/NAK), in either direction.
+pub const SERVICE_PREFIX: &[u8] = b"{1:F21";
+/// Block 1 prefix of a FIN user message.
+pub const USER_PREFIX: &str = "{1:F01";
+/// The possible duplicate trailer field.
+pub const POSSIBLE_DUPLICATE: &str = "{PDE:}";
+
+/// An output message as the PSS receives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputMessage {
+    pub output_sequence: u64,
+    pub possible_duplicate: bool,
+    pub text: String,
+}
+
+impl OutputMessage {
+    /// Reads an output message frame: `{1:F01<LT><OSN:010>}...`.
+    pub fn parse(text: &str) -> Option<OutputMessage> {
+        let rest = text.strip_prefix(USER_PREFIX)?;
+        let digits = rest.get(LOGICAL_TERMINAL_CHARS..LOGICAL_TERMINAL_CHARS + 10)?;
+        if !digits.bytes().all(|byte| byte.is_ascii_digit()) {
+            return None;
+        }
+        Some(OutputMessage {
+            output_sequence: digits.parse().ok()?,
+            possible_duplicate: text.contains(POSSIBLE_DUPLICATE),
+            text: text.to_owned(),
+        })
+    }
+
+    /// The message type in block 2 (`{2:I548...` or `{2:O548...`), when present.
+    pub fn message_type(&self) -> Option<&str> {
+        message_type_of(&self.text)
+    }
+}
+
+/// The three digits of block 2's message type, when present.
+pub fn message_type_of(text: &str) -> Option<&str> {
+    let start = text.find("{2:")? + 4;
+    text.get(start..start + 3)
+        .filter(|digits| digits.bytes().all(|byte| byte.is_ascii_digit()))
+}
+
+/// The frame text of an output message: block 1's session and sequence fields set to
+/// `output_sequence` (a block 1 for `logical_terminal` is put in front when the text has none
+/// of the FIN shape), and `{PDE:}` added to block 5 when `possible_duplicate`.
+pub fn output_message(
+    text: &str,
+    logical_terminal: &str,
+    output_sequence: u64,
+    possible_duplicate: bool,
+) -> String {
+    let sequence = format!("{:010}", output_sequence % 10_000_000_000);
+    let digits_at = USER_PREFIX.len() + LOGICAL_TERMINAL_CHARS;
+    let has_block_1 = text.starts_with(USER_PREFIX)
+        && text.get(digits_at..digits_at + 11).is_some_and(|rest| {
+            rest[..10].bytes().all(|byte| byte.is_ascii_digit()) && rest.ends_with('}')
+        });
+    let mut out = String::with_capacity(text.len() + 48);
+    if has_block_1 {
+        out.push_str(&text[..digits_at]);
+        out.push_str(&sequence);
+        out.push_str(&text[digits_at + 10..]);
+    } else {
+        out.push_str(USER_PREFIX);
+        out.push_str(logical_terminal);
+        out.push_str(&sequence);
+        out.push('}');
+        out.push_str(text);
+    }
+    if possible_duplicate && !out.contains(POSSIBLE_DUPLICATE) {
+        if let Some(at) = out.find("{5:") {
+            out.insert_str(at + 3, POSSIBLE_DUPLICATE);
+        } else if let Some(end) = out
+            .find("{4:")
+            .and_then(|start| out[start..].find("-}").map(|end| start + end + 2))
+        {
+            out.insert_str(end, "{5:{PDE:}}");
+        } else {
+            out.push_str("{5:{PDE:}}");
+        }
+    }
+    out
+}
+
+/// The PSS's acknowledgement of output messages up to `output_sequence`.
+pub fn output_ack(logical_terminal: &str, output_sequence: u64) -> String {
+    Reply {
+        input_sequence: output_sequence,
+        outcome: Outcome::Ack,
+    }
+    .encode(logical_terminal)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn output_messages_carry_their_sequence_and_the_duplicate_mark() {
+        // Goal: the output sequence number goes into block 1 and a resend is marked PDE in
+        // block 5, whatever trailers the message already has. Method: frame and parse back.
+        let text = "{1:F01B01234XXXXXX0000000000}{2:I548B01234XXXXXXN}{4:\r\n:20C::SEME//A\r\n-}";
+        let first = output_message(text, "B01234XXXXXX", 42, false);
+        let parsed = OutputMessage::parse(&first).unwrap();
+        assert_eq!(parsed.output_sequence, 42);
+        assert!(!parsed.possible_duplicate);
+        assert_eq!(parsed.message_type(), Some("548"));
+        let again = output_message(text, "B01234XXXXXX", 42, true);
+        assert!(again.ends_with("-}{5:{PDE:}}"), "{again}");
+        assert!(OutputMessage::parse(&again).unwrap().possible_duplicate);
+        let with_trailer = output_message(
+            &format!("{text}{{5:{{CHK:123456789ABC}}}}"),
+            "B01234XXXXXX",
+            7,
+            true,
+        );
+        assert!(
+            with_trailer.ends_with("{5:{PDE:}{CHK:123456789ABC}}"),
+            "{with_trailer}"
+        );
+        let bare = output_message("{4:\r\n:20C::SEME//A\r\n-}", "B01234XXXXXX", 9, false);
+        assert_eq!(OutputMessage::parse(&bare).unwrap().output_sequence, 9);
+        let ack = output_ack("B01234XXXXXX", 42);
+        assert!(ack.as_bytes().starts_with(SERVICE_PREFIX));
+        assert_eq!(Reply::parse(&ack).unwrap().input_sequence, 42);
+    }
 
     #[test]
     fn replies_round_trip() {

@@ -199,7 +199,41 @@ pub fn issue_client(
     ]);
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    sign(config, params, out_dir, &format!("{participant}-{uid}"))
+    sign(
+        config,
+        params,
+        out_dir,
+        &format!("{participant}-{uid}"),
+        None,
+    )
+}
+
+/// Like [`issue_client`], valid from `not_before` to `not_after` instead of from now for
+/// `certificate_validity_days` (tests: an expired certificate).
+pub fn issue_client_valid_between(
+    config: &PkiConfig,
+    participant: &str,
+    uid: &str,
+    out_dir: &Path,
+    not_before: time::OffsetDateTime,
+    not_after: time::OffsetDateTime,
+) -> Result<Issued, PkiError> {
+    let mut params = CertificateParams::new(Vec::<String>::new())
+        .map_err(rcgen_error("client certificate parameters"))?;
+    params.distinguished_name = name(&[
+        (DnType::CommonName, uid),
+        (DnType::OrganizationalUnitName, participant),
+        (DnType::OrganizationName, ORGANISATION),
+    ]);
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    sign(
+        config,
+        params,
+        out_dir,
+        &format!("{participant}-{uid}"),
+        Some((not_before, not_after)),
+    )
 }
 
 /// Issues a server certificate for `dns_names` (the first names the files:
@@ -218,7 +252,7 @@ pub fn issue_server(
     ]);
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    sign(config, params, out_dir, &format!("server-{first}"))
+    sign(config, params, out_dir, &format!("server-{first}"), None)
 }
 
 fn sign(
@@ -226,9 +260,14 @@ fn sign(
     mut params: CertificateParams,
     out_dir: &Path,
     stem: &str,
+    validity: Option<(time::OffsetDateTime, time::OffsetDateTime)>,
 ) -> Result<Issued, PkiError> {
     let issuer = load_issuer(config)?;
     let serial = set_validity_and_serial(&mut params, config.certificate_validity_days);
+    if let Some((not_before, not_after)) = validity {
+        params.not_before = not_before;
+        params.not_after = not_after;
+    }
     let key = KeyPair::generate().map_err(rcgen_error("generate key"))?;
     let certificate = params
         .signed_by(&key, &issuer)

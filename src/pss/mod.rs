@@ -9,16 +9,25 @@
 //! [`Session::send`] writes one message and returns its input sequence number;
 //! [`Session::reply`] reads the next ACK/NAK; [`Session::send_all`] writes and reads at once,
 //! keeping at most `in_flight_max` messages unanswered. Protocol: [`crate::gateway::protocol`].
+//!
+//! Output messages: [`Session::receive`] returns the next one (output messages that arrive
+//! while waiting for replies, and replies that arrive while waiting for output messages, are
+//! kept in order for the other call); [`Session::acknowledge`] acknowledges every output
+//! message up to a number. [`listen`] is the loop of `ccass pss listen`: it keeps the last output
+//! sequence number it holds in a state file, logs in with it, and reconnects after a failure,
+//! so a restart resumes where it stopped.
 
-use std::path::PathBuf;
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::io::{AsyncWriteExt as _, BufWriter, ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-use crate::gateway::protocol::{self, FrameError, LOGIN_OK, Reply};
+use crate::gateway::protocol::{self, FrameError, LOGIN_OK, OutputMessage, Reply};
 use crate::gateway::{GatewayError, crypto_provider, load_certificates, load_key};
 
 /// Where and as whom to connect.
@@ -63,6 +72,8 @@ pub enum PssError {
     Closed,
     #[error("unexpected frame from the gateway: {0:?}")]
     Protocol(String),
+    #[error("state file {path}: {message}")]
+    State { path: PathBuf, message: String },
 }
 
 /// A logged-in session.
@@ -72,6 +83,15 @@ pub struct Session {
     next_input_sequence: u64,
     frame_bytes_max: usize,
     in_flight_max: usize,
+    logical_terminal: String,
+    replies: VecDeque<Reply>,
+    outputs: VecDeque<OutputMessage>,
+}
+
+/// A frame from the gateway after login.
+enum Incoming {
+    Reply(Reply),
+    Output(OutputMessage),
 }
 
 /// TLS 1.3 client configuration with the participant's certificate.
@@ -137,6 +157,9 @@ impl Session {
             next_input_sequence: 1,
             frame_bytes_max: config.frame_bytes_max,
             in_flight_max: config.in_flight_max.max(1),
+            logical_terminal: logical_terminal.to_owned(),
+            replies: VecDeque::new(),
+            outputs: VecDeque::new(),
         })
     }
 
@@ -154,9 +177,54 @@ impl Session {
         Ok(input_sequence)
     }
 
-    /// The next ACK or NAK.
+    /// The next ACK or NAK (output messages read meanwhile wait for [`Session::receive`]).
     pub async fn reply(&mut self) -> Result<Reply, PssError> {
-        read_reply(&mut self.reader, self.frame_bytes_max).await
+        loop {
+            if let Some(reply) = self.replies.pop_front() {
+                return Ok(reply);
+            }
+            match self.read_incoming().await? {
+                Incoming::Reply(reply) => return Ok(reply),
+                Incoming::Output(output) => self.outputs.push_back(output),
+            }
+        }
+    }
+
+    /// The next output message (replies read meanwhile wait for [`Session::reply`]).
+    pub async fn receive(&mut self) -> Result<OutputMessage, PssError> {
+        loop {
+            if let Some(output) = self.outputs.pop_front() {
+                return Ok(output);
+            }
+            match self.read_incoming().await? {
+                Incoming::Output(output) => return Ok(output),
+                Incoming::Reply(reply) => self.replies.push_back(reply),
+            }
+        }
+    }
+
+    /// Acknowledges every output message up to `output_sequence` (flushed).
+    pub async fn acknowledge(&mut self, output_sequence: u64) -> Result<(), PssError> {
+        protocol::write_frame(
+            &mut self.writer,
+            protocol::output_ack(&self.logical_terminal, output_sequence).as_bytes(),
+        )
+        .await?;
+        self.writer.flush().await?;
+        Ok(())
+    }
+
+    async fn read_incoming(&mut self) -> Result<Incoming, PssError> {
+        let frame = protocol::read_frame(&mut self.reader, self.frame_bytes_max)
+            .await?
+            .ok_or(PssError::Closed)?;
+        let text = String::from_utf8_lossy(&frame);
+        if let Some(reply) = Reply::parse(&text) {
+            return Ok(Incoming::Reply(reply));
+        }
+        OutputMessage::parse(&text)
+            .map(Incoming::Output)
+            .ok_or_else(|| PssError::Protocol(text.into_owned()))
     }
 
     /// Sends every message, pipelined, and returns the replies in input order.
@@ -184,15 +252,105 @@ impl Session {
     }
 }
 
-async fn read_reply(
-    reader: &mut ReadHalf<TlsStream<TcpStream>>,
-    frame_bytes_max: usize,
-) -> Result<Reply, PssError> {
-    let frame = protocol::read_frame(reader, frame_bytes_max)
-        .await?
-        .ok_or(PssError::Closed)?;
-    let text = String::from_utf8_lossy(&frame);
-    Reply::parse(&text).ok_or_else(|| PssError::Protocol(text.into_owned()))
+/// The last output sequence number a PSS holds, kept in a small text file (one decimal
+/// number; a missing file is 0). Written to a temporary file and renamed, so a crash leaves
+/// the old or the new number, never a torn one.
+pub struct OutputState {
+    path: PathBuf,
+    last_output_sequence: u64,
+}
+
+impl OutputState {
+    pub fn load(path: &Path) -> Result<OutputState, PssError> {
+        let state_error = |message: String| PssError::State {
+            path: path.to_owned(),
+            message,
+        };
+        let last_output_sequence = match std::fs::read_to_string(path) {
+            Ok(text) => text
+                .trim()
+                .parse()
+                .map_err(|_| state_error(format!("not a number: {:?}", text.trim())))?,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(error) => return Err(state_error(error.to_string())),
+        };
+        Ok(OutputState {
+            path: path.to_owned(),
+            last_output_sequence,
+        })
+    }
+
+    pub fn last_output_sequence(&self) -> u64 {
+        self.last_output_sequence
+    }
+
+    /// Records that the PSS holds every output message up to `output_sequence`.
+    pub fn hold(&mut self, output_sequence: u64) -> Result<(), PssError> {
+        if output_sequence <= self.last_output_sequence {
+            return Ok(());
+        }
+        let state_error = |error: std::io::Error| PssError::State {
+            path: self.path.clone(),
+            message: error.to_string(),
+        };
+        let temporary = self.path.with_extension("tmp");
+        std::fs::write(&temporary, format!("{output_sequence}\n")).map_err(state_error)?;
+        std::fs::rename(&temporary, &self.path).map_err(state_error)?;
+        self.last_output_sequence = output_sequence;
+        Ok(())
+    }
+}
+
+/// Receives output messages for ever (or until `count_max` new ones were handled): each new
+/// one is handed to `handle`, recorded in `state`, then acknowledged; one the PSS already
+/// holds (a possible duplicate at or below the state's number) is acknowledged again and
+/// skipped. After a connection or session failure it waits `reconnect_delay` and logs in again
+/// with the state's number, so the gateway resumes after it.
+pub async fn listen(
+    config: &PssConfig,
+    logical_terminal: &str,
+    state: &mut OutputState,
+    reconnect_delay: Duration,
+    count_max: Option<u64>,
+    mut handle: impl FnMut(&OutputMessage),
+) -> Result<u64, PssError> {
+    let mut handled = 0u64;
+    loop {
+        let mut session =
+            match Session::connect(config, logical_terminal, state.last_output_sequence()).await {
+                Ok(session) => session,
+                Err(
+                    error @ (PssError::Refused(_) | PssError::Setup(_) | PssError::ServerName(_)),
+                ) => {
+                    return Err(error);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "pss: connect failed; trying again");
+                    tokio::time::sleep(reconnect_delay).await;
+                    continue;
+                }
+            };
+        let ended = loop {
+            if count_max.is_some_and(|count_max| handled >= count_max) {
+                let _ = session.close().await;
+                return Ok(handled);
+            }
+            let output = match session.receive().await {
+                Ok(output) => output,
+                Err(error) => break error,
+            };
+            if output.output_sequence > state.last_output_sequence() {
+                handle(&output);
+                state.hold(output.output_sequence)?;
+                handled += 1;
+            }
+            if let Err(error) = session.acknowledge(output.output_sequence).await {
+                break error;
+            }
+        };
+        tracing::warn!(error = %ended, "pss: session ended; reconnecting");
+        tokio::time::sleep(reconnect_delay).await;
+    }
 }
 
 /// The participant of a client certificate file (its subject's OU).

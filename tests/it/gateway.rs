@@ -34,9 +34,11 @@ fn mt540(sender: &str, reference: &str) -> String {
 
 /// A gateway on private servers.
 struct World {
-    _slapd: Slapd,
+    slapd: Slapd,
     nats: NatsServer,
-    _database: TestDatabase,
+    database: TestDatabase,
+    nats_client: async_nats::Client,
+    auth_stop: Option<oneshot::Sender<()>>,
     pki_dir: tempfile::TempDir,
     pki: PkiConfig,
     address: SocketAddr,
@@ -61,25 +63,8 @@ impl World {
             .await
             .unwrap();
 
+        let auth_stop = start_auth(&slapd, &database, &nats_client).await;
         let mut stops = Vec::new();
-        let service = Arc::new(AuthService::new(
-            slapd.directory_config(),
-            config.auth.clone(),
-            database.pool.clone(),
-        ));
-        let (stop, stopped) = oneshot::channel::<()>();
-        stops.push(stop);
-        tokio::spawn({
-            let nats_client = nats_client.clone();
-            async move {
-                serve(service, nats_client, async {
-                    let _ = stopped.await;
-                })
-                .await
-                .unwrap();
-            }
-        });
-        nats_client.flush().await.unwrap();
 
         let pki_dir = tempfile::tempdir().unwrap();
         let pki = PkiConfig {
@@ -115,9 +100,11 @@ impl World {
             let _ = stopped.await;
         }));
         Some(World {
-            _slapd: slapd,
+            slapd,
             nats,
-            _database: database,
+            database,
+            nats_client,
+            auth_stop: Some(auth_stop),
             pki_dir,
             pki,
             address,
@@ -145,11 +132,51 @@ impl World {
         stream.info().await.unwrap().state.messages
     }
 
+    /// Stops the auth service (the gateway's authorisations then time out).
+    fn stop_auth(&mut self) {
+        if let Some(stop) = self.auth_stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    async fn restart_auth(&mut self) {
+        self.stop_auth();
+        self.auth_stop = Some(start_auth(&self.slapd, &self.database, &self.nats_client).await);
+    }
+
     fn stop(mut self) {
+        self.stop_auth();
         for stop in self.stops.drain(..) {
             let _ = stop.send(());
         }
     }
+}
+
+/// Starts the auth service on `nats_client`; sending on the returned channel stops it.
+async fn start_auth(
+    slapd: &Slapd,
+    database: &TestDatabase,
+    nats_client: &async_nats::Client,
+) -> oneshot::Sender<()> {
+    let config = crate::harness::test_config();
+    let service = Arc::new(AuthService::new(
+        slapd.directory_config(),
+        config.auth.clone(),
+        database.pool.clone(),
+    ));
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn({
+        let nats_client = nats_client.clone();
+        async move {
+            serve(service, nats_client, async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+        }
+    });
+    nats_client.flush().await.unwrap();
+    stop
 }
 
 fn code(reply: &Reply) -> &str {
@@ -211,6 +238,24 @@ async fn sent_messages_are_acked_once_stored_and_duplicates_are_naked() {
         .get(async_nats::header::NATS_MESSAGE_ID)
         .unwrap();
     assert_eq!(message_id.as_str(), "B01234:REF0004");
+    let header = |name: &str| {
+        stored
+            .headers
+            .get(name)
+            .map(|value| value.as_str().to_owned())
+    };
+    assert_eq!(
+        header(ccass::bus::inbound::INPUT_SEQUENCE).as_deref(),
+        Some("6")
+    );
+    assert_eq!(
+        header(ccass::bus::inbound::USER).as_deref(),
+        Some("B01234.ops1")
+    );
+    assert_eq!(
+        header(ccass::bus::inbound::CHANNEL).as_deref(),
+        Some("gateway")
+    );
     world.stop();
 }
 
@@ -529,4 +574,315 @@ async fn pss_send_prints_each_reply_and_fails_on_a_nak() {
 fn pss_default_logical_terminal_pads_with_x() {
     // Goal: the default logical terminal is the participant id padded to 12. Method: compute it.
     assert_eq!(pss::default_logical_terminal("B01234"), "B01234XXXXXX");
+}
+
+#[tokio::test]
+async fn a_user_without_si_input_is_naked_and_an_auth_outage_fails_closed() {
+    // Goal: every message is authorised for the certificate's user: a user without si.input
+    // gets NAK G05 and nothing is stored; when the auth service does not answer, messages get
+    // NAK G06 (never an ACK) and the session keeps serving, so they go through once it is back.
+    // Method: B01234.auth1 (si-authorise group only) sends; then B01234.ops1 logs in, the auth
+    // service is stopped, two messages are sent, the service restarted, the second resent.
+    let Some(mut world) = World::start("gateway_authorise", |_| {}).await else {
+        return;
+    };
+    let checker = world.pss("B01234", "auth1");
+    let mut session = Session::connect(&checker, "B01234XXXXXX", 0).await.unwrap();
+    let replies = session
+        .send_all(&[mt540("B01234XXXXXX", "AUTH0001")])
+        .await
+        .unwrap();
+    assert_eq!(code(&replies[0]), "G05", "{replies:?}");
+    match &replies[0].outcome {
+        Outcome::Nak { reason, .. } => assert!(reason.contains("B01234.auth1"), "{reason}"),
+        Outcome::Ack => unreachable!(),
+    }
+    session.close().await.unwrap();
+    assert_eq!(world.inbound_messages().await, 0);
+
+    let maker = world.pss("B01234", "ops1");
+    let mut session = Session::connect(&maker, "B01234XXXXXX", 0).await.unwrap();
+    world.stop_auth();
+    let outage = vec![
+        mt540("B01234XXXXXX", "AUTH0002"),
+        mt540("B01234XXXXXX", "AUTH0003"),
+    ];
+    let replies = tokio::time::timeout(Duration::from_secs(30), session.send_all(&outage))
+        .await
+        .expect("the gateway answers while auth is down")
+        .unwrap();
+    let codes: Vec<&str> = replies.iter().map(code).collect();
+    assert_eq!(codes, ["G06", "G06"], "{replies:?}");
+    assert_eq!(world.inbound_messages().await, 0);
+    world.restart_auth().await;
+    let replies = session.send_all(&outage[1..]).await.unwrap();
+    assert_eq!(code(&replies[0]), "ACK", "{replies:?}");
+    assert_eq!(replies[0].input_sequence, 3);
+    assert_eq!(world.inbound_messages().await, 1);
+    world.stop();
+}
+
+#[tokio::test]
+async fn an_expired_certificate_is_refused_at_the_handshake_and_counted() {
+    // Goal: a certificate of our CA whose validity has ended gets no session, and the refusal
+    // is counted by cause in /metrics. Method: issue a certificate valid for one day that
+    // ended yesterday, connect, render the metrics.
+    let Some(world) = World::start("gateway_expired", |_| {}).await else {
+        return;
+    };
+    let metrics = ccass::telemetry::metrics_handle();
+    let mut config = world.pss("B01234", "ops1");
+    let now = time::OffsetDateTime::now_utc();
+    let expired = pki::issue_client_valid_between(
+        &world.pki,
+        "B01234",
+        "ops1",
+        &world.pki_dir.path().join("expired"),
+        now - time::Duration::days(2),
+        now - time::Duration::days(1),
+    )
+    .unwrap();
+    config.certificate_path = expired.certificate_path;
+    config.key_path = expired.key_path;
+    let refused = Session::connect(&config, "B01234XXXXXX", 0).await;
+    assert!(
+        matches!(
+            refused,
+            Err(PssError::Tls { .. } | PssError::Frame(_) | PssError::Closed)
+        ),
+        "an expired certificate must fail the handshake: {:?}",
+        refused.err()
+    );
+    // The gateway counts the refusal once its side of the handshake has failed.
+    let counted = r#"ccass_gateway_connections_refused_total{cause="tls_certificate_expired"}"#;
+    let mut text = String::new();
+    for _ in 0..50 {
+        text = metrics.render();
+        if text.contains(counted) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(text.contains(counted), "{text}");
+    world.stop();
+}
+
+/// An MT548-like output message for `participant` with reference `reference`.
+fn output(participant: &str, reference: &str) -> String {
+    let terminal = pss::default_logical_terminal(participant);
+    format!(
+        "{{1:F01{terminal}0000000000}}{{2:I548{terminal}N}}{{4:\r\n:16R:GENL\r\n:20C::SEME//{reference}\r\n:16S:GENL\r\n-}}"
+    )
+}
+
+fn reference_of(output: &protocol::OutputMessage) -> String {
+    output
+        .text
+        .split(":20C::SEME//")
+        .nth(1)
+        .unwrap()
+        .split("\r\n")
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+impl World {
+    /// Publishes an output message for `participant`; returns its stream sequence.
+    async fn publish_output(&self, participant: &str, reference: &str) -> u64 {
+        let subject =
+            ccass::bus::subjects::outbound(&ccass::ids::ParticipantId::parse(participant).unwrap());
+        self.jetstream
+            .publish(subject, output(participant, reference).into())
+            .await
+            .unwrap()
+            .await
+            .unwrap()
+            .sequence
+    }
+}
+
+async fn receive(session: &mut Session) -> protocol::OutputMessage {
+    tokio::time::timeout(Duration::from_secs(10), session.receive())
+        .await
+        .expect("an output message within 10 s")
+        .unwrap()
+}
+
+#[tokio::test]
+async fn outbound_resumes_after_reconnect_in_order_marked_possible_duplicate() {
+    // Goal: a participant's output messages reach its PSS in order with their stream sequence
+    // as output sequence number; what the PSS did not acknowledge comes again after it
+    // reconnects, marked {PDE:}, and nothing is lost or skipped; what its login says it holds
+    // is not sent again; other participants' messages never reach it. Method: publish
+    // interleaved messages for B01234 and B05678, receive three and acknowledge two, reconnect,
+    // receive the rest (and one published while connected), reconnect claiming to hold one more.
+    let Some(world) = World::start("gateway_outbound_resume", |_| {}).await else {
+        return;
+    };
+    let mut sequences = Vec::new();
+    for index in 1..=5 {
+        sequences.push(world.publish_output("B01234", &format!("OUT{index}")).await);
+        world
+            .publish_output("B05678", &format!("OTHER{index}"))
+            .await;
+    }
+    let config = world.pss("B01234", "ops1");
+    let mut session = Session::connect(&config, "B01234XXXXXX", 0).await.unwrap();
+    let mut first = Vec::new();
+    for _ in 0..3 {
+        first.push(receive(&mut session).await);
+    }
+    assert_eq!(
+        first.iter().map(reference_of).collect::<Vec<_>>(),
+        ["OUT1", "OUT2", "OUT3"]
+    );
+    assert_eq!(
+        first.iter().map(|o| o.output_sequence).collect::<Vec<_>>(),
+        sequences[..3]
+    );
+    assert!(first.iter().all(|o| !o.possible_duplicate), "{first:?}");
+    assert!(
+        first[0]
+            .text
+            .starts_with(&format!("{{1:F01B01234XXXXXX{:010}}}", sequences[0]))
+    );
+    session.acknowledge(sequences[1]).await.unwrap();
+    // An inbound message on the same session still gets its ACK (and input number 1).
+    let replies = session
+        .send_all(&[mt540("B01234XXXXXX", "BOTHWAYS")])
+        .await
+        .unwrap();
+    assert_eq!(code(&replies[0]), "ACK");
+    assert_eq!(replies[0].input_sequence, 1);
+    session.close().await.unwrap();
+
+    let mut session = Session::connect(&config, "B01234XXXXXX", sequences[1])
+        .await
+        .unwrap();
+    let again = receive(&mut session).await;
+    assert_eq!(reference_of(&again), "OUT3");
+    assert_eq!(again.output_sequence, sequences[2]);
+    assert!(again.possible_duplicate, "{}", again.text);
+    assert!(again.text.contains("{5:{PDE:}}"), "{}", again.text);
+    let rest = [receive(&mut session).await, receive(&mut session).await];
+    assert_eq!(
+        rest.iter().map(reference_of).collect::<Vec<_>>(),
+        ["OUT4", "OUT5"]
+    );
+    let late = world.publish_output("B01234", "OUT6").await;
+    let sixth = receive(&mut session).await;
+    assert_eq!(
+        (reference_of(&sixth), sixth.output_sequence),
+        ("OUT6".to_owned(), late)
+    );
+    assert!(!sixth.possible_duplicate);
+    session.acknowledge(sequences[3]).await.unwrap();
+    session.close().await.unwrap();
+
+    // The PSS says it holds OUT5 although it never acknowledged it: OUT6 comes next.
+    let mut session = Session::connect(&config, "B01234XXXXXX", sequences[4])
+        .await
+        .unwrap();
+    let next = receive(&mut session).await;
+    assert_eq!(reference_of(&next), "OUT6");
+    assert!(next.possible_duplicate);
+    session.acknowledge(next.output_sequence).await.unwrap();
+    session.close().await.unwrap();
+    // Everything was acknowledged: a new session gets nothing until a new message.
+    let mut session = Session::connect(&config, "B01234XXXXXX", late)
+        .await
+        .unwrap();
+    let newest = world.publish_output("B01234", "OUT7").await;
+    let seventh = receive(&mut session).await;
+    assert_eq!(
+        (reference_of(&seventh), seventh.output_sequence),
+        ("OUT7".to_owned(), newest)
+    );
+    assert!(!seventh.possible_duplicate);
+    world.stop();
+}
+
+#[tokio::test]
+async fn the_newest_login_of_a_participant_takes_over_outbound_delivery() {
+    // Goal: with two sessions of one participant open, output messages go to one only: the
+    // newest login, which also gets what the older one left unacknowledged (marked PDE); the
+    // older keeps its inbound service. Method: session A receives OUT1 without acknowledging;
+    // session B logs in, receives OUT1 again and OUT2; A receives nothing more but still gets
+    // an ACK for an MT540.
+    let Some(world) = World::start("gateway_outbound_takeover", |_| {}).await else {
+        return;
+    };
+    let config = world.pss("B01234", "ops1");
+    world.publish_output("B01234", "OUT1").await;
+    let mut older = Session::connect(&config, "B01234XXXXXX", 0).await.unwrap();
+    assert_eq!(reference_of(&receive(&mut older).await), "OUT1");
+    let mut newer = Session::connect(&config, "B01234XXXXXX", 0).await.unwrap();
+    let taken = receive(&mut newer).await;
+    assert_eq!(reference_of(&taken), "OUT1");
+    assert!(taken.possible_duplicate);
+    world.publish_output("B01234", "OUT2").await;
+    let second = receive(&mut newer).await;
+    assert_eq!(reference_of(&second), "OUT2");
+    newer.acknowledge(second.output_sequence).await.unwrap();
+    let replies = older
+        .send_all(&[mt540("B01234XXXXXX", "OLDER1")])
+        .await
+        .unwrap();
+    assert_eq!(code(&replies[0]), "ACK", "{replies:?}");
+    let nothing = tokio::time::timeout(Duration::from_millis(1500), older.receive()).await;
+    assert!(
+        nothing.is_err(),
+        "the older session got output: {nothing:?}"
+    );
+    world.stop();
+}
+
+#[tokio::test]
+async fn pss_listen_keeps_its_place_across_restarts() {
+    // Goal: the PSS library's listener records what it holds and a restart resumes after it:
+    // each message handled once, in order, none skipped. Method: run pss::listen for two
+    // messages, publish more, run it again with the same state file for three.
+    let Some(world) = World::start("gateway_pss_listen", |_| {}).await else {
+        return;
+    };
+    let config = world.pss("B01234", "ops1");
+    for index in 1..=3 {
+        world.publish_output("B01234", &format!("L{index}")).await;
+    }
+    let state_path = world.pki_dir.path().join("pss.state");
+    let mut handled = Vec::new();
+    let mut state = pss::OutputState::load(&state_path).unwrap();
+    let count = pss::listen(
+        &config,
+        "B01234XXXXXX",
+        &mut state,
+        Duration::from_millis(100),
+        Some(2),
+        |output| handled.push(reference_of(output)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(count, 2);
+    for index in 4..=5 {
+        world.publish_output("B01234", &format!("L{index}")).await;
+    }
+    let mut state = pss::OutputState::load(&state_path).unwrap();
+    assert!(state.last_output_sequence() > 0);
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        pss::listen(
+            &config,
+            "B01234XXXXXX",
+            &mut state,
+            Duration::from_millis(100),
+            Some(3),
+            |output| handled.push(reference_of(output)),
+        ),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(handled, ["L1", "L2", "L3", "L4", "L5"]);
+    world.stop();
 }
