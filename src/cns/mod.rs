@@ -46,12 +46,15 @@
 //! Money positions (`cns_money_positions`) settle once per day after the final run.
 
 pub mod bench;
+pub mod bsr;
 pub mod calendar;
 pub mod capture;
+pub mod day_end;
 pub mod feed;
 pub mod metrics;
 pub mod netting;
 pub mod positions;
+pub mod settle;
 
 use serde::Deserialize;
 use time::Date;

@@ -733,8 +733,11 @@ impl<'a> Cutoff<'a> {
         let stock = self
             .transaction
             .query(
-                "SELECT participant_id, isin, net_quantity, obligation_count
-                 FROM cns_stock_positions WHERE settlement_date = $1",
+                // Remainders carried in from an earlier date are not netted trades.
+                "SELECT participant_id, isin, net_quantity - carried_in_quantity,
+                        obligation_count - carried_in_count
+                 FROM cns_stock_positions
+                 WHERE settlement_date = $1 AND obligation_count > carried_in_count",
                 &[&self.settlement_date],
             )
             .await
