@@ -770,10 +770,15 @@ impl<'a> Cutoff<'a> {
         Ok((stock, money))
     }
 
-    /// Marks every position and isolated obligation of the date final, records the cut-off
-    /// and commits.
-    pub async fn commit(self, trade_count: i64) -> Result<(u64, u64), HostDbError> {
+    /// Marks every position and isolated obligation of the date final, appends their events
+    /// to the outbox, records the cut-off and commits.
+    pub async fn commit(
+        self,
+        trade_count: i64,
+        outbox: &[super::settlement::OutboxRow],
+    ) -> Result<(u64, u64), HostDbError> {
         let date = &self.settlement_date;
+        super::cns_settlement::append_outbox(&self.transaction, outbox).await?;
         let stock = self
             .transaction
             .execute(

@@ -337,7 +337,7 @@ async fn money_settles_once_per_day_against_the_ccp_and_is_reported() {
     let events = settlement_events(pool, "B05678").await;
     let money = events
         .iter()
-        .find(|event| event.kind == "money")
+        .find(|event| event.kind == "money" && event.status == "settled")
         .expect("money settlement event");
     assert_eq!((money.net, money.settled), (100_000_000, 100_000_000));
     assert_eq!(money.status, "settled");
@@ -418,4 +418,65 @@ async fn audit_finds_a_position_whose_settled_quantity_disagrees_with_its_settle
             .any(|v| v.to_string().contains("B05678") && v.to_string().contains("settled")),
         "{violations:?}"
     );
+}
+
+#[tokio::test]
+async fn the_scheduler_cuts_off_and_ends_the_day_at_the_configured_times() {
+    // Goal: `ccass up`'s CNS schedule closes the settlement date of today's trades and ends
+    // today once their times passed, and doing so again changes nothing. Method: the
+    // schedule with both times at 00:00 against a database holding today's trades.
+    let Some(database) = seeded_database("cns_schedule").await else {
+        return;
+    };
+    let pool = &database.pool;
+    let mut config = test_config();
+    config.cns.cutoff_time = "00:00".to_owned();
+    config.cns.day_end_time = "00:00".to_owned();
+    config.cns.scheduler_poll_ms = 20;
+    let offset =
+        time::UtcOffset::from_whole_seconds(i32::from(config.settlement.utc_offset_minutes) * 60)
+            .unwrap();
+    let today = time::OffsetDateTime::now_utc().to_offset(offset).date();
+    let calendar = config.cns.calendar();
+    if !calendar.is_business_day(today) {
+        eprintln!("skipped: today ({today}) is not a business day");
+        return;
+    }
+    let settlement_date = calendar.settlement_date(today);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut stopped_future = stopped.clone();
+    let task = tokio::spawn(ccass::cns::schedule::schedule(
+        pool.clone(),
+        config.cns.clone(),
+        config.settlement.utc_offset_minutes,
+        config.settlement.leader_lock_key,
+        async move {
+            let _ = stopped_future.changed().await;
+        },
+    ));
+    let started = std::time::Instant::now();
+    loop {
+        let done = count(
+            pool,
+            &format!(
+                "SELECT (SELECT count(*) FROM cns_cutoffs WHERE settlement_date = '{settlement_date}')
+                      + (SELECT count(*) FROM cns_day_ends WHERE settlement_date = '{today}')"
+            ),
+        )
+        .await;
+        if done == 2 {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "schedule did not cut off {settlement_date} and end {today}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let _ = stop.send(true);
+    task.await.unwrap();
+    drop(stopped);
+    assert_eq!(count(pool, "SELECT count(*) FROM cns_cutoffs").await, 1);
+    assert_eq!(count(pool, "SELECT count(*) FROM cns_day_ends").await, 1);
 }
