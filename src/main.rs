@@ -240,8 +240,15 @@ enum CnsCommand {
         date: String,
     },
     /// Close the netting of a settlement date: re-net its trades, check them against the
-    /// positions netted during the day, mark positions final, publish position events.
+    /// positions netted during the day, mark positions final, position events to the outbox.
     Cutoff {
+        /// Settlement date, YYYY-MM-DD.
+        #[arg(long)]
+        date: String,
+    },
+    /// End a settlement date after its final Batch Settlement Run (once): carry unsettled
+    /// positions to the next business day, settle money positions against the CCP.
+    DayEnd {
         /// Settlement date, YYYY-MM-DD.
         #[arg(long)]
         date: String,
@@ -883,16 +890,39 @@ async fn cns_command(config: &Config, command: CnsCommand) -> anyhow::Result<()>
         CnsCommand::Cutoff { date } => {
             let date = parse_date_arg(&date)?;
             let report = cns::positions::cutoff(&pool, &config.cns.ccp_participant, date).await?;
-            let client = bus::connect(&config.bus, "ccass-cns-cutoff").await?;
-            let jetstream = bus::jetstream(&config.bus, client);
-            let events = cns::positions::publish_position_events(&pool, &jetstream, date).await?;
             println!(
-                "cns cutoff {}: {} trades, {} stock and {} money positions final, {events} position events published",
+                "cns cutoff {}: {} trades, {} stock and {} money positions final, {} position events in the outbox",
                 cns::format_date(report.settlement_date),
                 report.trade_count,
                 report.stock_positions,
-                report.money_positions
+                report.money_positions,
+                report.events
             );
+        }
+        CnsCommand::DayEnd { date } => {
+            let date = parse_date_arg(&date)?;
+            let report = cns::day_end::day_end(
+                &pool,
+                &config.cns.calendar(),
+                &config.cns.ccp_participant,
+                config.settlement.leader_lock_key,
+                date,
+            )
+            .await?;
+            match report {
+                Some(report) => println!(
+                    "cns day-end {}: {} stock positions carried to {}, {} money positions settled, {} unpaid",
+                    cns::format_date(report.settlement_date),
+                    report.carried_stock_position_count,
+                    cns::format_date(report.carried_to),
+                    report.money_positions_settled_count,
+                    report.money_positions_unpaid_count
+                ),
+                None => println!(
+                    "cns day-end {}: already done, nothing changed",
+                    cns::format_date(date)
+                ),
+            }
         }
     }
     Ok(())

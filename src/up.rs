@@ -118,7 +118,6 @@ pub async fn run(
             tokio::spawn(cns::capture::run_worker(
                 config.cns.clone(),
                 pool.clone(),
-                jetstream.clone(),
                 capture_consumer.clone(),
                 capture_stopped.clone(),
             ))
@@ -163,6 +162,14 @@ pub async fn run(
             shutdown.clone(),
         ))
     });
+    // CNS cut-off and day-end at the configured times (both idempotent).
+    let cns_schedule = tokio::spawn(cns::schedule::schedule(
+        pool.clone(),
+        config.cns.clone(),
+        config.settlement.utc_offset_minutes,
+        config.settlement.leader_lock_key,
+        shutdown.clone(),
+    ));
     let mut auth_service = tokio::spawn(auth::service::run(
         config.clone(),
         client.clone(),
@@ -193,6 +200,7 @@ pub async fn run(
     if let Some(statements) = statements {
         let _ = statements.await;
     }
+    let _ = cns_schedule.await;
     for worker in capture_workers.into_iter().chain(settlement_services) {
         let _ = worker.await;
     }

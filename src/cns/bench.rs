@@ -355,7 +355,6 @@ async fn end_to_end(
             tokio::spawn(capture::run_worker(
                 config.cns.clone(),
                 pool.clone(),
-                jetstream.clone(),
                 consumer.clone(),
                 stopped.clone(),
             ))

@@ -36,6 +36,15 @@ impl Calendar {
         }
         date
     }
+
+    /// The first business day after `date` (where day-end carries unsettled positions).
+    pub fn next_business_day(&self, date: Date) -> Date {
+        let mut next = date + Duration::days(1);
+        while !self.is_business_day(next) {
+            next += Duration::days(1);
+        }
+        next
+    }
 }
 
 #[cfg(test)]

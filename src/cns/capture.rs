@@ -3,9 +3,9 @@
 //! [`capture_batches`] is the whole write path for a group of batches and runs in ONE
 //! transaction: batch markers, trades (COPY BINARY), exceptions, isolated obligations and
 //! the position deltas netted in memory. [`run_worker`] feeds it from the TRADES stream and
-//! acknowledges the messages only after that transaction committed; refused trades are then
-//! reported on `ccass.v1.events.{participant}.trade` (the exceptions table is the record;
-//! events are notifications for live consumers).
+//! acknowledges the messages only after that transaction committed. Refused trades are
+//! reported on `ccass.v1.events.{participant}.trade` through the outbox, written in the same
+//! transaction (the exceptions table is the record; the relay publishes the events).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -23,6 +23,7 @@ use crate::hostdb::cns::{
     self as sql, BatchRow, ExceptionRow, IsolatedObligationRow, MoneyDelta, ReferenceRows,
     StockDelta, TradeRow,
 };
+use crate::hostdb::settlement::OutboxRow;
 use crate::hostdb::{HostDbError, Pool};
 use crate::ids::ParticipantId;
 
@@ -391,6 +392,8 @@ pub enum CaptureError {
         settlement_date: String,
         isin: String,
     },
+    #[error("encode {0}")]
+    Encode(String),
     #[error(transparent)]
     Db(#[from] HostDbError),
 }
@@ -599,6 +602,8 @@ pub async fn capture_batches(
             Err(error) => return Err(error.into()),
         }
         persist_netting(&transaction, reference, &accepted, book).await?;
+        let outbox = rejection_outbox(&reference.ccp, market, &report.rejections)?;
+        crate::hostdb::cns_settlement::append_outbox(&transaction, &outbox).await?;
         transaction
             .commit()
             .await
@@ -688,21 +693,26 @@ pub fn deltas(reference: &Reference, book: &NettingBook) -> (Vec<StockDelta>, Ve
     (stock, money)
 }
 
-/// Publishes each rejection to the buyer's, the seller's (when they are valid ids) and the
-/// CCP's event subject, pipelined: all publishes are sent before any ack is awaited.
-pub async fn report_rejections(
-    jetstream: &jetstream::Context,
+/// The outbox rows reporting `rejections` on the CCP's, the buyer's and the seller's (when
+/// they are valid ids) `ccass.v1.events.{participant}.trade`, written in the capture
+/// transaction (published by the relay after commit, at least once). Dedupe id:
+/// `cns-reject:{market}:{batch}:{n}:{participant}`, `n` counting the batch's rejections (a
+/// batch is captured once, so the ids never repeat).
+pub fn rejection_outbox(
     ccp_participant: &str,
+    market: &str,
     rejections: &[ReportedRejection],
-) -> Result<(), crate::bus::BusError> {
-    let mut pending = Vec::new();
+) -> Result<Vec<OutboxRow>, CaptureError> {
+    let mut rows = Vec::new();
+    let mut per_batch: HashMap<&str, usize> = HashMap::new();
     for rejection in rejections {
-        let payload = serde_json::to_vec(&rejection.event).map_err(|error| {
-            crate::bus::BusError::JetStream {
-                operation: "encode trade rejected event".to_owned(),
-                message: error.to_string(),
-            }
-        })?;
+        let counter = per_batch
+            .entry(rejection.event.batch_id.as_str())
+            .or_default();
+        let n = *counter;
+        *counter += 1;
+        let payload = serde_json::to_vec(&rejection.event)
+            .map_err(|error| CaptureError::Encode(format!("trade rejected event: {error}")))?;
         let mut recipients: Vec<&str> = vec![ccp_participant, &rejection.buyer, &rejection.seller];
         recipients.sort_unstable();
         recipients.dedup();
@@ -710,30 +720,19 @@ pub async fn report_rejections(
             let Ok(participant) = ParticipantId::parse(recipient) else {
                 continue;
             };
-            let subject = subjects::events(&participant, EventKind::Trade);
-            let ack = jetstream
-                .publish(subject, payload.clone().into())
-                .await
-                .map_err(|error| crate::bus::BusError::JetStream {
-                    operation: "publish trade rejected event".to_owned(),
-                    message: error.to_string(),
-                })?;
-            pending.push(ack);
+            rows.push(OutboxRow {
+                subject: subjects::events(&participant, EventKind::Trade)
+                    .as_str()
+                    .to_owned(),
+                dedupe_id: format!(
+                    "cns-reject:{market}:{}:{n}:{recipient}",
+                    rejection.event.batch_id
+                ),
+                payload: payload.clone(),
+            });
         }
     }
-    for ack in futures::future::join_all(
-        pending
-            .into_iter()
-            .map(std::future::IntoFuture::into_future),
-    )
-    .await
-    {
-        ack.map_err(|error| crate::bus::BusError::JetStream {
-            operation: "publish trade rejected event".to_owned(),
-            message: error.to_string(),
-        })?;
-    }
-    Ok(())
+    Ok(rows)
 }
 
 /// The durable pull consumer capture workers share (`cns-capture` on TRADES).
@@ -762,7 +761,6 @@ pub async fn capture_consumer(
 pub async fn run_worker(
     config: CnsConfig,
     pool: Pool,
-    jetstream: jetstream::Context,
     consumer: jetstream::consumer::PullConsumer,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -889,11 +887,6 @@ pub async fn run_worker(
                 if let Some(Err(error)) = acked.into_iter().find(Result::is_err) {
                     // Redelivery is harmless: the batch markers make it a no-op.
                     tracing::warn!(%error, "cns capture: acknowledge captured batches");
-                }
-                if let Err(error) =
-                    report_rejections(&jetstream, &config.ccp_participant, &report.rejections).await
-                {
-                    tracing::warn!(%error, "cns capture: report rejections (stored in cns_trade_exceptions)");
                 }
             }
             Err(error) => {

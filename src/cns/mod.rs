@@ -46,12 +46,16 @@
 //! Money positions (`cns_money_positions`) settle once per day after the final run.
 
 pub mod bench;
+pub mod bsr;
 pub mod calendar;
 pub mod capture;
+pub mod day_end;
 pub mod feed;
 pub mod metrics;
 pub mod netting;
 pub mod positions;
+pub mod schedule;
+pub mod settle;
 
 use serde::Deserialize;
 use time::Date;
@@ -92,6 +96,14 @@ pub struct CnsConfig {
     pub reference_refresh_ms: u64,
     /// Trades per feed message (JSON, below the TRADES stream's 1 MiB message limit).
     pub feed_trades_per_batch_max: usize,
+    /// Local `HH:MM` (settlement.utc_offset_minutes) on each business day when `ccass up`
+    /// closes the netting of the settlement date of that day's trades.
+    pub cutoff_time: String,
+    /// Local `HH:MM` on each business day when `ccass up` ends that settlement date: carry
+    /// forward and money settlement; after the day's final Batch Settlement Run.
+    pub day_end_time: String,
+    /// How often the CNS scheduler of `ccass up` looks whether a cut-off or day-end is due.
+    pub scheduler_poll_ms: u64,
 }
 
 impl CnsConfig {
@@ -144,6 +156,22 @@ impl CnsConfig {
             "cns.reference_refresh_ms",
             self.reference_refresh_ms,
             1..=86_400_000,
+        )?;
+        for (key, text) in [
+            ("cns.cutoff_time", &self.cutoff_time),
+            ("cns.day_end_time", &self.day_end_time),
+        ] {
+            if schedule::parse_time(text).is_none() {
+                return Err(ConfigError::Key {
+                    key: key.to_owned(),
+                    message: format!("{text:?} is not HH:MM"),
+                });
+            }
+        }
+        check_range(
+            "cns.scheduler_poll_ms",
+            self.scheduler_poll_ms,
+            10..=3_600_000,
         )?;
         check_range(
             "cns.feed_trades_per_batch_max",

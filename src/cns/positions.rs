@@ -6,9 +6,6 @@
 //! the positions and isolated obligations final. Later trades for that date are refused
 //! (`settlement_date_closed`). A disagreement is an error and changes nothing.
 
-use std::collections::HashMap;
-
-use async_nats::jetstream;
 use time::Date;
 
 use super::capture::{Reference, deltas};
@@ -17,6 +14,7 @@ use super::netting::{NettableTrade, trade_amount_minor};
 use crate::bus::subjects::{self, EventKind};
 use crate::bus::trades::PositionEvent;
 use crate::hostdb::cns::{self as sql, Cutoff, MoneyDelta, PositionRow, StockDelta};
+use crate::hostdb::settlement::OutboxRow;
 use crate::hostdb::{HostDbError, Pool};
 use crate::ids::ParticipantId;
 
@@ -45,6 +43,9 @@ pub struct CutoffReport {
     pub trade_count: usize,
     pub stock_positions: u64,
     pub money_positions: u64,
+    /// Position events written to the outbox (one per position, on its participant's
+    /// `ccass.v1.events.{participant}.settlement`).
+    pub events: usize,
 }
 
 /// Closes the netting of `settlement_date` (see the module docs).
@@ -119,13 +120,70 @@ pub async fn cutoff(
             stored_money.len()
         )));
     }
-    let (stock_positions, money_positions) = cutoff.commit(trades.len() as i64).await?;
+    let outbox = cutoff_events(settlement_date, &stored_stock, &stored_money);
+    let (stock_positions, money_positions) = cutoff.commit(trades.len() as i64, &outbox).await?;
     Ok(CutoffReport {
         settlement_date,
         trade_count: trades.len(),
         stock_positions,
         money_positions,
+        events: outbox.len(),
     })
+}
+
+/// One `final` position event per position of the date, for the outbox of the cut-off's
+/// transaction (dedupe id `cns-cutoff:{date}:{participant}:{isin or currency}`).
+fn cutoff_events(
+    settlement_date: Date,
+    stock: &[StockDelta],
+    money: &[MoneyDelta],
+) -> Vec<OutboxRow> {
+    let date = format_date(settlement_date);
+    let stock_rows = stock.iter().map(|p| {
+        (
+            &p.participant_id,
+            p.isin.as_str(),
+            PositionEvent {
+                settlement_date: date.clone(),
+                kind: "stock".to_owned(),
+                isin: Some(p.isin.clone()),
+                currency: None,
+                net: p.net_quantity,
+                settled: 0,
+                obligation_count: p.obligation_count,
+                status: "final".to_owned(),
+            },
+        )
+    });
+    let money_rows = money.iter().map(|p| {
+        (
+            &p.participant_id,
+            p.currency_code.as_str(),
+            PositionEvent {
+                settlement_date: date.clone(),
+                kind: "money".to_owned(),
+                isin: None,
+                currency: Some(p.currency_code.clone()),
+                net: p.net_amount_minor,
+                settled: 0,
+                obligation_count: p.obligation_count,
+                status: "final".to_owned(),
+            },
+        )
+    });
+    stock_rows
+        .chain(money_rows)
+        .filter_map(|(participant_id, key, event)| {
+            let participant = ParticipantId::parse(participant_id).ok()?;
+            Some(OutboxRow {
+                subject: subjects::events(&participant, EventKind::Settlement)
+                    .as_str()
+                    .to_owned(),
+                dedupe_id: format!("cns-cutoff:{date}:{participant_id}:{key}"),
+                payload: serde_json::to_vec(&event).ok()?,
+            })
+        })
+        .collect()
 }
 
 /// The positions of one participant (or all) for a settlement date.
@@ -154,54 +212,4 @@ pub fn position_event(row: &PositionRow) -> PositionEvent {
         obligation_count: row.obligation_count,
         status: row.status.clone(),
     }
-}
-
-/// Publishes every position of `settlement_date` on its participant's
-/// `ccass.v1.events.{participant}.settlement`, pipelined (all sent, then all acks awaited).
-pub async fn publish_position_events(
-    pool: &Pool,
-    jetstream: &jetstream::Context,
-    settlement_date: Date,
-) -> Result<usize, PublishError> {
-    let rows = sql::positions(pool, None, settlement_date).await?;
-    let mut subjects_by_participant: HashMap<String, subjects::Subject> = HashMap::new();
-    let mut pending = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let subject = match subjects_by_participant.get(&row.participant_id) {
-            Some(subject) => subject.clone(),
-            None => {
-                let Ok(participant) = ParticipantId::parse(&row.participant_id) else {
-                    continue;
-                };
-                let subject = subjects::events(&participant, EventKind::Settlement);
-                subjects_by_participant.insert(row.participant_id.clone(), subject.clone());
-                subject
-            }
-        };
-        let payload = serde_json::to_vec(&position_event(row))
-            .map_err(|error| PublishError::Bus(error.to_string()))?;
-        let ack = jetstream
-            .publish(subject, payload.into())
-            .await
-            .map_err(|error| PublishError::Bus(error.to_string()))?;
-        pending.push(ack);
-    }
-    for ack in futures::future::join_all(
-        pending
-            .into_iter()
-            .map(std::future::IntoFuture::into_future),
-    )
-    .await
-    {
-        ack.map_err(|error| PublishError::Bus(error.to_string()))?;
-    }
-    Ok(rows.len())
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum PublishError {
-    #[error("publish position events: {0}")]
-    Bus(String),
-    #[error(transparent)]
-    Db(#[from] HostDbError),
 }

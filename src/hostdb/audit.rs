@@ -14,6 +14,10 @@
 //!   a settled pair's instructions are in state `matched` (an instruction is in exactly one
 //!   state: the stored status, refined to settled by its markers) and its match row names
 //!   them.
+//! - CNS: per security and settlement date the participants' stock positions sum to zero,
+//!   and per currency and date their money positions; a position's settled quantity never
+//!   exceeds its net quantity and equals the sum of its `cns_position_settlements`; per
+//!   security and date longs never received more than shorts delivered to the CCP.
 //!
 //! Full scans of the journals: an operator command (`ccass audit`), not a hot-path check.
 
@@ -108,6 +112,30 @@ pub enum Violation {
     SettledInstructionState {
         match_id: i64,
         detail: String,
+    },
+    /// CNS positions of a settlement date and security (stock) or currency (money) do not
+    /// sum to zero against the CCP.
+    CnsPositionsNotBalanced {
+        settlement_date: String,
+        key: String,
+        sum: i64,
+    },
+    /// A CNS stock position settled more than its net quantity, or its settled quantity
+    /// disagrees with its settlement rows.
+    CnsSettledQuantityWrong {
+        settlement_date: String,
+        participant_id: String,
+        isin: String,
+        net: i64,
+        settled: i64,
+        recorded: i64,
+    },
+    /// Longs of a security and date received more from the CCP than shorts delivered.
+    CnsLongsExceedReceipts {
+        settlement_date: String,
+        isin: String,
+        delivered: i64,
+        received: i64,
     },
 }
 
@@ -204,6 +232,34 @@ impl fmt::Display for Violation {
             } => write!(
                 f,
                 "match {match_id}: settled {settled} of {instructed} but marked complete = {complete}"
+            ),
+            CnsPositionsNotBalanced {
+                settlement_date,
+                key,
+                sum,
+            } => write!(
+                f,
+                "cns positions of {settlement_date} {key} sum to {sum}, not zero"
+            ),
+            CnsSettledQuantityWrong {
+                settlement_date,
+                participant_id,
+                isin,
+                net,
+                settled,
+                recorded,
+            } => write!(
+                f,
+                "cns position {settlement_date} {participant_id} {isin}: settled {settled} of net {net}, settlement rows say {recorded}"
+            ),
+            CnsLongsExceedReceipts {
+                settlement_date,
+                isin,
+                delivered,
+                received,
+            } => write!(
+                f,
+                "cns {settlement_date} {isin}: longs received {received} but shorts delivered {delivered}"
             ),
             SettledInstructionState { match_id, detail } => {
                 write!(f, "match {match_id} settled: {detail}")
@@ -337,6 +393,35 @@ const SETTLED_INSTRUCTION_STATE: &str = "
        OR d.status IS DISTINCT FROM 'matched' OR r.status IS DISTINCT FROM 'matched'
     ORDER BY 1 LIMIT 1000";
 
+const CNS_POSITIONS_NOT_BALANCED: &str = "
+    SELECT settlement_date::text, isin, sum(net_quantity)::int8 FROM cns_stock_positions
+    GROUP BY settlement_date, isin HAVING sum(net_quantity) <> 0
+    UNION ALL
+    SELECT settlement_date::text, currency_code, sum(net_amount_minor)::int8 FROM cns_money_positions
+    GROUP BY settlement_date, currency_code HAVING sum(net_amount_minor) <> 0
+    ORDER BY 1, 2";
+
+const CNS_SETTLED_QUANTITY_WRONG: &str = "
+    SELECT p.settlement_date::text, p.participant_id, p.isin, p.net_quantity, p.settled_quantity,
+           coalesce(s.quantity, 0)::int8
+    FROM cns_stock_positions p
+    LEFT JOIN (SELECT settlement_date, participant_id, isin, sum(quantity) AS quantity
+               FROM cns_position_settlements GROUP BY 1, 2, 3) s
+      ON s.settlement_date = p.settlement_date AND s.participant_id = p.participant_id
+     AND s.isin = p.isin
+    WHERE p.settled_quantity > abs(p.net_quantity) OR p.settled_quantity < 0
+       OR p.settled_quantity <> coalesce(s.quantity, 0)
+    ORDER BY 1, 2, 3";
+
+const CNS_LONGS_EXCEED_RECEIPTS: &str = "
+    SELECT settlement_date::text, isin,
+           coalesce(sum(quantity) FILTER (WHERE direction = 'deliver'), 0)::int8,
+           coalesce(sum(quantity) FILTER (WHERE direction = 'receive'), 0)::int8
+    FROM cns_position_settlements GROUP BY settlement_date, isin
+    HAVING coalesce(sum(quantity) FILTER (WHERE direction = 'receive'), 0)
+         > coalesce(sum(quantity) FILTER (WHERE direction = 'deliver'), 0)
+    ORDER BY 1, 2";
+
 /// Runs every check and returns all violations (empty: consistent).
 pub async fn run(pool: &Pool) -> Result<Vec<Violation>, HostDbError> {
     let mut client = super::client(pool).await?;
@@ -445,6 +530,31 @@ pub async fn run(pool: &Pool) -> Result<Vec<Violation>, HostDbError> {
         violations.push(Violation::SettledInstructionState {
             match_id: row.get(0),
             detail: row.get(1),
+        });
+    }
+    for row in query("cns positions balanced", CNS_POSITIONS_NOT_BALANCED).await? {
+        violations.push(Violation::CnsPositionsNotBalanced {
+            settlement_date: row.get(0),
+            key: row.get(1),
+            sum: row.get(2),
+        });
+    }
+    for row in query("cns settled quantities", CNS_SETTLED_QUANTITY_WRONG).await? {
+        violations.push(Violation::CnsSettledQuantityWrong {
+            settlement_date: row.get(0),
+            participant_id: row.get(1),
+            isin: row.get(2),
+            net: row.get(3),
+            settled: row.get(4),
+            recorded: row.get(5),
+        });
+    }
+    for row in query("cns longs within receipts", CNS_LONGS_EXCEED_RECEIPTS).await? {
+        violations.push(Violation::CnsLongsExceedReceipts {
+            settlement_date: row.get(0),
+            isin: row.get(1),
+            delivered: row.get(2),
+            received: row.get(3),
         });
     }
     transaction

@@ -733,8 +733,11 @@ impl<'a> Cutoff<'a> {
         let stock = self
             .transaction
             .query(
-                "SELECT participant_id, isin, net_quantity, obligation_count
-                 FROM cns_stock_positions WHERE settlement_date = $1",
+                // Remainders carried in from an earlier date are not netted trades.
+                "SELECT participant_id, isin, net_quantity - carried_in_quantity,
+                        obligation_count - carried_in_count
+                 FROM cns_stock_positions
+                 WHERE settlement_date = $1 AND obligation_count > carried_in_count",
                 &[&self.settlement_date],
             )
             .await
@@ -767,10 +770,15 @@ impl<'a> Cutoff<'a> {
         Ok((stock, money))
     }
 
-    /// Marks every position and isolated obligation of the date final, records the cut-off
-    /// and commits.
-    pub async fn commit(self, trade_count: i64) -> Result<(u64, u64), HostDbError> {
+    /// Marks every position and isolated obligation of the date final, appends their events
+    /// to the outbox, records the cut-off and commits.
+    pub async fn commit(
+        self,
+        trade_count: i64,
+        outbox: &[super::settlement::OutboxRow],
+    ) -> Result<(u64, u64), HostDbError> {
         let date = &self.settlement_date;
+        super::cns_settlement::append_outbox(&self.transaction, outbox).await?;
         let stock = self
             .transaction
             .execute(

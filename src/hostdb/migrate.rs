@@ -80,6 +80,11 @@ pub fn embedded() -> Vec<Migration> {
             name: Cow::Borrowed("intake"),
             sql: Cow::Borrowed(include_str!("migrations/V0006__intake.sql")),
         },
+        Migration {
+            version: 8,
+            name: Cow::Borrowed("cns_settlement"),
+            sql: Cow::Borrowed(include_str!("migrations/V0008__cns_settlement.sql")),
+        },
     ]
 }
 

@@ -101,7 +101,7 @@ pub struct RunTotals {
 
 /// One Batch Settlement Run's transaction.
 pub struct RunTransaction<'c> {
-    transaction: deadpool_postgres::Transaction<'c>,
+    pub(super) transaction: deadpool_postgres::Transaction<'c>,
     pub settlement_run_id: i64,
     pub run_number: i16,
 }

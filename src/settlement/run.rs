@@ -161,6 +161,8 @@ pub async fn run_now(
     )
     .await?
     .ok_or(RunError::LeaderBusy)?;
+    // CNS short positions deliver to the CCP before the SIs (src/cns/bsr.rs).
+    crate::cns::bsr::settle_shorts(&run, settlement_date).await?;
     let pairs = run.due_pairs(settlement_date, config.run_pairs_max).await?;
     let dense = Dense::new(&pairs);
     let holdings = run
@@ -258,6 +260,8 @@ pub async fn run_now(
     report.holding_movements_count = holding_movements.len();
     report.cash_movements_count = cash_movements.len();
     report.outbox_count = outbox.len();
+    // CNS long positions receive what the CCP received, after the SIs.
+    crate::cns::bsr::settle_longs(&run, settlement_date).await?;
     report.write = write_started.elapsed();
     if options.abort_before_commit {
         return Err(RunError::AbortedBeforeCommit);

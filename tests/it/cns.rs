@@ -342,8 +342,17 @@ async fn a_trade_file_flows_from_the_feed_to_positions_and_rejects_are_reported(
     let worker = tokio::spawn(capture::run_worker(
         test_config().cns,
         database.pool.clone(),
-        jetstream.clone(),
         consumer,
+        stopped.clone(),
+    ));
+    // Rejection events go through the outbox: the relay publishes them.
+    let intake = test_config().intake;
+    let relay = tokio::spawn(ccass::relay::run(
+        database.pool.clone(),
+        jetstream.clone(),
+        intake.relay_batch_max,
+        Duration::from_millis(intake.relay_poll_interval_ms),
+        Duration::from_millis(intake.retry_delay_ms),
         stopped,
     ));
 
@@ -518,4 +527,5 @@ async fn a_trade_file_flows_from_the_feed_to_positions_and_rejects_are_reported(
 
     let _ = stop.send(true);
     worker.await.unwrap();
+    relay.await.unwrap();
 }

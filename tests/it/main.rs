@@ -11,6 +11,7 @@ mod auth;
 mod bus;
 mod cli;
 mod cns;
+mod cns_settlement;
 mod codec;
 mod config;
 mod directory;
