@@ -263,6 +263,9 @@ enum SettlementCommand {
         /// Settlement date, YYYY-MM-DD (default: today, local time of settlement.utc_offset_minutes).
         #[arg(long)]
         date: Option<String>,
+        /// Test hook: after writing everything, wait this long before committing.
+        #[arg(long, hide = true, default_value_t = 0)]
+        pause_before_commit_ms: u64,
     },
 }
 
@@ -282,6 +285,28 @@ enum BenchCommand {
         #[arg(long)]
         workers: Option<usize>,
         /// Keep the benchmark database afterwards.
+        #[arg(long)]
+        keep_database: bool,
+    },
+    /// The Batch Settlement Run (run_now) against one SQL transaction per pair and the best
+    /// set-based SQL, on the same generated day (own databases).
+    Settlement {
+        /// Matched pairs to settle (each a deliver and a receive SI).
+        #[arg(long, default_value_t = 1_000_000)]
+        instructions: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, default_value_t = 1_000)]
+        participants: usize,
+        #[arg(long, default_value_t = 2_500)]
+        securities: usize,
+        /// Share of pairs that lack stock or money.
+        #[arg(long, default_value_t = 0.05)]
+        short_share: f64,
+        /// Pairs the one-transaction-per-pair baseline settles (its rate is extrapolated).
+        #[arg(long, default_value_t = 20_000)]
+        baseline_pairs: usize,
+        /// Keep the benchmark databases afterwards.
         #[arg(long)]
         keep_database: bool,
     },
@@ -621,7 +646,11 @@ fn run_with_config(config: Config, command: Command) -> anyhow::Result<ExitCode>
             Command::Pss { command } => return pss_command(&config, command).await,
             Command::Cns { command } => cns_command(&config, command).await?,
             Command::Settlement {
-                command: Some(SettlementCommand::RunNow { date }),
+                command:
+                    Some(SettlementCommand::RunNow {
+                        date,
+                        pause_before_commit_ms,
+                    }),
             } => {
                 let date = match date {
                     Some(text) => parse_date_arg(&text)?,
@@ -636,6 +665,7 @@ fn run_with_config(config: Config, command: Command) -> anyhow::Result<ExitCode>
                 let options = settlement::run::RunOptions {
                     leader: format!("run-now:{}", std::process::id()),
                     abort_before_commit: false,
+                    pause_before_commit_ms,
                 };
                 let report =
                     settlement::run::run_now(&pool, &config.settlement, date, &options).await?;
@@ -681,6 +711,30 @@ fn run_with_config(config: Config, command: Command) -> anyhow::Result<ExitCode>
             Command::Metrics {
                 command: MetricsCommand::List { markdown },
             } => return print_metrics(markdown),
+            Command::Bench {
+                command:
+                    BenchCommand::Settlement {
+                        instructions,
+                        seed,
+                        participants,
+                        securities,
+                        short_share,
+                        baseline_pairs,
+                        keep_database,
+                    },
+            } => {
+                let options = settlement::bench::BenchOptions {
+                    instructions,
+                    seed,
+                    participants,
+                    securities,
+                    short_share,
+                    baseline_pairs,
+                    keep_database,
+                };
+                let report = settlement::bench::run(&config, &options).await?;
+                println!("{report}");
+            }
         }
         Ok(ExitCode::SUCCESS)
     })

@@ -31,6 +31,7 @@ pub mod outbox;
 pub mod partitions;
 pub mod seed;
 pub mod settlement;
+pub mod settlement_bench;
 pub mod statements;
 
 pub use deadpool_postgres::Pool;

@@ -128,6 +128,7 @@ const DUE_PAIRS: &str = "
       AND d.settlement_date <= $1 AND r.settlement_date <= $1
       AND NOT m.on_hold AND NOT m.excluded_from_runs
       AND NOT coalesce(done.complete, false)
+      AND d.created_at <= $3 AND r.created_at <= $3
     ORDER BY d.settlement_date, m.match_id
     LIMIT $2";
 
@@ -172,16 +173,18 @@ impl<'c> RunTransaction<'c> {
         }))
     }
 
-    /// Every pair due on `settlement_date` (at most `limit`), oldest settlement date first,
-    /// then by match id.
+    /// Every pair due on `settlement_date` (at most `limit`) whose two instructions were
+    /// input (`instructions.created_at`, when intake stored them) by `input_cutoff`, oldest
+    /// settlement date first, then by match id.
     pub async fn due_pairs(
         &self,
         settlement_date: Date,
+        input_cutoff: time::OffsetDateTime,
         limit: i64,
     ) -> Result<Vec<DuePair>, HostDbError> {
         let rows = self
             .transaction
-            .query(DUE_PAIRS, &[&settlement_date, &limit])
+            .query(DUE_PAIRS, &[&settlement_date, &limit, &input_cutoff])
             .await
             .map_err(db("load due pairs"))?;
         Ok(rows

@@ -1,4 +1,5 @@
-//! Metric names of SI intake and the outbox relay. No labels.
+//! Metric names of SI intake, the outbox relay and the Batch Settlement Run engine. Labels
+//! (bounded): a run's `outcome`, a phase, a currency code.
 
 pub const MESSAGES_ACCEPTED_TOTAL: &str = "ccass_intake_messages_accepted_total";
 pub const MESSAGES_REJECTED_TOTAL: &str = "ccass_intake_messages_rejected_total";
@@ -9,6 +10,38 @@ pub const BATCH_TRANSACTION_SECONDS: &str = "ccass_intake_batch_transaction_seco
 pub const BATCH_FAILURES_TOTAL: &str = "ccass_intake_batch_failures_total";
 pub const RELAY_PUBLISHED_TOTAL: &str = "ccass_relay_rows_published_total";
 pub const RELAY_FAILURES_TOTAL: &str = "ccass_relay_failures_total";
+pub const RUNS_TOTAL: &str = "ccass_settlement_runs_total";
+pub const PAIRS_SETTLED_TOTAL: &str = "ccass_settlement_pairs_settled_total";
+pub const PAIRS_PARTIALLY_SETTLED_TOTAL: &str = "ccass_settlement_pairs_partially_settled_total";
+pub const PAIRS_RECYCLED_TOTAL: &str = "ccass_settlement_pairs_recycled_total";
+pub const RUN_PHASE_SECONDS: &str = "ccass_settlement_run_phase_seconds";
+pub const VALUE_SETTLED_MINOR_TOTAL: &str = "ccass_settlement_value_settled_minor_total";
+
+/// `outcome` of a run: `completed`, `leader_busy` (another leader runs), `failed`,
+/// `aborted` (the test hook).
+pub fn record_run_outcome(outcome: &'static str) {
+    metrics::counter!(RUNS_TOTAL, "outcome" => outcome).increment(1);
+}
+
+/// What a completed run did: pairs, phase durations, money settled per currency.
+pub fn record_completed_run(report: &super::run::RunReport) {
+    metrics::counter!(PAIRS_SETTLED_TOTAL).increment(report.settled_count as u64);
+    metrics::counter!(PAIRS_PARTIALLY_SETTLED_TOTAL)
+        .increment(report.partially_settled_count as u64);
+    metrics::counter!(PAIRS_RECYCLED_TOTAL).increment(report.recycled_count as u64);
+    for (phase, duration) in [
+        ("load", report.load),
+        ("settle", report.settle),
+        ("write", report.write),
+        ("commit", report.commit),
+    ] {
+        metrics::histogram!(RUN_PHASE_SECONDS, "phase" => phase).record(duration.as_secs_f64());
+    }
+    for (currency, amount) in &report.settled_value_minor {
+        metrics::counter!(VALUE_SETTLED_MINOR_TOTAL, "currency" => currency.clone())
+            .increment(u64::try_from(*amount).unwrap_or(0));
+    }
+}
 
 pub fn describe_all() {
     metrics::describe_counter!(
@@ -39,4 +72,65 @@ pub fn describe_all() {
         RELAY_FAILURES_TOTAL,
         "relay batches that failed and were retried"
     );
+    metrics::describe_counter!(
+        RUNS_TOTAL,
+        "Batch Settlement Runs tried, by outcome (completed, leader_busy, failed, aborted)"
+    );
+    metrics::describe_counter!(PAIRS_SETTLED_TOTAL, "matched pairs settled in full by runs");
+    metrics::describe_counter!(
+        PAIRS_PARTIALLY_SETTLED_TOTAL,
+        "matched pairs of which a run settled a part (the rest recycled)"
+    );
+    metrics::describe_counter!(
+        PAIRS_RECYCLED_TOTAL,
+        "matched pairs a run left pending (in whole or in part) for the next run"
+    );
+    metrics::describe_histogram!(
+        RUN_PHASE_SECONDS,
+        metrics::Unit::Seconds,
+        "wall time of each phase of a completed run (load, settle, write, commit)"
+    );
+    metrics::describe_counter!(
+        VALUE_SETTLED_MINOR_TOTAL,
+        "money moved by DvP settlement in runs, minor units, by currency"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_completed_run_is_visible_in_prometheus_text() {
+        // Goal: the engine's metrics reach the exporter with their labels. Method: record a
+        // report into a local Prometheus recorder and read its rendered text.
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let report = crate::settlement::run::RunReport {
+            settled_count: 7,
+            partially_settled_count: 2,
+            recycled_count: 3,
+            settled_value_minor: [("HKD".to_owned(), 12_345)].into(),
+            write: std::time::Duration::from_millis(250),
+            ..Default::default()
+        };
+        metrics::with_local_recorder(&recorder, || {
+            describe_all();
+            record_run_outcome("completed");
+            record_run_outcome("leader_busy");
+            record_completed_run(&report);
+        });
+        let text = handle.render();
+        for expected in [
+            "ccass_settlement_runs_total{outcome=\"completed\"} 1",
+            "ccass_settlement_runs_total{outcome=\"leader_busy\"} 1",
+            "ccass_settlement_pairs_settled_total 7",
+            "ccass_settlement_pairs_partially_settled_total 2",
+            "ccass_settlement_pairs_recycled_total 3",
+            "ccass_settlement_value_settled_minor_total{currency=\"HKD\"} 12345",
+            "ccass_settlement_run_phase_seconds_count{phase=\"write\"} 1",
+        ] {
+            assert!(text.contains(expected), "{expected} missing in\n{text}");
+        }
+    }
 }

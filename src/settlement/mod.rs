@@ -20,6 +20,7 @@
 //! - Per security and currency, the run conserves balances and makes none negative (checked
 //!   in memory, release builds included, before anything is written).
 
+pub mod bench;
 pub mod engine;
 pub mod intake;
 pub mod lifecycle;
@@ -49,6 +50,10 @@ pub struct SettlementConfig {
     pub scheduler_poll_ms: u64,
     /// BIC of the place of settlement in confirmations (`PSET`).
     pub place_of_settlement_bic: String,
+    /// Input cut-off of a settlement day, local time `HH:MM`: instructions input after it
+    /// (on or before their settlement date) are not settled in that day's runs; they wait
+    /// for the next settlement date's runs.
+    pub input_cutoff_time: String,
 }
 
 impl SettlementConfig {
@@ -74,6 +79,7 @@ impl SettlementConfig {
             10..=3_600_000,
         )?;
         self.run_times_of_day()?;
+        self.input_cutoff_of_day()?;
         if self.place_of_settlement_bic.len() != 8
             || !self
                 .place_of_settlement_bic
@@ -86,6 +92,30 @@ impl SettlementConfig {
             });
         }
         Ok(())
+    }
+
+    /// The input cut-off, parsed.
+    pub fn input_cutoff_of_day(&self) -> Result<time::Time, ConfigError> {
+        let format = time::macros::format_description!("[hour]:[minute]");
+        time::Time::parse(&self.input_cutoff_time, &format).map_err(|error| ConfigError::Key {
+            key: "settlement.input_cutoff_time".to_owned(),
+            message: format!("{:?} is not HH:MM: {error}", self.input_cutoff_time),
+        })
+    }
+
+    /// The instant of `settlement_date`'s input cut-off (local time of the market).
+    pub fn input_cutoff_at(
+        &self,
+        settlement_date: time::Date,
+    ) -> Result<time::OffsetDateTime, ConfigError> {
+        let offset = time::UtcOffset::from_whole_seconds(i32::from(self.utc_offset_minutes) * 60)
+            .map_err(|error| ConfigError::Key {
+            key: "settlement.utc_offset_minutes".to_owned(),
+            message: error.to_string(),
+        })?;
+        Ok(settlement_date
+            .with_time(self.input_cutoff_of_day()?)
+            .assume_offset(offset))
     }
 
     /// The run times, parsed; ascending.

@@ -21,6 +21,7 @@ use time::{Date, OffsetDateTime, UtcOffset};
 
 use super::SettlementConfig;
 use super::engine::{self, InvariantError, Ledger, Pair, Shortage};
+use super::metrics;
 use crate::bus::subjects;
 use crate::hostdb::journal::{
     CashMovement, CashMovementKind, HoldingMovement, HoldingMovementKind,
@@ -46,6 +47,9 @@ pub struct RunOptions {
     /// Test hook: write everything, then fail instead of committing (as a leader killed
     /// between settle and commit).
     pub abort_before_commit: bool,
+    /// Test hook: write everything, log `paused before commit`, wait this long, then commit
+    /// (0: no pause); lets a test kill the process with its transaction open.
+    pub pause_before_commit_ms: u64,
 }
 
 /// What a run did, with its wall times.
@@ -137,6 +141,8 @@ pub enum RunError {
         instruction_id: i64,
         source: build::BuildError,
     },
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     #[error("bad reference data in a due pair: {0}")]
     Reference(String),
     /// The test hook fired: everything was written and rolled back.
@@ -144,14 +150,36 @@ pub enum RunError {
     AbortedBeforeCommit,
 }
 
-/// Runs one Batch Settlement Run for `settlement_date` now.
+/// Runs one Batch Settlement Run for `settlement_date` now. Pairs whose instructions were
+/// input after the day's input cut-off ([`SettlementConfig::input_cutoff_at`]) wait for the
+/// next settlement date's runs. Counts the run in the engine's metrics.
 pub async fn run_now(
     pool: &Pool,
     config: &SettlementConfig,
     settlement_date: Date,
     options: &RunOptions,
 ) -> Result<RunReport, RunError> {
+    let result = settle_and_commit(pool, config, settlement_date, options).await;
+    match &result {
+        Ok(report) => {
+            metrics::record_run_outcome("completed");
+            metrics::record_completed_run(report);
+        }
+        Err(RunError::LeaderBusy) => metrics::record_run_outcome("leader_busy"),
+        Err(RunError::AbortedBeforeCommit) => metrics::record_run_outcome("aborted"),
+        Err(_) => metrics::record_run_outcome("failed"),
+    }
+    result
+}
+
+async fn settle_and_commit(
+    pool: &Pool,
+    config: &SettlementConfig,
+    settlement_date: Date,
+    options: &RunOptions,
+) -> Result<RunReport, RunError> {
     let started = Instant::now();
+    let input_cutoff = config.input_cutoff_at(settlement_date)?;
     let mut client = hostdb::client(pool).await?;
     let run = RunTransaction::begin(
         &mut client,
@@ -163,7 +191,9 @@ pub async fn run_now(
     .ok_or(RunError::LeaderBusy)?;
     // CNS short positions deliver to the CCP before the SIs (src/cns/bsr.rs).
     crate::cns::bsr::settle_shorts(&run, settlement_date).await?;
-    let pairs = run.due_pairs(settlement_date, config.run_pairs_max).await?;
+    let pairs = run
+        .due_pairs(settlement_date, input_cutoff, config.run_pairs_max)
+        .await?;
     let dense = Dense::new(&pairs);
     let holdings = run
         .lock_holdings(&dense.stock_accounts(), &dense.stock_isins())
@@ -265,6 +295,14 @@ pub async fn run_now(
     report.write = write_started.elapsed();
     if options.abort_before_commit {
         return Err(RunError::AbortedBeforeCommit);
+    }
+    if options.pause_before_commit_ms > 0 {
+        tracing::warn!(
+            run = run.settlement_run_id,
+            pause_ms = options.pause_before_commit_ms,
+            "settlement run test hook: paused before commit"
+        );
+        tokio::time::sleep(Duration::from_millis(options.pause_before_commit_ms)).await;
     }
     let commit_started = Instant::now();
     let totals = RunTotals {
@@ -741,6 +779,7 @@ pub async fn schedule(
     let options = RunOptions {
         leader,
         abort_before_commit: false,
+        pause_before_commit_ms: 0,
     };
     let poll = Duration::from_millis(config.scheduler_poll_ms);
     tokio::pin!(shutdown);

@@ -21,4 +21,5 @@ mod hostdb;
 mod ops;
 mod settlement_engine;
 mod settlement_intake;
+mod settlement_leader;
 mod statements;

@@ -70,6 +70,7 @@ fn options(abort_before_commit: bool) -> RunOptions {
     RunOptions {
         leader: "test".to_owned(),
         abort_before_commit,
+        pause_before_commit_ms: 0,
     }
 }
 
@@ -437,4 +438,60 @@ async fn audit_fails_when_a_confirmation_is_missing() {
         ),
         "{violations:?}"
     );
+}
+
+#[tokio::test]
+async fn instructions_input_after_the_cutoff_wait_for_the_next_settlement_day() {
+    // Goal: the input cut-off (settlement.input_cutoff_time) holds back late instructions
+    // from the day's runs, including the final one, and the next day's run settles them.
+    // Method: two pairs due today; date one pair's instructions 10 minutes after today's
+    // cut-off; run today (only the early pair settles), then run the next business day.
+    let Some(database) = seeded_database("bsr_cutoff").await else {
+        return;
+    };
+    let pool = &database.pool;
+    let ids = sql::insert_matched_pairs(
+        pool,
+        &[
+            pair("EARLY", "B01234-02", "C00123-01", TENCENT, 100, None, false),
+            pair("LATE", "B01234-02", "C00123-01", TENCENT, 200, None, false),
+        ],
+    )
+    .await
+    .unwrap();
+    let config = test_config().settlement;
+    let cutoff = config.input_cutoff_at(SETTLEMENT_DATE).unwrap();
+    let late_input = cutoff + time::Duration::minutes(10);
+    let client = hostdb::client(pool).await.unwrap();
+    let changed = client
+        .execute(
+            "UPDATE instructions SET created_at = $2
+             WHERE instruction_id IN (SELECT delivering_instruction_id FROM instruction_matches
+                                      WHERE match_id = $1
+                                      UNION ALL
+                                      SELECT receiving_instruction_id FROM instruction_matches
+                                      WHERE match_id = $1)",
+            &[&ids[1], &late_input],
+        )
+        .await
+        .unwrap();
+    assert_eq!(changed, 2);
+
+    let today = settle(pool).await;
+    assert_eq!((today.pairs_due, today.settled_count), (1, 1));
+    assert_eq!(holding(pool, "C00123-01", TENCENT).await, 1_000_100);
+    let settled_late = format!(
+        "SELECT count(*) FROM instruction_settlements WHERE match_id = {}",
+        ids[1]
+    );
+    assert_eq!(count(pool, &settled_late).await, 0);
+
+    let next_day = SETTLEMENT_DATE.next_day().unwrap();
+    let tomorrow = run::run_now(pool, &config, next_day, &options(false))
+        .await
+        .unwrap();
+    assert_eq!((tomorrow.pairs_due, tomorrow.settled_count), (1, 1));
+    assert_eq!(count(pool, &settled_late).await, 1);
+    assert_eq!(holding(pool, "C00123-01", TENCENT).await, 1_000_300);
+    assert_audit_clean(pool).await;
 }
