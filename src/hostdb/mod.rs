@@ -23,6 +23,7 @@ use crate::config::{ConfigError, Secret, check_range};
 pub mod audit;
 pub mod audit_trail;
 pub mod cns;
+pub mod demo;
 pub mod intake;
 pub mod journal;
 pub mod migrate;
