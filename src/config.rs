@@ -34,6 +34,7 @@ pub struct Config {
     pub pki: crate::pki::PkiConfig,
     pub gateway: crate::gateway::GatewayConfig,
     pub statements: crate::statements::StatementsConfig,
+    pub demo: crate::demo::DemoConfig,
 }
 
 /// Prefix of environment variables that override config keys.
@@ -192,6 +193,7 @@ impl Config {
         self.statements.check(&self.settlement)?;
         self.pki.check()?;
         self.gateway.check()?;
+        self.demo.check()?;
         Ok(())
     }
 }

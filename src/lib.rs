@@ -12,11 +12,13 @@
 //! - [`gateway`]: the Participant Gateway (TLS sessions, ACK/NAK, publish to INBOUND).
 //! - [`pss`]: the PSS client library participants' back offices use to reach the gateway.
 //! - [`statements`]: MT535/536/537 statements: end of day, on request (MT549), on demand.
+//! - [`demo`]: `ccass demo`, a settlement day end to end through the real channels.
 
 pub mod auth;
 pub mod bus;
 pub mod cns;
 pub mod config;
+pub mod demo;
 pub mod gateway;
 pub mod hostdb;
 pub mod ids;

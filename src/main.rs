@@ -108,6 +108,31 @@ enum Command {
         #[command(subcommand)]
         command: PssCommand,
     },
+    /// A settlement day end to end through the real channels, then a summary checked
+    /// against the host database and `ccass audit` (exit 1 on any disagreement).
+    ///
+    /// Starts the whole system in this process (the services of `ccass up` and the gateway),
+    /// issues certificates into [demo] pki_dir, publishes a synthetic trade day, has several
+    /// PSS send MT540–543 over TLS (some mismatched, cancelled, short of stock or cash), runs
+    /// three Batch Settlement Runs with recycling between them, and prints the summary.
+    ///
+    /// The demo owns the database [demo] database (default ccass_demo) on the [hostdb] server:
+    /// it DROPS AND RECREATES it at every start, so every run starts from the opening
+    /// balances of [demo] reference_file and the same --seed gives the same numbers. The
+    /// [hostdb] database itself is left alone. Needs the streams' NATS to itself while it runs.
+    Demo {
+        /// Exchange trades of the synthetic trade day.
+        #[arg(long, default_value_t = 1_000_000)]
+        trades: usize,
+        /// Settlement instruction pairs (two SIs each; a share of them are exceptions).
+        #[arg(long, default_value_t = 2_000)]
+        pairs: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Stop after the summary instead of serving until Ctrl-C (CI).
+        #[arg(long)]
+        exit_after_summary: bool,
+    },
     /// Benchmarks against the configured servers.
     Bench {
         #[command(subcommand)]
@@ -644,6 +669,23 @@ fn run_with_config(config: Config, command: Command) -> anyhow::Result<ExitCode>
                 gateway.serve(listener, up::shutdown_signal()).await?;
             }
             Command::Pss { command } => return pss_command(&config, command).await,
+            Command::Demo {
+                trades,
+                pairs,
+                seed,
+                exit_after_summary,
+            } => {
+                let options = ccass::demo::DemoOptions {
+                    trades,
+                    pairs,
+                    seed,
+                    exit_after_summary,
+                };
+                let outcome = ccass::demo::run(config, options, up::shutdown_signal()).await?;
+                if !outcome.passed() {
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
             Command::Cns { command } => cns_command(&config, command).await?,
             Command::Settlement {
                 command:

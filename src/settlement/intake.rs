@@ -266,7 +266,11 @@ pub fn evaluate(
         .as_ref()
         .map(|header| header.logical_terminal)
         .unwrap_or_default();
-    if sender_terminal != terminal {
+    // The participant's registered terminal, or the PSS terminal the gateway admits for it
+    // (its id padded to 12, `B01234XXXXXX`: `gateway::protocol::check_logical_terminal`).
+    let gateway_terminal =
+        crate::gateway::protocol::check_logical_terminal(sender_terminal, participant);
+    if sender_terminal != terminal && gateway_terminal.is_err() {
         return Err(refuse(
             ReasonCode::Narr,
             format!("sender {sender_terminal} is not the terminal of {participant}"),

@@ -1,0 +1,181 @@
+//! The SQL of `ccass demo`: recreate its database, watch its stages, and count what the host
+//! database holds so the demo can check its summary against it.
+//!
+//! Read-only but for [`recreate_database`]; each count is one query over the whole demo
+//! database (the demo owns it, so every row is the demo's).
+
+use std::collections::BTreeMap;
+
+use time::Date;
+
+use super::{HostDbError, Pool};
+
+fn db(context: &'static str) -> impl Fn(tokio_postgres::Error) -> HostDbError {
+    move |error| HostDbError::from_postgres(context, error)
+}
+
+/// Drops (with its sessions) and creates database `name`, through `admin`, a pool on another
+/// database of the same server.
+pub async fn recreate_database(admin: &Pool, name: &str) -> Result<(), HostDbError> {
+    let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+    let client = super::client(admin).await?;
+    client
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {quoted} WITH (FORCE)"))
+        .await
+        .map_err(db("drop demo database"))?;
+    client
+        .batch_execute(&format!("CREATE DATABASE {quoted}"))
+        .await
+        .map_err(db("create demo database"))?;
+    Ok(())
+}
+
+/// Inbound messages journalled by intake (accepted or refused).
+pub async fn inbound_message_count(pool: &Pool) -> Result<i64, HostDbError> {
+    let client = super::client(pool).await?;
+    let row = client
+        .query_one(
+            "SELECT count(*) FROM message_journal WHERE direction = 'in'",
+            &[],
+        )
+        .await
+        .map_err(db("count inbound messages"))?;
+    Ok(row.get(0))
+}
+
+/// What the host database holds at the end of the demo's day.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DemoCounts {
+    pub inbound_messages: i64,
+    /// Inbound messages refused by intake (journalled, stored as no instruction).
+    pub rejected_messages: i64,
+    /// NEWM instructions by stored status.
+    pub instructions_by_status: BTreeMap<String, i64>,
+    /// Outbox rows (MT548, MT544–547, events) and how many the relay published.
+    pub outbox_rows: i64,
+    pub outbox_published: i64,
+    /// Pairs with a complete settled marker.
+    pub settled_pairs: i64,
+    /// Matched pairs without one.
+    pub unsettled_pairs: i64,
+    pub runs: Vec<RunCounts>,
+}
+
+/// One Batch Settlement Run of the demo's settlement date.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunCounts {
+    pub settlement_run_id: i64,
+    pub run_number: i16,
+    pub status: String,
+    /// Pairs this run completed (markers).
+    pub settled_pairs: i64,
+    /// Money this run moved by DvP, per currency (cash journal).
+    pub settled_value_minor: BTreeMap<String, i64>,
+    /// Pending advices this run wrote, per reason (`LACK`, `MONY`), one per instruction.
+    pub pending_advices_by_reason: BTreeMap<String, i64>,
+}
+
+/// Counts the demo's day for `settlement_date`.
+pub async fn counts(pool: &Pool, settlement_date: Date) -> Result<DemoCounts, HostDbError> {
+    let mut client = super::client(pool).await?;
+    let transaction = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(db("begin demo counts"))?;
+    let mut counts = DemoCounts::default();
+    let row = transaction
+        .query_one(
+            "SELECT count(*),
+                    count(*) FILTER (WHERE NOT EXISTS (
+                        SELECT 1 FROM instructions i WHERE i.received_message_id = m.message_id))
+             FROM message_journal m WHERE direction = 'in'",
+            &[],
+        )
+        .await
+        .map_err(db("count inbound messages"))?;
+    counts.inbound_messages = row.get(0);
+    counts.rejected_messages = row.get(1);
+    for row in transaction
+        .query(
+            "SELECT status, count(*) FROM instructions WHERE function = 'NEWM'
+             GROUP BY status ORDER BY status",
+            &[],
+        )
+        .await
+        .map_err(db("count instructions by status"))?
+    {
+        counts.instructions_by_status.insert(row.get(0), row.get(1));
+    }
+    let row = transaction
+        .query_one("SELECT count(*), count(published_at) FROM outbox", &[])
+        .await
+        .map_err(db("count outbox rows"))?;
+    counts.outbox_rows = row.get(0);
+    counts.outbox_published = row.get(1);
+    let row = transaction
+        .query_one(
+            "SELECT count(*) FILTER (WHERE done.match_id IS NOT NULL),
+                    count(*) FILTER (WHERE done.match_id IS NULL)
+             FROM instruction_matches m
+             LEFT JOIN (SELECT DISTINCT match_id FROM instruction_settlements WHERE complete) done
+                    ON done.match_id = m.match_id",
+            &[],
+        )
+        .await
+        .map_err(db("count settled pairs"))?;
+    counts.settled_pairs = row.get(0);
+    counts.unsettled_pairs = row.get(1);
+    for row in transaction
+        .query(
+            "SELECT r.settlement_run_id, r.run_number, r.status,
+                    (SELECT count(*) FROM instruction_settlements s
+                     WHERE s.settlement_run_id = r.settlement_run_id AND s.complete)
+             FROM settlement_runs r WHERE r.settlement_date = $1 ORDER BY r.run_number",
+            &[&settlement_date],
+        )
+        .await
+        .map_err(db("read settlement runs"))?
+    {
+        counts.runs.push(RunCounts {
+            settlement_run_id: row.get(0),
+            run_number: row.get(1),
+            status: row.get(2),
+            settled_pairs: row.get(3),
+            ..RunCounts::default()
+        });
+    }
+    for run in &mut counts.runs {
+        for row in transaction
+            .query(
+                "SELECT currency_code, sum(amount_minor)::int8 FROM cash_movements
+                 WHERE settlement_run_id = $1 AND movement_kind = 'dvp'
+                 GROUP BY currency_code ORDER BY currency_code",
+                &[&run.settlement_run_id],
+            )
+            .await
+            .map_err(db("sum settled value"))?
+        {
+            run.settled_value_minor.insert(row.get(0), row.get(1));
+        }
+        let pattern = format!("bsr:{}:%:548", run.settlement_run_id);
+        for row in transaction
+            .query(
+                "SELECT substring(convert_from(payload, 'UTF8') FROM ':24B::PEND//([A-Z]{4})'),
+                        count(*)
+                 FROM outbox WHERE dedupe_id LIKE $1 GROUP BY 1 ORDER BY 1",
+                &[&pattern],
+            )
+            .await
+            .map_err(db("count pending advices"))?
+        {
+            let reason: Option<String> = row.get(0);
+            run.pending_advices_by_reason
+                .insert(reason.unwrap_or_else(|| "none".to_owned()), row.get(1));
+        }
+    }
+    transaction.commit().await.map_err(db("end demo counts"))?;
+    Ok(counts)
+}
