@@ -479,6 +479,7 @@ async fn day(
     let options_run = RunOptions {
         leader: format!("demo:{}", std::process::id()),
         abort_before_commit: false,
+        pause_before_commit_ms: 0,
     };
     observed
         .runs

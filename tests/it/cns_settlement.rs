@@ -110,6 +110,7 @@ fn options(abort_before_commit: bool) -> RunOptions {
     RunOptions {
         leader: "test".to_owned(),
         abort_before_commit,
+        pause_before_commit_ms: 0,
     }
 }
 

@@ -80,6 +80,7 @@ async fn settle_a_day(pool: &Pool) {
         &RunOptions {
             leader: "test".to_owned(),
             abort_before_commit: false,
+            pause_before_commit_ms: 0,
         },
     )
     .await
