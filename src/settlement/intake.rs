@@ -733,7 +733,8 @@ pub async fn process_batch(
             )
             .await;
             match answered {
-                Ok(Ok(_pages)) => report.accepted += 1,
+                // Counted by ccass_statements_requests_total, not as an accepted SI.
+                Ok(Ok(_pages)) => {}
                 Ok(Err(refused)) => {
                     report.rejected += 1;
                     let related = crate::statements::request::parse(&message.text)
