@@ -88,6 +88,16 @@ pub struct OutboxRow {
     pub payload: Vec<u8>,
 }
 
+/// FIN addresses for a run's messages (blocks 1 and 2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogicalTerminals {
+    /// The system's own: the CCP participant's logical terminal (the sender); `None`
+    /// without a CCP participant.
+    pub own: Option<String>,
+    /// Each participant's (the receivers).
+    pub by_participant: std::collections::HashMap<String, String>,
+}
+
 /// What a run wrote, for its record.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RunTotals {
@@ -328,6 +338,33 @@ impl<'c> RunTransaction<'c> {
             .await
             .map_err(db("apply cash deltas"))?;
         Ok(())
+    }
+
+    /// Every participant's logical terminal, and the CCP's as the system's own (the sender of
+    /// the run's messages, as of intake's MT548).
+    pub async fn logical_terminals(&self) -> Result<LogicalTerminals, HostDbError> {
+        let rows = self
+            .transaction
+            .query(
+                "SELECT participant_id, logical_terminal, participant_type = 'ccp'
+                 FROM participants ORDER BY participant_id",
+                &[],
+            )
+            .await
+            .map_err(db("load logical terminals"))?;
+        let mut own = None;
+        let mut by_participant = std::collections::HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let terminal: String = row.get(1);
+            if row.get::<_, bool>(2) && own.is_none() {
+                own = Some(terminal.clone());
+            }
+            by_participant.insert(row.get(0), terminal);
+        }
+        Ok(LogicalTerminals {
+            own,
+            by_participant,
+        })
     }
 
     /// Appends the settled markers with COPY BINARY.

@@ -266,9 +266,13 @@ pub fn generate(
     }
 }
 
-/// A date for the generated pairs: the next weekday from today.
-fn settlement_date() -> Date {
-    let mut date = time::OffsetDateTime::now_utc().date();
+/// A date for the generated pairs: the first weekday after today in the market's local
+/// time, so its input cut-off is still ahead and every generated pair is due.
+fn settlement_date(config: &super::SettlementConfig) -> Date {
+    let offset = time::UtcOffset::from_whole_seconds(i32::from(config.utc_offset_minutes) * 60)
+        .unwrap_or(time::UtcOffset::UTC);
+    let today = time::OffsetDateTime::now_utc().to_offset(offset).date();
+    let mut date = today.next_day().unwrap_or(today);
     while matches!(
         date.weekday(),
         time::Weekday::Saturday | time::Weekday::Sunday
@@ -305,12 +309,16 @@ async fn measure(
     options: &BenchOptions,
     admin: &hostdb::Pool,
 ) -> Result<BenchReport, BenchError> {
-    let date = settlement_date();
+    let date = settlement_date(&config.settlement);
     reference_sql::recreate_database(admin, TEMPLATE_DATABASE).await?;
-    let template = hostdb::connect_as(
-        &config.hostdb.with_database(TEMPLATE_DATABASE),
-        "ccass-bench",
-    )?;
+    // Setup and baselines may run long statements; the engine's run keeps the configured
+    // statement timeout.
+    let unbounded = |database: &str| {
+        let mut hostdb = config.hostdb.with_database(database);
+        hostdb.statement_timeout_ms = 0;
+        hostdb::connect_as(&hostdb, "ccass-bench")
+    };
+    let template = unbounded(TEMPLATE_DATABASE)?;
     hostdb::migrate::run(&template).await?;
     let reference = synthetic_reference(
         &config.cns.ccp_participant,
@@ -357,14 +365,14 @@ async fn measure(
     let run_total = started.elapsed();
     pool.close();
 
-    let pool = hostdb::connect_as(&config.hostdb.with_database(EACH_DATABASE), "ccass-bench")?;
+    let pool = unbounded(EACH_DATABASE)?;
     let started = Instant::now();
     let (each_pairs, each_settled) =
         sql::settle_one_transaction_each(&pool, date, options.baseline_pairs as i64).await?;
     let each = started.elapsed();
     pool.close();
 
-    let pool = hostdb::connect_as(&config.hostdb.with_database(SET_DATABASE), "ccass-bench")?;
+    let pool = unbounded(SET_DATABASE)?;
     let started = Instant::now();
     let set_settled = sql::settle_set_based(&pool, date).await?;
     let set = started.elapsed();

@@ -27,12 +27,12 @@ use crate::hostdb::journal::{
     CashMovement, CashMovementKind, HoldingMovement, HoldingMovementKind,
 };
 use crate::hostdb::settlement::{
-    DuePair, HoldingRow, OutboxRow, RunTotals, RunTransaction, SettledMarker,
+    DuePair, HoldingRow, LogicalTerminals, OutboxRow, RunTotals, RunTransaction, SettledMarker,
 };
 use crate::hostdb::{self, HostDbError, Pool};
 use crate::ids::{Isin, ParticipantId};
 use crate::iso15022::build::{
-    self, ReasonSpec, SettlementInstructionSpec, StatusAdviceSpec, StatusSpec,
+    self, Envelope, ReasonSpec, SettlementInstructionSpec, StatusAdviceSpec, StatusSpec,
     StatusTransactionSpec,
 };
 use crate::iso15022::fields::{Amount, Function, FunctionCode, PartyId, Quantity, QuantityKind};
@@ -277,7 +277,14 @@ async fn settle_and_commit(
         });
     }
     let (holding_deltas, cash_deltas) = dense.deltas(&before, &after, &cash_keys);
-    let outbox = messages(&pairs, &settlement.results, run.settlement_run_id, config)?;
+    let terminals = run.logical_terminals().await?;
+    let outbox = messages(
+        &pairs,
+        &settlement.results,
+        run.settlement_run_id,
+        config,
+        &terminals,
+    )?;
     run.apply_movements(
         &holding_movements,
         &cash_movements,
@@ -567,6 +574,7 @@ fn messages(
     results: &[engine::PairResult],
     settlement_run_id: i64,
     config: &SettlementConfig,
+    terminals: &LogicalTerminals,
 ) -> Result<Vec<OutboxRow>, RunError> {
     let threads = std::thread::available_parallelism().map_or(1, |count| count.get());
     let chunk = pairs.len().div_ceil(threads).max(1);
@@ -578,7 +586,14 @@ fn messages(
                 scope.spawn(move || {
                     let mut rows = Vec::new();
                     for (pair, result) in pairs.iter().zip(results) {
-                        pair_messages(pair, result, settlement_run_id, config, &mut rows)?;
+                        pair_messages(
+                            pair,
+                            result,
+                            settlement_run_id,
+                            config,
+                            terminals,
+                            &mut rows,
+                        )?;
                     }
                     Ok::<_, RunError>(rows)
                 })
@@ -600,8 +615,18 @@ fn pair_messages(
     result: &engine::PairResult,
     settlement_run_id: i64,
     config: &SettlementConfig,
+    terminals: &LogicalTerminals,
     rows: &mut Vec<OutboxRow>,
 ) -> Result<(), RunError> {
+    // Without a CCP participant, the place of settlement's BIC names the system.
+    let fallback;
+    let own_terminal = match &terminals.own {
+        Some(own) => own.as_str(),
+        None => {
+            fallback = format!("{}AXXX", config.place_of_settlement_bic);
+            fallback.as_str()
+        }
+    };
     let isin = Isin::parse(&pair.isin)
         .map_err(|error| RunError::Reference(format!("isin {}: {error}", pair.isin)))?;
     let dvp = pair.currency_code.is_some();
@@ -614,6 +639,21 @@ fn pair_messages(
         let build_error = |source| RunError::Build {
             instruction_id: view.instruction_id,
             source,
+        };
+        let receiver = terminals
+            .by_participant
+            .get(view.participant_id)
+            .ok_or_else(|| {
+                RunError::Reference(format!(
+                    "participant {} has no logical terminal",
+                    view.participant_id
+                ))
+            })?;
+        let envelope = Envelope {
+            sender: own_terminal,
+            receiver,
+            session: 1,
+            sequence: 1,
         };
         if result.settled_quantity > 0 {
             let number = match (side, dvp) {
@@ -651,7 +691,7 @@ fn pair_messages(
                 base36(view.instruction_id)
             );
             let text = build::settlement_instruction(
-                None,
+                Some(&envelope),
                 &SettlementInstructionSpec {
                     message_type: MessageType(number),
                     function: Function {
@@ -708,7 +748,7 @@ fn pair_messages(
                 base36(view.instruction_id)
             );
             let text = build::status_advice(
-                None,
+                Some(&envelope),
                 &StatusAdviceSpec {
                     reference: &reference,
                     function: Function {

@@ -173,6 +173,12 @@ async fn matched_dvp_pair_settles_and_both_sides_are_confirmed() {
     message_type(&seller[0].1, 547);
     assert!(seller[0].1.contains(":20C::RELA//DDVP1"));
     assert!(seller[0].1.contains(":19A::ESTT//HKD412500,"));
+    // Blocks 1 and 2: from the system's (the CCP's) terminal to the participant's.
+    assert!(
+        seller[0].1.starts_with("{1:F01HKSCHKHHAXXX") && seller[0].1.contains("HBSLHKHHAXXXN}"),
+        "{}",
+        seller[0].1
+    );
     let buyer = outbox(pool, "C00123").await;
     assert_eq!(buyer.len(), 1);
     message_type(&buyer[0].1, 545);
