@@ -56,6 +56,7 @@ pub mod netting;
 pub mod positions;
 pub mod schedule;
 pub mod settle;
+pub mod statement;
 
 use serde::Deserialize;
 use time::Date;
@@ -104,6 +105,14 @@ pub struct CnsConfig {
     pub day_end_time: String,
     /// How often the CNS scheduler of `ccass up` looks whether a cut-off or day-end is due.
     pub scheduler_poll_ms: u64,
+    /// Local `HH:MM` on trade day when each participant's provisional clearing statement of
+    /// that day's settlement date is queued.
+    pub provisional_statement_time: String,
+    /// Local `HH:MM` the next business morning when the final clearing statement (after the
+    /// cut-off) is queued.
+    pub final_statement_time: String,
+    /// Stock positions per page (`28E`) of a clearing statement (MT537 below 10,000 chars).
+    pub statement_positions_per_page_max: usize,
 }
 
 impl CnsConfig {
@@ -160,6 +169,11 @@ impl CnsConfig {
         for (key, text) in [
             ("cns.cutoff_time", &self.cutoff_time),
             ("cns.day_end_time", &self.day_end_time),
+            (
+                "cns.provisional_statement_time",
+                &self.provisional_statement_time,
+            ),
+            ("cns.final_statement_time", &self.final_statement_time),
         ] {
             if schedule::parse_time(text).is_none() {
                 return Err(ConfigError::Key {
@@ -172,6 +186,11 @@ impl CnsConfig {
             "cns.scheduler_poll_ms",
             self.scheduler_poll_ms,
             10..=3_600_000,
+        )?;
+        check_range(
+            "cns.statement_positions_per_page_max",
+            self.statement_positions_per_page_max,
+            1..=40,
         )?;
         check_range(
             "cns.feed_trades_per_batch_max",
