@@ -271,6 +271,19 @@ enum CnsCommand {
         #[arg(long)]
         date: String,
     },
+    /// Print a participant's clearing statement of a settlement date (MT537 pages, as queued
+    /// to its outbound subject).
+    Statement {
+        /// Participant id, e.g. B01234.
+        #[arg(long)]
+        participant: String,
+        /// Settlement date, YYYY-MM-DD.
+        #[arg(long)]
+        date: String,
+        /// The final statement (after the cut-off) rather than the provisional one.
+        #[arg(long)]
+        r#final: bool,
+    },
     /// End a settlement date after its final Batch Settlement Run (once): carry unsettled
     /// positions to the next business day, settle money positions against the CCP.
     DayEnd {
@@ -994,6 +1007,26 @@ async fn cns_command(config: &Config, command: CnsCommand) -> anyhow::Result<()>
                 report.money_positions,
                 report.events
             );
+        }
+        CnsCommand::Statement {
+            participant,
+            date,
+            r#final,
+        } => {
+            let date = parse_date_arg(&date)?;
+            let participant = ccass::ids::ParticipantId::parse(&participant)
+                .with_context(|| format!("`{participant}` is not a participant id"))?;
+            let pages = cns::statement::for_participant(
+                &pool,
+                &participant,
+                date,
+                r#final,
+                config.cns.statement_positions_per_page_max,
+            )
+            .await?;
+            for page in pages {
+                println!("{page}");
+            }
         }
         CnsCommand::DayEnd { date } => {
             let date = parse_date_arg(&date)?;

@@ -37,6 +37,15 @@ impl Calendar {
         date
     }
 
+    /// The last business day before `date`.
+    pub fn previous_business_day(&self, date: Date) -> Date {
+        let mut previous = date - Duration::days(1);
+        while !self.is_business_day(previous) {
+            previous -= Duration::days(1);
+        }
+        previous
+    }
+
     /// The first business day after `date` (where day-end carries unsettled positions).
     pub fn next_business_day(&self, date: Date) -> Date {
         let mut next = date + Duration::days(1);

@@ -5,7 +5,7 @@
 //!  feed (CSV file, generator) ──► TRADES ccass.v1.trades.{market} ──► capture workers
 //!      ──► one transaction per fetch: exchange_trades (COPY BINARY), cns_trade_exceptions,
 //!          cns_trade_batches, position deltas netted in memory ──► ack
-//!      ──► rejects on ccass.v1.events.{participant}.trade
+//!          and reject events in the outbox (ccass.v1.events.{participant}.trade)
 //!  cut-off (per settlement date) ──► re-net every CNS trade in memory, check against the
 //!      incremental positions, mark them final in one transaction
 //! ```
@@ -15,6 +15,9 @@
 //! - [`netting`]: novation and netting in memory on dense ids (pure).
 //! - [`positions`]: the cut-off and the positions view.
 //! - [`bench`]: `ccass bench cns`.
+//! - [`settle`] (pure), [`bsr`]: settlement of positions in the Batch Settlement Run.
+//! - [`day_end`]: carry forward and money settlement; [`statement`]: clearing statements;
+//!   [`schedule`]: cut-off, statements and day-end at their times in `ccass up`.
 //!
 //! Invariants:
 //! - A trade is netted exactly once: its batch marker, the trade row and its position delta
@@ -24,26 +27,41 @@
 //!   delivers what it receives); the cut-off re-nets every trade and refuses to finalise
 //!   positions that disagree with the incremental ones.
 //!
-//! # Settlement of positions (for the Batch Settlement Run, issue 6)
+//! # Settlement of positions
 //!
-//! Positions are settled by the one BSR engine, not here. Its input per settlement date:
-//! `cns_stock_positions` with `status` in (`final`, `partially_settled`) and
-//! `net_quantity <> 0`, and `cns_isolated_obligations` likewise. The intended order and rule:
+//! Positions are settled by the one BSR engine: `settlement::run::run_now` calls
+//! [`bsr::settle_shorts`] before its SI pass and [`bsr::settle_longs`] after it, inside the
+//! run's one transaction (pure rules in [`settle`], SQL in `hostdb::cns_settlement`). Input
+//! per run: `cns_stock_positions` of settlement dates up to the run's with `status` in
+//! (`final`, `partially_settled`) and `net_quantity <> 0`, and `cns_isolated_obligations`
+//! likewise. The order and rule:
 //! 1. Short positions first: each participant delivers `|net_quantity| - settled_quantity`
-//!    to the CCP's account, all-or-nothing per position unless the participant's available
-//!    holding allows only part (CNS positions allow partial delivery in board lots).
-//! 2. Then SIs.
-//! 3. Then longs, from what the CCP received in that security: when the CCP holds enough,
-//!    every long settles in full. When shorts failed, the CCP's receipts are allocated **pro
-//!    rata to the outstanding long quantity, rounded down to whole board lots**; the
-//!    remaining board lots go one at a time to the largest outstanding longs (ties by
-//!    participant id), so allocation is deterministic and never exceeds receipts.
+//!    from its settlement account (first active house account, else client account) to the
+//!    CCP's `ccp` account, in full when its holding covers it, else the whole board lots it
+//!    covers (CNS positions allow partial delivery in board lots). Isolated sells deliver
+//!    whole, paid by the CCP's settlement cash account (DvP).
+//! 2. Then SIs (they see what the shorts moved: same transaction).
+//! 3. Then longs, from what the CCP received for that security and settlement date and has
+//!    not handed out yet (capped by what it holds): when that covers every outstanding long,
+//!    every long settles in full. When shorts failed, the receipts are allocated **pro rata
+//!    to the outstanding long quantity, rounded down to whole board lots**; the remaining
+//!    board lots go one at a time to the largest outstanding longs (ties by participant id),
+//!    so allocation is deterministic and never exceeds receipts. Isolated buys receive whole
+//!    when the CCP holds the quantity and the buyer's cash covers the amount (DvP).
 //! 4. What is left unsettled stays `partially_settled`/`final` for the next run of the day;
-//!    after the day's final run it is carried forward: the row becomes `carried_forward`
-//!    and its remainder is added to the next settlement date's position of the same
-//!    participant and security, netting continuously with the later trades.
+//!    the day-end ([`day_end`], after the day's final run) carries it forward: the row
+//!    becomes `carried_forward` and its remainder is added to the next business day's
+//!    position of the same participant and security (counted in `carried_in_quantity`),
+//!    netting continuously with the later trades. Isolated obligations are not netted and
+//!    simply stay due until they settle.
 //!
-//! Money positions (`cns_money_positions`) settle once per day after the final run.
+//! A position's settlement is its `settled_quantity`/`status` and a `cns_position_settlements`
+//! row, written in the run's transaction: a killed run settles nothing twice. Stock settles
+//! free of payment; money positions (`cns_money_positions`) settle once per day at the
+//! day-end against the CCP's settlement cash account (a payer whose balance does not cover
+//! its position stays unpaid, reported in the day-end's counts). Each settled position is
+//! reported on `ccass.v1.events.{participant}.settlement` through the outbox; clearing
+//! statements ([`statement`], MT537) go to `ccass.v1.outbound.{participant}`.
 
 pub mod bench;
 pub mod bsr;
@@ -56,6 +74,7 @@ pub mod netting;
 pub mod positions;
 pub mod schedule;
 pub mod settle;
+pub mod statement;
 
 use serde::Deserialize;
 use time::Date;
@@ -104,6 +123,14 @@ pub struct CnsConfig {
     pub day_end_time: String,
     /// How often the CNS scheduler of `ccass up` looks whether a cut-off or day-end is due.
     pub scheduler_poll_ms: u64,
+    /// Local `HH:MM` on trade day when each participant's provisional clearing statement of
+    /// that day's settlement date is queued.
+    pub provisional_statement_time: String,
+    /// Local `HH:MM` the next business morning when the final clearing statement (after the
+    /// cut-off) is queued.
+    pub final_statement_time: String,
+    /// Stock positions per page (`28E`) of a clearing statement (MT537 below 10,000 chars).
+    pub statement_positions_per_page_max: usize,
 }
 
 impl CnsConfig {
@@ -160,6 +187,11 @@ impl CnsConfig {
         for (key, text) in [
             ("cns.cutoff_time", &self.cutoff_time),
             ("cns.day_end_time", &self.day_end_time),
+            (
+                "cns.provisional_statement_time",
+                &self.provisional_statement_time,
+            ),
+            ("cns.final_statement_time", &self.final_statement_time),
         ] {
             if schedule::parse_time(text).is_none() {
                 return Err(ConfigError::Key {
@@ -172,6 +204,11 @@ impl CnsConfig {
             "cns.scheduler_poll_ms",
             self.scheduler_poll_ms,
             10..=3_600_000,
+        )?;
+        check_range(
+            "cns.statement_positions_per_page_max",
+            self.statement_positions_per_page_max,
+            1..=40,
         )?;
         check_range(
             "cns.feed_trades_per_batch_max",

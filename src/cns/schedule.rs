@@ -1,7 +1,10 @@
 //! The CNS day in `ccass up`: at `cns.day_end_time` (local) on each business day, the day-end
 //! of that settlement date ([`super::day_end`]: carry forward, money settlement); at
 //! `cns.cutoff_time` (local) on each business day, the cut-off of the settlement date of that
-//! day's trades ([`super::positions::cutoff`]). Both are idempotent (a day-end or cut-off
+//! day's trades ([`super::positions::cutoff`]); at `cns.provisional_statement_time` the
+//! provisional clearing statements of that settlement date, at `cns.final_statement_time` the
+//! final ones of the date closed the previous business day ([`super::statement`]). All are
+//! idempotent (a day-end or cut-off
 //! already done changes nothing), so several processes may run the schedule; a slot missed
 //! while no process ran is caught up at the next poll of that day.
 
@@ -12,6 +15,7 @@ use time::{Date, OffsetDateTime, Time, UtcOffset};
 
 use super::CnsConfig;
 use super::positions::{self, CutoffError};
+use super::statement;
 use crate::hostdb::Pool;
 
 /// Runs until `shutdown` completes. `utc_offset_minutes` and `leader_lock_key` are the
@@ -23,13 +27,17 @@ pub async fn schedule(
     leader_lock_key: i64,
     shutdown: impl Future<Output = ()>,
 ) {
-    let (Some(cutoff_time), Some(day_end_time)) = (
+    let (Some(cutoff_time), Some(day_end_time), Some(provisional_time), Some(final_time)) = (
         parse_time(&config.cutoff_time),
         parse_time(&config.day_end_time),
+        parse_time(&config.provisional_statement_time),
+        parse_time(&config.final_statement_time),
     ) else {
-        tracing::error!("cns scheduler: bad cutoff_time or day_end_time (checked at load)");
+        tracing::error!("cns scheduler: bad time of day (checked at load)");
         return;
     };
+    let mut provisional_queued: Option<Date> = None;
+    let mut final_queued: Option<Date> = None;
     let offset =
         UtcOffset::from_whole_seconds(i32::from(utc_offset_minutes) * 60).unwrap_or(UtcOffset::UTC);
     let calendar = config.calendar();
@@ -72,6 +80,43 @@ pub async fn schedule(
             }
         }
         let settlement_date = calendar.settlement_date(today);
+        if local.time() >= provisional_time && provisional_queued != Some(settlement_date) {
+            match statement::queue(
+                &pool,
+                settlement_date,
+                false,
+                config.statement_positions_per_page_max,
+            )
+            .await
+            {
+                Ok(_) => provisional_queued = Some(settlement_date),
+                Err(error) => {
+                    tracing::error!(%error, "cns provisional statements failed; retrying")
+                }
+            }
+        }
+        // The final statement of the date whose netting closed on the previous business day.
+        let closed_date = calendar.settlement_date(calendar.previous_business_day(today));
+        if local.time() >= final_time && final_queued != Some(closed_date) {
+            let queued = match crate::hostdb::cns_settlement::cutoff_done(&pool, closed_date).await
+            {
+                Ok(true) => statement::queue(
+                    &pool,
+                    closed_date,
+                    true,
+                    config.statement_positions_per_page_max,
+                )
+                .await
+                .map(|_| true),
+                Ok(false) => Ok(false),
+                Err(error) => Err(error.into()),
+            };
+            match queued {
+                Ok(true) => final_queued = Some(closed_date),
+                Ok(false) => {}
+                Err(error) => tracing::error!(%error, "cns final statements failed; retrying"),
+            }
+        }
         if local.time() >= cutoff_time && cut_off != Some(settlement_date) {
             match positions::cutoff(&pool, &config.ccp_participant, settlement_date).await {
                 Ok(report) => {

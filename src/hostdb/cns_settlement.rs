@@ -631,3 +631,70 @@ pub async fn day_end_done(pool: &Pool, settlement_date: Date) -> Result<bool, Ho
         .map_err(db("read day-end"))?;
     Ok(row.get(0))
 }
+
+/// Each participant's settlement account (first active house account, else client account).
+pub async fn settlement_accounts(
+    pool: &Pool,
+) -> Result<std::collections::HashMap<String, String>, HostDbError> {
+    let client = super::client(pool).await?;
+    let rows = client
+        .query(
+            "SELECT DISTINCT ON (participant_id) participant_id, account_id
+             FROM stock_accounts
+             WHERE status = 'active' AND account_kind IN ('house', 'client')
+             ORDER BY participant_id, account_kind <> 'house', account_id",
+            &[],
+        )
+        .await
+        .map_err(db("read settlement accounts"))?;
+    Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+}
+
+/// Decimal places of each currency's minor unit.
+pub async fn currency_minor_units(
+    pool: &Pool,
+) -> Result<std::collections::HashMap<String, u32>, HostDbError> {
+    let client = super::client(pool).await?;
+    let rows = client
+        .query("SELECT currency_code, minor_units FROM currencies", &[])
+        .await
+        .map_err(db("read currencies"))?;
+    Ok(rows
+        .iter()
+        .map(|row| (row.get(0), u32::from(row.get::<_, i16>(1).unsigned_abs())))
+        .collect())
+}
+
+/// Inserts outbox rows whose dedupe id is not there yet (one statement, once); returns how
+/// many were added.
+pub async fn insert_outbox_once(pool: &Pool, rows: &[OutboxRow]) -> Result<u64, HostDbError> {
+    let client = super::client(pool).await?;
+    let subjects: Vec<&str> = rows.iter().map(|r| r.subject.as_str()).collect();
+    let ids: Vec<&str> = rows.iter().map(|r| r.dedupe_id.as_str()).collect();
+    let payloads: Vec<&[u8]> = rows.iter().map(|r| r.payload.as_slice()).collect();
+    client
+        .execute(
+            "INSERT INTO outbox (subject, dedupe_id, payload)
+             SELECT subject, dedupe_id, payload
+             FROM unnest($1::text[], $2::text[], $3::bytea[]) WITH ORDINALITY
+                 AS r(subject, dedupe_id, payload, n)
+             ORDER BY n
+             ON CONFLICT (dedupe_id) DO NOTHING",
+            &[&subjects, &ids, &payloads],
+        )
+        .await
+        .map_err(db("queue outbox rows once"))
+}
+
+/// Whether the netting of `settlement_date` was closed by its cut-off.
+pub async fn cutoff_done(pool: &Pool, settlement_date: Date) -> Result<bool, HostDbError> {
+    let client = super::client(pool).await?;
+    let row = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM cns_cutoffs WHERE settlement_date = $1)",
+            &[&settlement_date],
+        )
+        .await
+        .map_err(db("read cut-off"))?;
+    Ok(row.get(0))
+}

@@ -481,3 +481,57 @@ async fn the_scheduler_cuts_off_and_ends_the_day_at_the_configured_times() {
     assert_eq!(count(pool, "SELECT count(*) FROM cns_cutoffs").await, 1);
     assert_eq!(count(pool, "SELECT count(*) FROM cns_day_ends").await, 1);
 }
+
+#[tokio::test]
+async fn clearing_statements_validate_and_state_the_positions_once() {
+    // Goal: each participant's final clearing statement is an MT537 the codec accepts, its
+    // quantities are the stored net positions, and queuing it again adds nothing. Method:
+    // capture, cut off, queue twice, read B01234's outbound rows.
+    let Some(database) = seeded_database("cns_statements").await else {
+        return;
+    };
+    let pool = &database.pool;
+    capture_and_cut_off(pool).await;
+    let added = ccass::cns::statement::queue(pool, SETTLEMENT_DATE, true, 40)
+        .await
+        .unwrap();
+    // B01234, B05678, I00456 have CNS positions.
+    assert_eq!(added, 3);
+    assert_eq!(
+        ccass::cns::statement::queue(pool, SETTLEMENT_DATE, true, 40)
+            .await
+            .unwrap(),
+        0
+    );
+    let client = hostdb::client(pool).await.unwrap();
+    let rows = client
+        .query(
+            "SELECT payload FROM outbox WHERE subject = 'ccass.v1.outbound.B01234'
+             AND dedupe_id LIKE 'cns-statement:F:%'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    let text = String::from_utf8(rows[0].get::<_, Vec<u8>>(0)).unwrap();
+    let options = ccass::iso15022::ParseOptions::text_only(Some(ccass::iso15022::MessageType(537)));
+    ccass::iso15022::check(&text, options)
+        .into_result()
+        .unwrap();
+    let message = ccass::iso15022::parse(&text, options).unwrap();
+    let statement = ccass::iso15022::views::Statement::from_message(&message).unwrap();
+    assert_eq!(statement.account, "B01234-01");
+    let stated: Vec<(String, i64)> = statement
+        .transactions
+        .iter()
+        .map(|t| {
+            (
+                t.instrument.unwrap().isin.unwrap().to_string(),
+                i64::try_from(t.quantity.unwrap().value.mantissa()).unwrap(),
+            )
+        })
+        .collect();
+    let (net, _, _, _) = position(pool, SETTLEMENT_DATE, "B01234", AIA).await;
+    assert_eq!(stated, vec![(AIA.to_owned(), net)]);
+    assert!(text.contains("MONEY HKD PAY 333400,00"), "{text}");
+}
