@@ -11,6 +11,8 @@
 //! - [`pki`]: the system CA, participants' client certificates, revocation.
 //! - [`gateway`]: the Participant Gateway (TLS sessions, ACK/NAK, publish to INBOUND).
 //! - [`pss`]: the PSS client library participants' back offices use to reach the gateway.
+//! - [`terminal`]: the HTTPS web terminal (login by certificate and password, SI input with
+//!   maker–checker, enquiries, operations).
 
 pub mod auth;
 pub mod bus;
@@ -25,4 +27,5 @@ pub mod pss;
 pub mod relay;
 pub mod settlement;
 pub mod telemetry;
+pub mod terminal;
 pub mod up;

@@ -80,6 +80,11 @@ pub fn embedded() -> Vec<Migration> {
             name: Cow::Borrowed("intake"),
             sql: Cow::Borrowed(include_str!("migrations/V0006__intake.sql")),
         },
+        Migration {
+            version: 9,
+            name: Cow::Borrowed("terminal"),
+            sql: Cow::Borrowed(include_str!("migrations/V0009__terminal.sql")),
+        },
     ]
 }
 

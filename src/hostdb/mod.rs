@@ -30,6 +30,7 @@ pub mod outbox;
 pub mod partitions;
 pub mod seed;
 pub mod settlement;
+pub mod terminal;
 
 pub use deadpool_postgres::Pool;
 

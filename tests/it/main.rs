@@ -19,3 +19,4 @@ mod hostdb;
 mod ops;
 mod settlement_engine;
 mod settlement_intake;
+mod terminal;
