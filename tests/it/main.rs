@@ -20,3 +20,4 @@ mod ops;
 mod settlement_engine;
 mod settlement_intake;
 mod terminal;
+mod terminal_e2e;

@@ -33,6 +33,7 @@ pub struct World {
     pub pki: PkiConfig,
     pub address: SocketAddr,
     pub jetstream: async_nats::jetstream::Context,
+    pub auth: ccass::auth::AuthClient,
     stop: watch::Sender<bool>,
 }
 
@@ -125,6 +126,7 @@ impl World {
             pki,
             address,
             jetstream,
+            auth: ccass::auth::AuthClient::new(nats_client, &test_config().auth),
             stop,
         })
     }
@@ -665,23 +667,7 @@ async fn an_si_waits_for_a_different_authoriser_then_matches_and_settles() {
     wait_status(&world, "B01234", "TERM1", "unmatched").await;
 
     // The counter-instruction as B05678's PSS would send it.
-    let counter = counter_instruction("PSS1");
-    let mut headers = async_nats::HeaderMap::new();
-    headers.insert("Nats-Msg-Id", "B05678:PSS1");
-    world
-        .jetstream
-        .publish_with_headers(
-            ccass::bus::subjects::inbound(
-                &ccass::ids::ParticipantId::parse("B05678").unwrap(),
-                ccass::bus::subjects::MessageTypeNumber::new(541).unwrap(),
-            ),
-            headers,
-            counter.into(),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
+    publish_counter(&world, "PSS1").await;
     wait_status(&world, "B01234", "TERM1", "matched").await;
     let si =
         ccass::hostdb::terminal::instruction_by_reference(&world.database.pool, "B01234", "TERM1")
@@ -776,4 +762,24 @@ pub fn counter_instruction(reference: &str) -> String {
         &spec,
     )
     .unwrap()
+}
+
+/// Publishes [`counter_instruction`] on INBOUND as the gateway would (B05678:reference).
+pub async fn publish_counter(world: &World, reference: &str) {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", format!("B05678:{reference}").as_str());
+    world
+        .jetstream
+        .publish_with_headers(
+            ccass::bus::subjects::inbound(
+                &ccass::ids::ParticipantId::parse("B05678").unwrap(),
+                ccass::bus::subjects::MessageTypeNumber::new(541).unwrap(),
+            ),
+            headers,
+            counter_instruction(reference).into(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
 }
