@@ -27,7 +27,7 @@ use crate::harness::{repo_root, test_config};
 /// A running stack with the terminal on a loopback port.
 pub struct World {
     _slapd: Slapd,
-    _nats: NatsServer,
+    pub nats: NatsServer,
     pub database: TestDatabase,
     pub pki_dir: tempfile::TempDir,
     pub pki: PkiConfig,
@@ -120,7 +120,7 @@ impl World {
         }));
         Some(World {
             _slapd: slapd,
-            _nats: nats,
+            nats,
             database,
             pki_dir,
             pki,
@@ -782,4 +782,188 @@ pub async fn publish_counter(world: &World, reference: &str) {
         .unwrap()
         .await
         .unwrap();
+}
+
+/// Inputs `reference` as B01234.ops1 and has B01234.auth1 authorise it; waits for intake.
+async fn input_and_authorise(world: &World, maker: &Client, checker: &Client, reference: &str) {
+    let form = delivery_form(reference);
+    assert_eq!(maker.post("/si/new", &fields(&form)).await.status, 303);
+    let id = ccass::hostdb::terminal::open_pending(&world.database.pool, "B01234")
+        .await
+        .unwrap()
+        .iter()
+        .find(|row| row.sender_reference == reference)
+        .unwrap()
+        .pending_id;
+    let answer = checker.post(&format!("/pending/{id}/authorise"), &[]).await;
+    assert_eq!(answer.status, 303, "{answer:?}");
+    wait_status(world, "B01234", reference, "unmatched").await;
+}
+
+async fn instruction_id(world: &World, reference: &str) -> i64 {
+    ccass::hostdb::terminal::instruction_by_reference(&world.database.pool, "B01234", reference)
+        .await
+        .unwrap()
+        .unwrap()
+        .instruction_id
+}
+
+#[tokio::test]
+async fn enquiries_hold_release_cancel_and_administration_work_for_their_users() {
+    // Goal: each enquiry shows the user's own participant's data (and CSV), hold/release
+    // changes a matched pair through the lifecycle, cancel sends a CANC through the one intake,
+    // and the participant admin reaches delegated administration. Method: HTTPS as the
+    // fixture's users on the seeded demo data.
+    let Some(world) = World::start("terminal_enquiries").await else {
+        return;
+    };
+    let ops = world.logged_in("B01234", "ops1").await;
+    let holdings = ops.get("/holdings?isin=GB0005405286").await;
+    assert_eq!(holdings.status, 200, "{holdings:?}");
+    assert!(
+        holdings.body.contains("B01234-01") && holdings.body.contains("400000"),
+        "{}",
+        holdings.body
+    );
+    assert!(
+        !holdings.body.contains("B05678-02"),
+        "another participant's holding shown"
+    );
+    let csv = ops.get("/holdings?format=csv").await;
+    assert!(
+        csv.body.starts_with("account,isin,security,quantity\r\n"),
+        "{}",
+        csv.body
+    );
+    assert_eq!(
+        ops.get("/holdings?participant=B05678").await.error_code(),
+        Some("other_participant")
+    );
+    let money = ops.get("/money").await;
+    assert!(money.body.contains("250000000.00"), "{}", money.body);
+    let movements = ops.get("/movements?from=2026-01-01&to=2030-12-31").await;
+    assert!(movements.body.contains("opening"), "{}", movements.body);
+    let bad_date = ops.get("/movements?from=yesterday").await;
+    assert_eq!(bad_date.error_code(), Some("invalid_input"));
+    assert_eq!(ops.get("/cns").await.status, 200);
+    let bad_status = ops.get("/si?status=lost").await;
+    assert_eq!(
+        (bad_status.status, bad_status.error_code()),
+        (422, Some("invalid_input"))
+    );
+
+    // Hold and release a matched SI.
+    let checker = world.logged_in("B01234", "auth1").await;
+    input_and_authorise(&world, &ops, &checker, "HOLD1").await;
+    publish_counter(&world, "PSSHOLD").await;
+    wait_status(&world, "B01234", "HOLD1", "matched").await;
+    let id = instruction_id(&world, "HOLD1").await;
+    assert_eq!(ops.post(&format!("/si/{id}/hold"), &[]).await.status, 303);
+    let held = ops.get(&format!("/si/{id}")).await;
+    assert!(
+        held.body.contains("(on hold)") && held.body.contains("matched on hold"),
+        "{}",
+        held.body
+    );
+    assert_eq!(
+        ops.post(&format!("/si/{id}/release"), &[]).await.status,
+        303
+    );
+    let released = ops.get(&format!("/si/{id}")).await;
+    assert!(
+        released.body.contains("released from hold"),
+        "{}",
+        released.body
+    );
+    assert!(!released.body.contains("(on hold)"), "{}", released.body);
+
+    // Cancel an unmatched SI: a CANC through INBOUND; intake applies it.
+    input_and_authorise(&world, &ops, &checker, "CANC1").await;
+    let id = instruction_id(&world, "CANC1").await;
+    let cancel = ops.post(&format!("/si/{id}/cancel"), &[]).await;
+    assert_eq!(cancel.status, 303, "{cancel:?}");
+    wait_status(&world, "B01234", "CANC1", "cancelled").await;
+    let again = ops.post(&format!("/si/{id}/cancel"), &[]).await;
+    assert_eq!(again.error_code(), Some("invalid_state"));
+
+    // Delegated administration by B01234's participant admin.
+    let admin = world.logged_in("B01234", "admin1").await;
+    let shown = admin
+        .post("/admin", &[("action", "show"), ("uid", "ops1")])
+        .await;
+    assert_eq!(shown.status, 200, "{shown:?}");
+    assert!(shown.body.contains("si-input"), "{}", shown.body);
+    let bad = admin
+        .post(
+            "/admin",
+            &[
+                ("action", "grant"),
+                ("uid", "ops1"),
+                ("group", "operations"),
+            ],
+        )
+        .await;
+    assert_eq!(bad.error_code(), Some("invalid_input"), "{bad:?}");
+}
+
+#[tokio::test]
+async fn an_authorisation_while_nats_is_down_stays_pending_and_succeeds_later() {
+    // Goal: nothing acknowledged is lost: when the bus is down the checker gets `unavailable`
+    // (no internal detail), the input stays pending and unpublished, the terminal keeps
+    // serving, and authorising again after the bus is back publishes it once. Method: kill the
+    // private nats-server between input and authorisation, then restart it.
+    let Some(mut world) = World::start("terminal_bus_down").await else {
+        return;
+    };
+    let ops = world.logged_in("B01234", "ops1").await;
+    let checker = world.logged_in("B01234", "auth1").await;
+    let form = delivery_form("DOWN1");
+    assert_eq!(ops.post("/si/new", &fields(&form)).await.status, 303);
+    let id = ccass::hostdb::terminal::open_pending(&world.database.pool, "B01234")
+        .await
+        .unwrap()[0]
+        .pending_id;
+    world.nats.kill();
+    let refused = checker.post(&format!("/pending/{id}/authorise"), &[]).await;
+    assert_eq!(
+        (refused.status, refused.error_code()),
+        (503, Some("unavailable")),
+        "{refused:?}"
+    );
+    assert!(
+        !refused.body.contains("nats") && !refused.body.contains("127.0.0.1"),
+        "{}",
+        refused.body
+    );
+    // Without the auth service nothing is allowed (fail closed), but every request is answered.
+    let page = ops.get("/pending").await;
+    assert_eq!(page.error_code(), Some("unavailable"), "{page:?}");
+    assert_eq!(ops.get("/static/terminal.css").await.status, 200);
+    let still = ccass::hostdb::terminal::pending(&world.database.pool, "B01234", id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(still.status, "pending");
+
+    world.nats.resume().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let answer = checker.post(&format!("/pending/{id}/authorise"), &[]).await;
+        if answer.status == 303 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never authorised after the bus came back: {answer:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    wait_status(&world, "B01234", "DOWN1", "unmatched").await;
+    assert_eq!(
+        ops.get("/pending").await.status,
+        200,
+        "the same session works again"
+    );
+    let inbound = world.jetstream.get_stream("INBOUND").await.unwrap();
+    assert_eq!(inbound.cached_info().state.messages, 1);
 }
