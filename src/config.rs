@@ -35,6 +35,7 @@ pub struct Config {
     pub gateway: crate::gateway::GatewayConfig,
     pub statements: crate::statements::StatementsConfig,
     pub demo: crate::demo::DemoConfig,
+    pub terminal: crate::terminal::TerminalConfig,
 }
 
 /// Prefix of environment variables that override config keys.
@@ -194,6 +195,7 @@ impl Config {
         self.pki.check()?;
         self.gateway.check()?;
         self.demo.check()?;
+        self.terminal.check()?;
         Ok(())
     }
 }

@@ -13,6 +13,8 @@
 //! - [`pss`]: the PSS client library participants' back offices use to reach the gateway.
 //! - [`statements`]: MT535/536/537 statements: end of day, on request (MT549), on demand.
 //! - [`demo`]: `ccass demo`, a settlement day end to end through the real channels.
+//! - [`terminal`]: the HTTPS web terminal (login by certificate and password, SI input with
+//!   maker–checker, enquiries, operations).
 
 pub mod auth;
 pub mod bus;
@@ -29,4 +31,5 @@ pub mod relay;
 pub mod settlement;
 pub mod statements;
 pub mod telemetry;
+pub mod terminal;
 pub mod up;

@@ -9,7 +9,9 @@ use clap::{Parser, Subcommand};
 use ccass::bus::auth::{AdminAction, UserRef};
 use ccass::bus::catalogue::Catalogue;
 use ccass::config::{self, Config};
-use ccass::{auth, bus, cns, gateway, hostdb, iso15022, pki, pss, settlement, telemetry, up};
+use ccass::{
+    auth, bus, cns, gateway, hostdb, iso15022, pki, pss, settlement, telemetry, terminal, up,
+};
 
 /// ccass: Central Clearing And Settlement System.
 ///
@@ -103,6 +105,9 @@ enum Command {
     /// Run the Participant Gateway alone (TLS sessions of participants' PSS) until SIGINT or
     /// SIGTERM.
     Gateway,
+    /// Run the Terminal alone (HTTPS web front end for participants and operations) until
+    /// SIGINT or SIGTERM.
+    Terminal,
     /// A PSS: send FIN messages through the gateway with a participant's certificate.
     Pss {
         #[command(subcommand)]
@@ -680,6 +685,26 @@ fn run_with_config(config: Config, command: Command) -> anyhow::Result<ExitCode>
                 let gateway =
                     gateway::Gateway::new(config.gateway.clone(), &config.pki, auth, jetstream)?;
                 gateway.serve(listener, up::shutdown_signal()).await?;
+            }
+            Command::Terminal => {
+                let pool = connect_hostdb(&config).await?;
+                let client = bus::connect(&config.bus, "ccass-terminal").await?;
+                let auth = auth::AuthClient::new(client.clone(), &config.auth);
+                let jetstream = bus::jetstream(&config.bus, client.clone());
+                let listener = terminal::Terminal::bind(&config.terminal).await?;
+                tracing::info!(address = %listener.local_addr()?, "terminal listening");
+                let terminal = terminal::Terminal::new(terminal::TerminalParts {
+                    config: config.terminal.clone(),
+                    pki: config.pki.clone(),
+                    settlement: config.settlement.clone(),
+                    intake: config.intake.clone(),
+                    ccp_participant: config.auth.ccp_participant.clone(),
+                    auth,
+                    pool,
+                    nats: client,
+                    jetstream,
+                })?;
+                terminal.serve(listener, up::shutdown_signal()).await;
             }
             Command::Pss { command } => return pss_command(&config, command).await,
             Command::Demo {

@@ -3,7 +3,8 @@
 //! Today that is the ops port with readiness over Postgres, NATS and the LDAP directory, and the
 //! auth service (`ccass.v1.auth.*`); each service that later
 //! CNS capture workers; each service that later
-//! issues add (gateway, terminal, auth, settlement) starts here beside it. Startup fails fast,
+//! issues add (gateway, terminal, auth, settlement) starts here beside it. The terminal starts
+//! when its server certificate and the CA exist. Startup fails fast,
 //! with the dependency named, when Postgres, NATS or LDAP is unreachable, the schema is not migrated
 //! or the streams are missing; after startup, outages show on `/readyz` instead.
 
@@ -49,6 +50,8 @@ pub enum UpError {
     Serve(std::io::Error),
     #[error("auth service: {0}")]
     Auth(#[from] auth::AuthError),
+    #[error(transparent)]
+    Terminal(#[from] crate::terminal::TerminalStartError),
     #[error("{service} service task: {message}")]
     Task {
         service: &'static str,
@@ -170,6 +173,8 @@ pub async fn run(
         config.settlement.leader_lock_key,
         shutdown.clone(),
     ));
+    // The terminal runs when its server certificate and the CA are there (`ccass pki`).
+    let terminal = start_terminal(&config, &pool, &client, &jetstream, shutdown.clone()).await?;
     let mut auth_service = tokio::spawn(auth::service::run(
         config.clone(),
         client.clone(),
@@ -193,6 +198,9 @@ pub async fn run(
             Err(error) => Err(error),
         },
     };
+    if let Some(terminal) = terminal {
+        let _ = terminal.await;
+    }
     // Capture workers finish their current transaction (or abandon it unacknowledged) and stop.
     let _ = stop_capture.send(true);
     // The scheduler ends on shutdown; a run in hand commits or rolls back with its connection.
@@ -207,6 +215,40 @@ pub async fn run(
     outcome?;
     tracing::info!("ccass up: stopped");
     Ok(())
+}
+
+/// Starts the terminal if `[terminal] certificate_path` and the CA certificate exist.
+async fn start_terminal(
+    config: &Config,
+    pool: &hostdb::Pool,
+    client: &async_nats::Client,
+    jetstream: &async_nats::jetstream::Context,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<Option<tokio::task::JoinHandle<()>>, UpError> {
+    use crate::terminal::{Terminal, TerminalParts};
+    if !config.terminal.certificate_path.exists() || !config.pki.ca_certificate_path().exists() {
+        tracing::info!(
+            certificate = %config.terminal.certificate_path.display(),
+            "ccass up: terminal not started (no server certificate or CA; see `ccass pki`)"
+        );
+        return Ok(None);
+    }
+    let listener = Terminal::bind(&config.terminal).await?;
+    let terminal = Terminal::new(TerminalParts {
+        config: config.terminal.clone(),
+        pki: config.pki.clone(),
+        settlement: config.settlement.clone(),
+        intake: config.intake.clone(),
+        ccp_participant: config.auth.ccp_participant.clone(),
+        auth: auth::AuthClient::new(client.clone(), &config.auth),
+        pool: pool.clone(),
+        nats: client.clone(),
+        jetstream: jetstream.clone(),
+    })?;
+    if let Ok(address) = listener.local_addr() {
+        tracing::info!(%address, "ccass up: terminal listening");
+    }
+    Ok(Some(tokio::spawn(terminal.serve(listener, shutdown))))
 }
 
 fn auth_finished(

@@ -85,6 +85,11 @@ pub fn embedded() -> Vec<Migration> {
             name: Cow::Borrowed("cns_settlement"),
             sql: Cow::Borrowed(include_str!("migrations/V0008__cns_settlement.sql")),
         },
+        Migration {
+            version: 9,
+            name: Cow::Borrowed("terminal"),
+            sql: Cow::Borrowed(include_str!("migrations/V0009__terminal.sql")),
+        },
     ]
 }
 

@@ -34,6 +34,7 @@ pub mod seed;
 pub mod settlement;
 pub mod settlement_bench;
 pub mod statements;
+pub mod terminal;
 
 pub use deadpool_postgres::Pool;
 

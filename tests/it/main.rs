@@ -23,3 +23,5 @@ mod settlement_engine;
 mod settlement_intake;
 mod settlement_leader;
 mod statements;
+mod terminal;
+mod terminal_e2e;
