@@ -187,6 +187,14 @@ pub async fn run(
     options: DemoOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<DemoOutcome, DemoError> {
+    // Refuse a day that cannot be planned before touching any server.
+    if options.pairs < plan::MINIMUM_PAIRS {
+        return Err(plan::PlanError::TooFewPairs {
+            pairs: options.pairs,
+            minimum: plan::MINIMUM_PAIRS,
+        }
+        .into());
+    }
     let progress = Progress::detect();
     let demo = config.demo.clone();
     let poll = Duration::from_millis(demo.poll_interval_ms);

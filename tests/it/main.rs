@@ -13,6 +13,7 @@ mod cli;
 mod cns;
 mod codec;
 mod config;
+mod demo;
 mod directory;
 mod gateway;
 mod hostdb;
