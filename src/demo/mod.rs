@@ -187,6 +187,14 @@ pub async fn run(
     options: DemoOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<DemoOutcome, DemoError> {
+    // Refuse a day that cannot be planned before touching any server.
+    if options.pairs < plan::MINIMUM_PAIRS {
+        return Err(plan::PlanError::TooFewPairs {
+            pairs: options.pairs,
+            minimum: plan::MINIMUM_PAIRS,
+        }
+        .into());
+    }
     let progress = Progress::detect();
     let demo = config.demo.clone();
     let poll = Duration::from_millis(demo.poll_interval_ms);
@@ -276,7 +284,12 @@ pub async fn run(
         bus::connect(&system.bus, "ccass-demo-gateway").await?,
         &system.auth,
     );
-    let gateway = Gateway::new(system.gateway.clone(), &pki, auth_client, jetstream.clone())?;
+    let gateway = Gateway::new(
+        system.gateway.clone(),
+        &pki,
+        auth_client.clone(),
+        jetstream.clone(),
+    )?;
     let gateway_task = tokio::spawn(gateway.serve(gateway_listener, stop_signal(stopped.clone())));
     let pss_config = |participant: &str| -> Option<PssConfig> {
         let issued = certificates.get(participant)?;
@@ -290,12 +303,34 @@ pub async fn run(
             in_flight_max: system.gateway.in_flight_max,
         })
     };
-    // The first login proves the auth service and the gateway serve.
+    // The auth service answers for the first PSS user, then its login proves the gateway.
     let first = users
         .first()
         .map(|user| user.participant.clone())
         .unwrap_or_default();
     let started = Instant::now();
+    let startup_timeout = Duration::from_millis(demo.startup_timeout_ms);
+    if let Some(user) = users.first() {
+        let subject = format!(
+            "CN={},OU={},O={}",
+            user.uid,
+            user.participant,
+            pki::ORGANISATION
+        );
+        while let Err(denial) = auth_client.authenticate_certificate(&subject).await {
+            if up_task.is_finished() {
+                return Err(stopped_error(&mut up_task).await);
+            }
+            if started.elapsed() > startup_timeout {
+                return Err(DemoError::Timeout {
+                    stage: "auth service",
+                    timeout_ms: demo.startup_timeout_ms,
+                    detail: denial.reason,
+                });
+            }
+            tokio::time::sleep(poll).await;
+        }
+    }
     loop {
         if up_task.is_finished() {
             return Err(stopped_error(&mut up_task).await);
@@ -308,7 +343,7 @@ pub async fn run(
                 let _ = session.close().await;
                 break;
             }
-            Err(error) if started.elapsed() > Duration::from_millis(demo.startup_timeout_ms) => {
+            Err(error) if started.elapsed() > startup_timeout => {
                 return Err(DemoError::Timeout {
                     stage: "pss login",
                     timeout_ms: demo.startup_timeout_ms,

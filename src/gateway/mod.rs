@@ -182,7 +182,8 @@ pub fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 /// TLS 1.3 server configuration requiring a client certificate chaining to the CA.
 pub fn server_tls_config(
-    gateway: &GatewayConfig,
+    certificate_path: &Path,
+    key_path: &Path,
     pki: &PkiConfig,
 ) -> Result<rustls::ServerConfig, GatewayError> {
     let provider = crypto_provider();
@@ -202,10 +203,7 @@ pub fn server_tls_config(
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|error| GatewayError::Tls(error.to_string()))?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(
-            load_certificates(&gateway.certificate_path)?,
-            load_key(&gateway.key_path)?,
-        )
+        .with_single_cert(load_certificates(certificate_path)?, load_key(key_path)?)
         .map_err(|error| GatewayError::Tls(format!("server certificate: {error}")))
 }
 
@@ -229,7 +227,11 @@ impl Gateway {
         jetstream: async_nats::jetstream::Context,
     ) -> Result<Arc<Gateway>, GatewayError> {
         names::describe_all();
-        let acceptor = TlsAcceptor::from(Arc::new(server_tls_config(&config, pki)?));
+        let acceptor = TlsAcceptor::from(Arc::new(server_tls_config(
+            &config.certificate_path,
+            &config.key_path,
+            pki,
+        )?));
         Ok(Arc::new(Gateway {
             connections: Arc::new(Semaphore::new(config.connections_max)),
             config,

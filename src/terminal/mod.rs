@@ -49,7 +49,7 @@ use tower::ServiceExt as _;
 
 use crate::auth::AuthClient;
 use crate::config::{ConfigError, check_range};
-use crate::gateway::{self, GatewayConfig, GatewayError};
+use crate::gateway::{self, GatewayError};
 use crate::hostdb::Pool;
 use crate::pki::{self, PkiConfig, RevocationList};
 use crate::settlement::SettlementConfig;
@@ -169,7 +169,11 @@ pub struct TerminalParts {
 impl Terminal {
     pub fn new(parts: TerminalParts) -> Result<Terminal, TerminalStartError> {
         metrics::describe_all();
-        let mut tls = gateway::server_tls_config(&gateway_shape(&parts.config), &parts.pki)?;
+        let mut tls = gateway::server_tls_config(
+            &parts.config.certificate_path,
+            &parts.config.key_path,
+            &parts.pki,
+        )?;
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         let templates =
             pages::templates().map_err(|error| TerminalStartError::Templates(error.to_string()))?;
@@ -293,23 +297,6 @@ impl Terminal {
 fn refused(cause: &'static str, peer: SocketAddr, reason: &str) {
     ::metrics::counter!(metrics::CONNECTIONS_REFUSED_TOTAL, "cause" => cause).increment(1);
     tracing::info!(%peer, cause, reason, "terminal: connection refused");
-}
-
-/// The gateway's configuration type carries the TLS files; the rest is not used by
-/// [`gateway::server_tls_config`].
-fn gateway_shape(config: &TerminalConfig) -> GatewayConfig {
-    GatewayConfig {
-        listen_addr: config.listen_addr.clone(),
-        certificate_path: config.certificate_path.clone(),
-        key_path: config.key_path.clone(),
-        frame_bytes_max: 64,
-        handshake_timeout_ms: config.handshake_timeout_ms,
-        idle_timeout_ms: config.session_idle_timeout_ms,
-        connections_max: config.connections_max,
-        connections_per_participant_max: 1,
-        in_flight_max: 1,
-        store_timeout_ms: config.publish_timeout_ms,
-    }
 }
 
 /// Escapes text for HTML.

@@ -1523,6 +1523,7 @@ async fn ops_trigger_run(
     let options = crate::settlement::run::RunOptions {
         leader: format!("terminal:{}", ctx.session.user),
         abort_before_commit: false,
+        pause_before_commit_ms: 0,
     };
     let report =
         match crate::settlement::run::run_now(&app.pool, &app.settlement, date, &options).await {

@@ -14,6 +14,7 @@ mod cns;
 mod cns_settlement;
 mod codec;
 mod config;
+mod demo;
 mod directory;
 mod docs;
 mod gateway;
