@@ -33,6 +33,7 @@ pub struct Config {
     pub settlement: crate::settlement::SettlementConfig,
     pub pki: crate::pki::PkiConfig,
     pub gateway: crate::gateway::GatewayConfig,
+    pub pss: crate::pss::PssSettings,
 }
 
 /// Prefix of environment variables that override config keys.
@@ -190,6 +191,7 @@ impl Config {
         self.settlement.check()?;
         self.pki.check()?;
         self.gateway.check()?;
+        self.pss.check()?;
         Ok(())
     }
 }

@@ -6,6 +6,8 @@
 //! issues add (gateway, terminal, auth, settlement) starts here beside it. Startup fails fast,
 //! with the dependency named, when Postgres, NATS or LDAP is unreachable, the schema is not migrated
 //! or the streams are missing; after startup, outages show on `/readyz` instead.
+//! The Participant Gateway runs here when `gateway.enabled`; its certificate and key files must
+//! exist, else startup fails first, naming the file and the `ccass pki` commands that make it.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -15,7 +17,7 @@ use tokio::net::TcpListener;
 use crate::bus::catalogue::Catalogue;
 use crate::config::Config;
 use crate::telemetry::ops::{OpsState, Probe};
-use crate::{auth, bus, cns, hostdb, telemetry};
+use crate::{auth, bus, cns, gateway, hostdb, telemetry};
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpError {
@@ -49,6 +51,12 @@ pub enum UpError {
     Serve(std::io::Error),
     #[error("auth service: {0}")]
     Auth(#[from] auth::AuthError),
+    #[error(
+        "gateway certificate {path} is missing: run `ccass pki init` and `ccass pki issue-server localhost 127.0.0.1` (or set gateway.enabled = false)"
+    )]
+    GatewayCertificateMissing { path: std::path::PathBuf },
+    #[error(transparent)]
+    Gateway(#[from] gateway::GatewayError),
     #[error("{service} service task: {message}")]
     Task {
         service: &'static str,
@@ -60,6 +68,8 @@ pub enum UpError {
 /// learn the address.
 pub struct Listeners {
     pub ops: TcpListener,
+    /// `[gateway] listen_addr` when `gateway.enabled`.
+    pub gateway: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -68,7 +78,12 @@ impl Listeners {
         let ops = TcpListener::bind(address)
             .await
             .map_err(|source| UpError::Bind { address, source })?;
-        Ok(Listeners { ops })
+        let gateway = if config.gateway.enabled {
+            Some(gateway::Gateway::bind(&config.gateway).await?)
+        } else {
+            None
+        };
+        Ok(Listeners { ops, gateway })
     }
 }
 
@@ -83,6 +98,13 @@ pub async fn run(
         address: postgres_address.clone(),
         source,
     };
+    // The gateway's certificate is a file on this machine: check it before any server.
+    if let Some(path) = [&config.gateway.certificate_path, &config.gateway.key_path]
+        .into_iter()
+        .find(|path| listeners.gateway.is_some() && !path.exists())
+    {
+        return Err(UpError::GatewayCertificateMissing { path: path.clone() });
+    }
     let pool = hostdb::connect_as(&config.hostdb, "ccass-up").map_err(postgres_error)?;
     hostdb::ping(&pool, config.hostdb.connect_timeout())
         .await
@@ -156,6 +178,21 @@ pub async fn run(
         client.clone(),
         shutdown.clone(),
     ));
+    // The Participant Gateway, when enabled: TLS sessions of participants' PSS.
+    let gateway_task = match listeners.gateway {
+        Some(listener) => {
+            let gateway = gateway::Gateway::new(
+                config.gateway.clone(),
+                &config.pki,
+                auth::AuthClient::new(client.clone(), &config.auth),
+                jetstream.clone(),
+            )?;
+            let address = listener.local_addr().map_err(UpError::Serve)?;
+            tracing::info!(%address, "gateway listening");
+            Some(tokio::spawn(gateway.serve(listener, shutdown.clone())))
+        }
+        None => None,
+    };
     tracing::info!(%ops_address, postgres = %postgres_address, nats = %config.bus.url, "ccass up: serving");
     let serve = telemetry::ops::serve(listeners.ops, state, shutdown);
     tokio::pin!(serve);
@@ -178,6 +215,12 @@ pub async fn run(
     let _ = stop_capture.send(true);
     // The scheduler ends on shutdown; a run in hand commits or rolls back with its connection.
     let _ = settlement_runs.await;
+    if let Some(gateway_task) = gateway_task {
+        // It stops with ccass up: open sessions are dropped (what was not ACKed is the PSS's
+        // to send again; unacknowledged output messages wait in JetStream).
+        gateway_task.abort();
+        let _ = gateway_task.await;
+    }
     for worker in capture_workers.into_iter().chain(settlement_services) {
         let _ = worker.await;
     }
