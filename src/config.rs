@@ -36,6 +36,7 @@ pub struct Config {
     pub statements: crate::statements::StatementsConfig,
     pub demo: crate::demo::DemoConfig,
     pub terminal: crate::terminal::TerminalConfig,
+    pub pss: crate::pss::PssSettings,
 }
 
 /// Prefix of environment variables that override config keys.
@@ -196,6 +197,7 @@ impl Config {
         self.gateway.check()?;
         self.demo.check()?;
         self.terminal.check()?;
+        self.pss.check()?;
         Ok(())
     }
 }

@@ -210,27 +210,68 @@ enum PkiCommand {
 enum PssCommand {
     /// Send each FIN file as one message; print each ACK/NAK; exit 1 on any NAK.
     Send {
-        /// The participant user's certificate (PEM).
-        #[arg(long)]
-        cert: PathBuf,
-        /// Its key (default: the certificate path with extension .key).
-        #[arg(long)]
-        key: Option<PathBuf>,
-        /// The CA certificate (default: [pki] dir/ca.crt).
-        #[arg(long)]
-        ca: Option<PathBuf>,
-        /// Gateway address (default: [gateway] listen_addr).
-        #[arg(long)]
-        address: Option<String>,
-        /// Name in the gateway's certificate.
-        #[arg(long, default_value = "localhost")]
-        server_name: String,
-        /// Logical terminal (default: the certificate's participant padded with X to 12).
-        #[arg(long)]
-        logical_terminal: Option<String>,
+        #[command(flatten)]
+        connection: PssConnection,
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Print output messages as they arrive and acknowledge each; reconnect after failures and
+    /// resume after the last output sequence number held (kept in --state).
+    Listen {
+        #[command(flatten)]
+        connection: PssConnection,
+        /// File keeping the last output sequence number held (a restart resumes after it).
+        #[arg(long)]
+        state: Option<PathBuf>,
+        /// Stop after this many new messages (default: run until SIGINT/SIGTERM).
+        #[arg(long)]
+        count: Option<u64>,
+    },
+}
+
+/// How a PSS command reaches the gateway and as whom.
+#[derive(Debug, clap::Args)]
+struct PssConnection {
+    /// The participant user's certificate (PEM).
+    #[arg(long)]
+    cert: PathBuf,
+    /// Its key (default: the certificate path with extension .key).
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// The CA certificate (default: [pki] dir/ca.crt).
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// Gateway address (default: [gateway] listen_addr).
+    #[arg(long)]
+    address: Option<String>,
+    /// Name in the gateway's certificate.
+    #[arg(long, default_value = "localhost")]
+    server_name: String,
+    /// Logical terminal (default: the certificate's participant padded with X to 12).
+    #[arg(long)]
+    logical_terminal: Option<String>,
+}
+
+impl PssConnection {
+    /// The library's settings and the logical terminal.
+    fn settings(self, config: &Config) -> anyhow::Result<(pss::PssConfig, String)> {
+        let participant = pss::participant_of_certificate(&self.cert)?;
+        let logical_terminal = self
+            .logical_terminal
+            .unwrap_or_else(|| pss::default_logical_terminal(&participant));
+        let settings = pss::PssConfig {
+            address: self
+                .address
+                .unwrap_or_else(|| config.gateway.listen_addr.replace("0.0.0.0", "127.0.0.1")),
+            server_name: self.server_name,
+            ca_certificate_path: self.ca.unwrap_or_else(|| config.pki.ca_certificate_path()),
+            key_path: self.key.unwrap_or_else(|| self.cert.with_extension("key")),
+            certificate_path: self.cert,
+            frame_bytes_max: config.gateway.frame_bytes_max,
+            in_flight_max: config.gateway.in_flight_max,
+        };
+        Ok((settings, logical_terminal))
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -494,34 +535,52 @@ fn pki_command(config: &Config, command: PkiCommand) -> anyhow::Result<()> {
 }
 
 async fn pss_command(config: &Config, command: PssCommand) -> anyhow::Result<ExitCode> {
-    let PssCommand::Send {
-        cert,
-        key,
-        ca,
-        address,
-        server_name,
-        logical_terminal,
-        files,
-    } = command;
+    let (connection, files) = match command {
+        PssCommand::Send { connection, files } => (connection, files),
+        PssCommand::Listen {
+            connection,
+            state,
+            count,
+        } => {
+            let (settings, logical_terminal) = connection.settings(config)?;
+            let mut state = match &state {
+                Some(path) => pss::OutputState::load(path)?,
+                None => pss::OutputState::in_memory(),
+            };
+            let listening = pss::listen(
+                &settings,
+                &logical_terminal,
+                &mut state,
+                config.pss.reconnect_delay(),
+                count,
+                |output| {
+                    println!(
+                        "OUTPUT {} MT{}{}",
+                        output.output_sequence,
+                        output.message_type().unwrap_or("???"),
+                        if output.possible_duplicate {
+                            " PDE"
+                        } else {
+                            ""
+                        }
+                    );
+                    println!("{}", output.text.replace("\r\n", "\n"));
+                },
+            );
+            tokio::select! {
+                handled = listening => { handled?; }
+                () = up::shutdown_signal() => {}
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
     let mut messages = Vec::with_capacity(files.len());
     for file in &files {
         messages.push(
             std::fs::read_to_string(file).with_context(|| format!("read {}", file.display()))?,
         );
     }
-    let participant = pss::participant_of_certificate(&cert)?;
-    let logical_terminal =
-        logical_terminal.unwrap_or_else(|| pss::default_logical_terminal(&participant));
-    let settings = pss::PssConfig {
-        address: address
-            .unwrap_or_else(|| config.gateway.listen_addr.replace("0.0.0.0", "127.0.0.1")),
-        server_name,
-        ca_certificate_path: ca.unwrap_or_else(|| config.pki.ca_certificate_path()),
-        key_path: key.unwrap_or_else(|| cert.with_extension("key")),
-        certificate_path: cert,
-        frame_bytes_max: config.gateway.frame_bytes_max,
-        in_flight_max: config.gateway.in_flight_max,
-    };
+    let (settings, logical_terminal) = connection.settings(config)?;
     let mut session = pss::Session::connect(&settings, &logical_terminal, 0).await?;
     let replies = session.send_all(&messages).await?;
     let _ = session.close().await;

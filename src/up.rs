@@ -1,12 +1,13 @@
 //! `ccass up`: every service in one process, sharing one ops port.
 //!
-//! Today that is the ops port with readiness over Postgres, NATS and the LDAP directory, and the
-//! auth service (`ccass.v1.auth.*`); each service that later
-//! CNS capture workers; each service that later
-//! issues add (gateway, terminal, auth, settlement) starts here beside it. The terminal starts
-//! when its server certificate and the CA exist. Startup fails fast,
-//! with the dependency named, when Postgres, NATS or LDAP is unreachable, the schema is not migrated
-//! or the streams are missing; after startup, outages show on `/readyz` instead.
+//! The ops port with readiness over Postgres, NATS and the LDAP directory; the auth service
+//! (`ccass.v1.auth.*`); CNS capture workers and the CNS cut-off/day-end schedule; SI intake,
+//! the outbox relay and the scheduled Batch Settlement Runs; end-of-day statements; the
+//! Participant Gateway when `gateway.enabled` (its certificate and key files must exist, else
+//! startup fails first, naming the file and the `ccass pki` commands that make it); the
+//! terminal when its server certificate and the CA exist. Startup fails fast, with the
+//! dependency named, when Postgres, NATS or LDAP is unreachable, the schema is not migrated or
+//! the streams are missing; after startup, outages show on `/readyz` instead.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -16,7 +17,7 @@ use tokio::net::TcpListener;
 use crate::bus::catalogue::Catalogue;
 use crate::config::Config;
 use crate::telemetry::ops::{OpsState, Probe};
-use crate::{auth, bus, cns, hostdb, telemetry};
+use crate::{auth, bus, cns, gateway, hostdb, telemetry};
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpError {
@@ -52,6 +53,12 @@ pub enum UpError {
     Auth(#[from] auth::AuthError),
     #[error(transparent)]
     Terminal(#[from] crate::terminal::TerminalStartError),
+    #[error(
+        "gateway certificate {path} is missing: run `ccass pki init` and `ccass pki issue-server localhost 127.0.0.1` (or set gateway.enabled = false)"
+    )]
+    GatewayCertificateMissing { path: std::path::PathBuf },
+    #[error(transparent)]
+    Gateway(#[from] gateway::GatewayError),
     #[error("{service} service task: {message}")]
     Task {
         service: &'static str,
@@ -63,6 +70,8 @@ pub enum UpError {
 /// learn the address.
 pub struct Listeners {
     pub ops: TcpListener,
+    /// `[gateway] listen_addr` when `gateway.enabled`.
+    pub gateway: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -71,7 +80,12 @@ impl Listeners {
         let ops = TcpListener::bind(address)
             .await
             .map_err(|source| UpError::Bind { address, source })?;
-        Ok(Listeners { ops })
+        let gateway = if config.gateway.enabled {
+            Some(gateway::Gateway::bind(&config.gateway).await?)
+        } else {
+            None
+        };
+        Ok(Listeners { ops, gateway })
     }
 }
 
@@ -86,6 +100,13 @@ pub async fn run(
         address: postgres_address.clone(),
         source,
     };
+    // The gateway's certificate is a file on this machine: check it before any server.
+    if let Some(path) = [&config.gateway.certificate_path, &config.gateway.key_path]
+        .into_iter()
+        .find(|path| listeners.gateway.is_some() && !path.exists())
+    {
+        return Err(UpError::GatewayCertificateMissing { path: path.clone() });
+    }
     let pool = hostdb::connect_as(&config.hostdb, "ccass-up").map_err(postgres_error)?;
     hostdb::ping(&pool, config.hostdb.connect_timeout())
         .await
@@ -180,6 +201,21 @@ pub async fn run(
         client.clone(),
         shutdown.clone(),
     ));
+    // The Participant Gateway, when enabled: TLS sessions of participants' PSS.
+    let gateway_task = match listeners.gateway {
+        Some(listener) => {
+            let gateway = gateway::Gateway::new(
+                config.gateway.clone(),
+                &config.pki,
+                auth::AuthClient::new(client.clone(), &config.auth),
+                jetstream.clone(),
+            )?;
+            let address = listener.local_addr().map_err(UpError::Serve)?;
+            tracing::info!(%address, "gateway listening");
+            Some(tokio::spawn(gateway.serve(listener, shutdown.clone())))
+        }
+        None => None,
+    };
     tracing::info!(%ops_address, postgres = %postgres_address, nats = %config.bus.url, "ccass up: serving");
     let serve = telemetry::ops::serve(listeners.ops, state, shutdown);
     tokio::pin!(serve);
@@ -209,6 +245,12 @@ pub async fn run(
         let _ = statements.await;
     }
     let _ = cns_schedule.await;
+    if let Some(gateway_task) = gateway_task {
+        // It stops with ccass up: open sessions are dropped (what was not ACKed is the PSS's
+        // to send again; unacknowledged output messages wait in JetStream).
+        gateway_task.abort();
+        let _ = gateway_task.await;
+    }
     for worker in capture_workers.into_iter().chain(settlement_services) {
         let _ = worker.await;
     }

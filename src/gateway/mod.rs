@@ -68,6 +68,8 @@ use crate::pki::{self, PkiConfig, RevocationList};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayConfig {
+    /// Whether `ccass up` runs the gateway (`ccass gateway` always does).
+    pub enabled: bool,
     pub listen_addr: String,
     /// The gateway's server certificate and key (`ccass pki issue-server`).
     pub certificate_path: PathBuf,
@@ -617,7 +619,16 @@ impl Gateway {
                 break "io";
             }
         };
-        delivery.abort();
+        // Delivery acks what the PSS acknowledged last, then stops (bounded: it may be
+        // waiting for the bus).
+        drop(acked_tx);
+        let mut delivery = delivery;
+        if tokio::time::timeout(store_timeout, &mut delivery)
+            .await
+            .is_err()
+        {
+            delivery.abort();
+        }
         drop(pending_tx);
         let _ = writer_task.await;
         cause

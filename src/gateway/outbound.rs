@@ -128,9 +128,8 @@ pub(super) async fn deliver(gateway: Arc<Gateway>, mut delivery: Delivery) -> &'
                 }
             }
             changed = delivery.acked.changed() => {
-                if changed.is_err() {
-                    return "closed";
-                }
+                // Also when the session has ended (sender dropped): its last acknowledgement
+                // still reaches JetStream.
                 let upto = *delivery.acked.borrow_and_update();
                 while in_flight.front().is_some_and(|(sequence, _)| *sequence <= upto) {
                     if let Some((sequence, message)) = in_flight.pop_front() {
@@ -140,6 +139,9 @@ pub(super) async fn deliver(gateway: Arc<Gateway>, mut delivery: Delivery) -> &'
                         }
                         ::metrics::counter!(names::OUTBOUND_ACKED_TOTAL).increment(1);
                     }
+                }
+                if changed.is_err() {
+                    return "closed";
                 }
             }
             next = messages.next() => {

@@ -30,6 +30,28 @@ use tokio_rustls::client::TlsStream;
 use crate::gateway::protocol::{self, FrameError, LOGIN_OK, OutputMessage, Reply};
 use crate::gateway::{GatewayError, crypto_provider, load_certificates, load_key};
 
+/// `[pss]`: settings of the PSS client commands.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PssSettings {
+    /// `pss listen`: how long to wait before logging in again after a failure.
+    pub reconnect_delay_ms: u64,
+}
+
+impl PssSettings {
+    pub fn check(&self) -> Result<(), crate::config::ConfigError> {
+        crate::config::check_range(
+            "pss.reconnect_delay_ms",
+            self.reconnect_delay_ms,
+            1..=600_000,
+        )
+    }
+
+    pub fn reconnect_delay(&self) -> Duration {
+        Duration::from_millis(self.reconnect_delay_ms)
+    }
+}
+
 /// Where and as whom to connect.
 #[derive(Debug, Clone)]
 pub struct PssConfig {
@@ -256,11 +278,19 @@ impl Session {
 /// number; a missing file is 0). Written to a temporary file and renamed, so a crash leaves
 /// the old or the new number, never a torn one.
 pub struct OutputState {
-    path: PathBuf,
+    path: Option<PathBuf>,
     last_output_sequence: u64,
 }
 
 impl OutputState {
+    /// A state kept in memory only (a restart starts from 0).
+    pub fn in_memory() -> OutputState {
+        OutputState {
+            path: None,
+            last_output_sequence: 0,
+        }
+    }
+
     pub fn load(path: &Path) -> Result<OutputState, PssError> {
         let state_error = |message: String| PssError::State {
             path: path.to_owned(),
@@ -275,7 +305,7 @@ impl OutputState {
             Err(error) => return Err(state_error(error.to_string())),
         };
         Ok(OutputState {
-            path: path.to_owned(),
+            path: Some(path.to_owned()),
             last_output_sequence,
         })
     }
@@ -289,13 +319,15 @@ impl OutputState {
         if output_sequence <= self.last_output_sequence {
             return Ok(());
         }
-        let state_error = |error: std::io::Error| PssError::State {
-            path: self.path.clone(),
-            message: error.to_string(),
-        };
-        let temporary = self.path.with_extension("tmp");
-        std::fs::write(&temporary, format!("{output_sequence}\n")).map_err(state_error)?;
-        std::fs::rename(&temporary, &self.path).map_err(state_error)?;
+        if let Some(path) = &self.path {
+            let state_error = |error: std::io::Error| PssError::State {
+                path: path.clone(),
+                message: error.to_string(),
+            };
+            let temporary = path.with_extension("tmp");
+            std::fs::write(&temporary, format!("{output_sequence}\n")).map_err(state_error)?;
+            std::fs::rename(&temporary, path).map_err(state_error)?;
+        }
         self.last_output_sequence = output_sequence;
         Ok(())
     }

@@ -886,3 +886,93 @@ async fn pss_listen_keeps_its_place_across_restarts() {
     assert_eq!(handled, ["L1", "L2", "L3", "L4", "L5"]);
     world.stop();
 }
+
+#[tokio::test]
+async fn pss_listen_prints_output_messages_and_acknowledges_them() {
+    // Goal: `ccass pss listen` prints each output message with its number and acknowledges
+    // it, and with --state a second run resumes after what the first printed. Method: run it
+    // for one message, then again for one more, and check the gateway's consumer has nothing
+    // left unacknowledged.
+    let Some(world) = World::start("gateway_pss_listen_cli", |_| {}).await else {
+        return;
+    };
+    let config = world.pss("B01234", "ops1");
+    let first = world.publish_output("B01234", "CLIOUT1").await;
+    let second = world.publish_output("B01234", "CLIOUT2").await;
+    let state = world.pki_dir.path().join("listen.state");
+    let run = || {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_ccass"));
+        command
+            .arg("--config-dir")
+            .arg(crate::harness::repo_root().join("config"))
+            .args(["--env", "test", "pss", "listen", "--count", "1", "--cert"])
+            .arg(&config.certificate_path)
+            .arg("--ca")
+            .arg(&config.ca_certificate_path)
+            .arg("--address")
+            .arg(&config.address)
+            .arg("--state")
+            .arg(&state);
+        command
+    };
+    let output = tokio::time::timeout(Duration::from_secs(30), run().output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(
+        stdout.starts_with(&format!("OUTPUT {first} MT548\n")),
+        "{stdout}"
+    );
+    assert!(stdout.contains(":20C::SEME//CLIOUT1"), "{stdout}");
+    assert_eq!(
+        std::fs::read_to_string(&state).unwrap().trim(),
+        first.to_string()
+    );
+    let output = tokio::time::timeout(Duration::from_secs(30), run().output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(
+        stdout.starts_with(&format!("OUTPUT {second} MT548")),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("CLIOUT1"), "{stdout}");
+    // The last acknowledgement reaches JetStream shortly after the session closes.
+    let mut unacknowledged = usize::MAX;
+    for _ in 0..50 {
+        let stream = world.jetstream.get_stream("OUTBOUND").await.unwrap();
+        let info = stream.consumer_info("outbound-B01234").await.unwrap();
+        unacknowledged = info.num_ack_pending;
+        if unacknowledged == 0 && info.ack_floor.stream_sequence >= second {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(unacknowledged, 0);
+    world.stop();
+}
+
+#[tokio::test]
+async fn ccass_up_names_a_missing_gateway_certificate() {
+    // Goal: `ccass up` with the gateway enabled but no server certificate fails at once with
+    // the file and the commands that make it (before touching any server). Method: run up::run
+    // with a certificate path that does not exist.
+    let mut config = crate::harness::test_config();
+    config.gateway.enabled = true;
+    config.gateway.listen_addr = "127.0.0.1:0".to_owned();
+    config.gateway.certificate_path = "/nonexistent/ccass/server-gateway.crt".into();
+    let listeners = ccass::up::Listeners::bind(&config).await.unwrap();
+    let error = ccass::up::run(config, listeners, async {})
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("/nonexistent/ccass/server-gateway.crt"),
+        "{error}"
+    );
+    assert!(error.contains("ccass pki issue-server"), "{error}");
+}
