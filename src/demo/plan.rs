@@ -13,7 +13,7 @@
 //! | mismatched | 17–19 | the receiver's amount is 10% above the deliverer's: both stay unmatched |
 //! | short of cash | 20–22 | the receiver (the participant with the least cash) pays more than it has: recycled `MONY` |
 //! | cancelled | 23–25 | the deliverer instructs alone and cancels before the first run |
-//! | rejected | 1 | an account of another participant: refused by intake (`REJT`, `SAFE`) |
+//! | rejected | 1 | a counterparty account that does not exist: refused by intake (`REJT`); an account of another participant would be NAKed by the gateway (`G05`) before intake |
 //!
 //! Stock and cash are budgeted from the opening balances only (never from what a run brings), and
 //! no SI but the designed X→Y delivers into an account that must stay short, so every outcome is
@@ -797,7 +797,8 @@ impl<'a> Planner<'a> {
     }
 
     fn rejected(&mut self, index: usize, plan: &mut Plan) -> Result<Vec<Outgoing>, PlanError> {
-        // An account of another participant: intake refuses it (SAFE).
+        // The sender's own account (the gateway authorises that) against a counterparty
+        // account that does not exist: intake refuses it (REJT).
         let sender = self.random.below(self.accounts.len() as u64) as usize;
         let sender = self.accounts[sender].clone();
         let Some(foreign) = self
@@ -810,11 +811,12 @@ impl<'a> Planner<'a> {
         };
         let security = self.random.below(self.securities.len() as u64) as usize;
         let quantity = self.securities[security].board_lot;
+        let unknown_account = format!("{}-99", foreign.participant);
         let side = Side {
             participant: &sender.participant,
-            account: &foreign.id,
+            account: &sender.id,
             counterparty: &foreign.participant,
-            counterparty_account: &foreign.id,
+            counterparty_account: &unknown_account,
         };
         plan.expected.rejected_messages += 1;
         Ok(vec![self.instruction(
