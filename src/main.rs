@@ -394,6 +394,21 @@ enum BenchCommand {
         #[arg(long)]
         keep_database: bool,
     },
+    /// Participant Gateway: acknowledged MT540/s and ACK latency over TLS sessions beside raw
+    /// JetStream publish-and-ack in the same run. Without --rate: the maximum first, then
+    /// open loop at half of it.
+    Gateway {
+        #[arg(long, default_value_t = 16)]
+        sessions: usize,
+        /// Messages per second across all sessions (open loop).
+        #[arg(long)]
+        rate: Option<u64>,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// NATS server (default: [bus] url).
+        #[arg(long)]
+        nats_url: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -872,6 +887,24 @@ fn run_with_config(config: Config, command: Command) -> anyhow::Result<ExitCode>
                     keep_database,
                 };
                 let report = settlement::bench::run(&config, &options).await?;
+                println!("{report}");
+            }
+            Command::Bench {
+                command:
+                    BenchCommand::Gateway {
+                        sessions,
+                        rate,
+                        seconds,
+                        nats_url,
+                    },
+            } => {
+                let options = gateway::bench::BenchOptions {
+                    sessions,
+                    rate_per_s: rate,
+                    seconds,
+                    nats_url,
+                };
+                let report = gateway::bench::run(&config, &options).await?;
                 println!("{report}");
             }
         }

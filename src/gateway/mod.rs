@@ -33,6 +33,7 @@
 //! * Outbound delivery: [`outbound`] (the newest login of a participant takes over delivery;
 //!   resume after the ack floor; possible duplicates marked `{PDE:}`).
 
+pub mod bench;
 pub mod metrics;
 pub mod outbound;
 pub mod protocol;

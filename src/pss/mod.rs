@@ -267,10 +267,75 @@ impl Session {
         Ok(replies)
     }
 
+    /// Splits the session so one task writes messages while another reads replies (as the
+    /// benchmark's open-loop senders do). Output messages read by the reader are skipped.
+    pub fn into_split(self) -> (SessionWriter, SessionReader) {
+        (
+            SessionWriter {
+                writer: self.writer,
+                next_input_sequence: self.next_input_sequence,
+            },
+            SessionReader {
+                reader: self.reader,
+                frame_bytes_max: self.frame_bytes_max,
+            },
+        )
+    }
+
     /// Closes the session cleanly.
     pub async fn close(mut self) -> Result<(), PssError> {
         self.writer.shutdown().await?;
         Ok(())
+    }
+}
+
+/// The writing half of a split [`Session`].
+pub struct SessionWriter {
+    writer: BufWriter<WriteHalf<TlsStream<TcpStream>>>,
+    next_input_sequence: u64,
+}
+
+impl SessionWriter {
+    /// Writes one message (not flushed); returns its input sequence number.
+    pub async fn write(&mut self, message: &[u8]) -> Result<u64, PssError> {
+        protocol::write_frame(&mut self.writer, message).await?;
+        let input_sequence = self.next_input_sequence;
+        self.next_input_sequence += 1;
+        Ok(input_sequence)
+    }
+
+    pub async fn flush(&mut self) -> Result<(), PssError> {
+        self.writer.flush().await?;
+        Ok(())
+    }
+
+    pub async fn close(mut self) -> Result<(), PssError> {
+        self.writer.shutdown().await?;
+        Ok(())
+    }
+}
+
+/// The reading half of a split [`Session`].
+pub struct SessionReader {
+    reader: ReadHalf<TlsStream<TcpStream>>,
+    frame_bytes_max: usize,
+}
+
+impl SessionReader {
+    /// The next ACK or NAK (output messages are skipped).
+    pub async fn reply(&mut self) -> Result<Reply, PssError> {
+        loop {
+            let frame = protocol::read_frame(&mut self.reader, self.frame_bytes_max)
+                .await?
+                .ok_or(PssError::Closed)?;
+            let text = String::from_utf8_lossy(&frame);
+            if let Some(reply) = Reply::parse(&text) {
+                return Ok(reply);
+            }
+            if OutputMessage::parse(&text).is_none() {
+                return Err(PssError::Protocol(text.into_owned()));
+            }
+        }
     }
 }
 
