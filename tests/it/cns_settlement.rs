@@ -535,3 +535,80 @@ async fn clearing_statements_validate_and_state_the_positions_once() {
     assert_eq!(stated, vec![(AIA.to_owned(), net)]);
     assert!(text.contains("MONEY HKD PAY 333400,00"), "{text}");
 }
+
+fn ccass(args: &[&str], database: &TestDatabase) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_ccass"))
+        .args(args)
+        .current_dir(repo_root())
+        .env("CCASS_ENV", "test")
+        .env("CCASS_TELEMETRY__LOG_FILTER", "warn")
+        .env("CCASS_HOSTDB__HOST", &database.config.host)
+        .env("CCASS_HOSTDB__PORT", database.config.port.to_string())
+        .env("CCASS_HOSTDB__DATABASE", &database.config.database)
+        .output()
+        .expect("run ccass")
+}
+
+#[tokio::test]
+async fn the_cli_prints_a_statement_and_ends_a_day_once() {
+    // Goal: `ccass cns statement` prints a codec-valid MT537 for one participant, and
+    // `ccass cns day-end` ends a date once (the second call says so); a bad participant id is
+    // a clear error. Method: capture, cut off, run the binary.
+    let Some(database) = seeded_database("cns_settle_cli").await else {
+        return;
+    };
+    let pool = &database.pool;
+    capture_and_cut_off(pool).await;
+    let output = ccass(
+        &[
+            "cns",
+            "statement",
+            "--participant",
+            "I00456",
+            "--date",
+            "2026-11-26",
+            "--final",
+        ],
+        &database,
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8(output.stdout).unwrap();
+    let text = text.trim_end();
+    let options = ccass::iso15022::ParseOptions::text_only(Some(ccass::iso15022::MessageType(537)));
+    ccass::iso15022::check(text, options).into_result().unwrap();
+    assert!(text.contains(":36B::SETT//UNIT/666600"), "{text}");
+    assert!(text.contains(":22H::REDE//RECE"), "{text}");
+
+    let bad = ccass(
+        &[
+            "cns",
+            "statement",
+            "--participant",
+            "nobody",
+            "--date",
+            "2026-11-26",
+        ],
+        &database,
+    );
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not a participant id"));
+
+    let first = ccass(&["cns", "day-end", "--date", "2026-11-26"], &database);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&first.stdout).contains("3 money positions settled"),
+        "{}",
+        String::from_utf8_lossy(&first.stdout)
+    );
+    let second = ccass(&["cns", "day-end", "--date", "2026-11-26"], &database);
+    assert!(String::from_utf8_lossy(&second.stdout).contains("already done"));
+    assert_audit_clean(pool).await;
+}
