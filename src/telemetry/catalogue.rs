@@ -17,6 +17,7 @@ pub const DESCRIBERS: &[(&str, fn())] = &[
     ("settlement", crate::settlement::metrics::describe_all),
     ("gateway", crate::gateway::metrics::describe_all),
     ("statements", crate::statements::metrics::describe_all),
+    ("terminal", crate::terminal::metrics::describe_all),
 ];
 
 /// One described metric.

@@ -23,6 +23,39 @@ fn metrics_reference_equals_the_command_output() {
     assert!(generated.contains("`ccass_statements_pages_queued_total` | counter"));
 }
 
+/// Every module that describes metrics (a `metrics.rs` with `describe_all`) is in the
+/// reference, so a new module's metrics cannot be left out of docs/metrics.md.
+#[test]
+fn every_metrics_module_is_in_the_reference() {
+    let output = Command::new(env!("CARGO_BIN_EXE_ccass"))
+        .args(["metrics", "list"])
+        .current_dir(repo_root())
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let listed = String::from_utf8(output.stdout).unwrap();
+    let mut modules = Vec::new();
+    for entry in std::fs::read_dir(repo_root().join("src")).unwrap() {
+        let path = entry.unwrap().path().join("metrics.rs");
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        if !text.contains("pub fn describe_all") {
+            continue;
+        }
+        let module = path.parent().unwrap().file_name().unwrap();
+        modules.push(module.to_string_lossy().into_owned());
+    }
+    assert!(modules.len() >= 5, "found only {modules:?}");
+    for module in modules {
+        assert!(
+            listed.contains(&format!("ccass_{module}_")),
+            "src/{module}/metrics.rs describes metrics that `ccass metrics list` does not show: \
+             add its describe_all to DESCRIBERS in src/telemetry/catalogue.rs"
+        );
+    }
+}
+
 #[test]
 fn chart_values_schema_mirrors_the_config_keys() {
     let base: toml::Table = std::fs::read_to_string(repo_root().join("config/base.toml"))
