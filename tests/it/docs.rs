@@ -40,13 +40,14 @@ fn every_metrics_module_is_in_the_reference() {
         let Ok(text) = std::fs::read_to_string(&path) else {
             continue;
         };
-        if !text.contains("pub fn describe_all") {
+        let module = path.parent().unwrap().file_name().unwrap();
+        // telemetry's own metrics are process-wide (ccass_build_info, ccass_ops_*).
+        if !text.contains("pub fn describe_all") || module == "telemetry" {
             continue;
         }
-        let module = path.parent().unwrap().file_name().unwrap();
         modules.push(module.to_string_lossy().into_owned());
     }
-    assert!(modules.len() >= 5, "found only {modules:?}");
+    assert!(modules.len() >= 4, "found only {modules:?}");
     for module in modules {
         assert!(
             listed.contains(&format!("ccass_{module}_")),
