@@ -17,6 +17,7 @@ mod directory;
 mod gateway;
 mod hostdb;
 mod ops;
+mod settlement_bench;
 mod settlement_engine;
 mod settlement_intake;
 mod settlement_leader;
