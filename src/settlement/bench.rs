@@ -140,6 +140,15 @@ impl fmt::Display for BenchReport {
         )?;
         writeln!(
             f,
+            "  write = build messages {:.3} + journals and balances {:.3} + markers {:.3} + \
+             outbox {:.3}",
+            run.write_steps.build_messages.as_secs_f64(),
+            run.write_steps.journals_and_balances.as_secs_f64(),
+            run.write_steps.markers.as_secs_f64(),
+            run.write_steps.outbox.as_secs_f64()
+        )?;
+        writeln!(
+            f,
             "  settled {} of {} pairs ({} partially, {} recycled); first pass alone {}, chain \
              resolution {} more ({} retries); value settled {:.2} % of due",
             run.settled_count,

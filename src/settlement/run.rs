@@ -76,7 +76,22 @@ pub struct RunReport {
     pub load: Duration,
     pub settle: Duration,
     pub write: Duration,
+    /// Parts of `write`.
+    pub write_steps: WriteSteps,
     pub commit: Duration,
+}
+
+/// Where a run's write phase went.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteSteps {
+    /// Building the FIN confirmations and MT548s (all cores).
+    pub build_messages: Duration,
+    /// Journals by COPY BINARY and the balance deltas.
+    pub journals_and_balances: Duration,
+    /// Settled markers by COPY BINARY.
+    pub markers: Duration,
+    /// Outbox rows by COPY BINARY.
+    pub outbox: Duration,
 }
 
 impl RunReport {
@@ -278,6 +293,12 @@ async fn settle_and_commit(
     }
     let (holding_deltas, cash_deltas) = dense.deltas(&before, &after, &cash_keys);
     let terminals = run.logical_terminals().await?;
+    let mut step = Instant::now();
+    let mut lap = || {
+        let elapsed = step.elapsed();
+        step = Instant::now();
+        elapsed
+    };
     let outbox = messages(
         &pairs,
         &settlement.results,
@@ -285,6 +306,7 @@ async fn settle_and_commit(
         config,
         &terminals,
     )?;
+    report.write_steps.build_messages = lap();
     run.apply_movements(
         &holding_movements,
         &cash_movements,
@@ -292,8 +314,11 @@ async fn settle_and_commit(
         &cash_deltas,
     )
     .await?;
+    report.write_steps.journals_and_balances = lap();
     run.append_markers(&markers).await?;
+    report.write_steps.markers = lap();
     run.append_outbox(&outbox).await?;
+    report.write_steps.outbox = lap();
     report.holding_movements_count = holding_movements.len();
     report.cash_movements_count = cash_movements.len();
     report.outbox_count = outbox.len();

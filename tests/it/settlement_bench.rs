@@ -1,0 +1,45 @@
+//! A small smoke run of `ccass bench settlement` (the full size is a command, never a test).
+
+use ccass::settlement::bench::{self, BenchOptions};
+
+use crate::harness::postgres;
+
+#[tokio::test]
+async fn bench_settlement_smoke_run_settles_the_same_day_three_ways() {
+    // Goal: the benchmark's three contenders run on the same generated day and their
+    // outcomes are consistent. Method: 2,000 pairs with a 5 % short share; the engine settles
+    // most pairs (and at least as many as the single-pass set-based SQL, which never uses
+    // receipts), chain resolution adds some, the per-transaction baseline settles its subset.
+    let Some(_reachable) = postgres::database("bench_settlement_probe").await else {
+        return;
+    };
+    let config = crate::harness::test_config();
+    let options = BenchOptions {
+        instructions: 2_000,
+        seed: 3,
+        participants: 40,
+        securities: 30,
+        short_share: 0.05,
+        baseline_pairs: 50,
+        keep_database: false,
+    };
+    let report = bench::run(&config, &options).await.unwrap();
+    assert_eq!(report.run.pairs_due, 2_000);
+    assert!(report.run.settled_count > 1_800, "{report}");
+    assert!(
+        report.run.settled_count as i64 >= report.set_settled,
+        "{report}"
+    );
+    assert!(
+        report.run.settled_count > report.run.first_pass_settled_count,
+        "{report}"
+    );
+    assert_eq!(report.each_pairs, 50);
+    assert!(report.each_settled > 0, "{report}");
+    assert_eq!(
+        report.run.outbox_count,
+        2 * (report.run.settled_count + report.run.partially_settled_count)
+            + 2 * report.run.recycled_count,
+        "{report}"
+    );
+}
