@@ -132,6 +132,7 @@ enum Command {
         /// Settlement instruction pairs (two SIs each; a share of them are exceptions).
         #[arg(long, default_value_t = 2_000)]
         pairs: usize,
+        /// Seed of the trade day and of the SIs: the same seed gives the same numbers.
         #[arg(long, default_value_t = 1)]
         seed: u64,
         /// Stop after the summary instead of serving until Ctrl-C (CI).

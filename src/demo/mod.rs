@@ -461,6 +461,7 @@ async fn day(
     )
     .await?;
     observed.trades_published = trades.published;
+    let batch_prefix = trade_batch_prefix(&run_tag);
     wait_for(
         progress,
         "trades: captured and netted",
@@ -468,16 +469,15 @@ async fn day(
         demo,
         up_task,
         || async {
-            hostdb::cns::captured_batch_count(pool, &config.cns.market)
+            hostdb::demo::run_trades(pool, &batch_prefix)
                 .await
-                .map(|count| count as u64)
+                .map(|(batches, _, _)| batches as u64)
         },
     )
     .await?;
-    observed.trades_captured = hostdb::cns::trade_count(pool, &config.cns.market).await?;
-    observed.trades_refused = hostdb::cns::exceptions(pool, &config.cns.market)
-        .await?
-        .len() as i64;
+    let (_, captured, refused) = hostdb::demo::run_trades(pool, &batch_prefix).await?;
+    observed.trades_captured = captured;
+    observed.trades_refused = refused;
     observed.stock_positions = hostdb::cns::stock_position_count(pool, settlement_date).await?;
 
     // --- Settlement instructions -----------------------------------------------------
@@ -590,6 +590,11 @@ fn run_tag() -> String {
     String::from_utf8_lossy(&tag).into_owned()
 }
 
+/// The start of this run's trade batch ids.
+fn trade_batch_prefix(run_tag: &str) -> String {
+    format!("demo{run_tag}-")
+}
+
 struct PublishedTrades {
     published: u64,
     batches: u64,
@@ -616,16 +621,16 @@ async fn publish_trades(
         let records = chunk
             .iter()
             .map(|trade| {
-                (
-                    config.cns.market.clone(),
-                    cns::feed::to_record(&universe, trade, &date_text),
-                )
+                let mut record = cns::feed::to_record(&universe, trade, &date_text);
+                // Unique per run: a trade of an interrupted earlier run is never a duplicate.
+                record.trade_id = format!("{run_tag}-{}", record.trade_id);
+                (config.cns.market.clone(), record)
             })
             .collect();
         let chunk_batches = cns::feed::into_batches(
             records,
             config.cns.feed_trades_per_batch_max,
-            &format!("demo{run_tag}-{date_text}-{chunk_number}"),
+            &format!("{}{date_text}-{chunk_number}", trade_batch_prefix(run_tag)),
         )?;
         batches += chunk_batches.len() as u64;
         cns::feed::publish_batches(jetstream, chunk_batches, config.bus.publish_in_flight_max)

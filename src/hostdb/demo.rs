@@ -43,6 +43,24 @@ pub async fn inbound_message_count(pool: &Pool) -> Result<i64, HostDbError> {
     Ok(row.get(0))
 }
 
+/// This run's exchange trades: batches captured, trades accepted and trades refused, of the
+/// batches whose id starts with `batch_prefix` (letters, digits and `-`): trades of an
+/// interrupted earlier run still in the stream are not this run's.
+pub async fn run_trades(pool: &Pool, batch_prefix: &str) -> Result<(i64, i64, i64), HostDbError> {
+    let client = super::client(pool).await?;
+    let pattern = format!("{batch_prefix}%");
+    let row = client
+        .query_one(
+            "SELECT count(*), coalesce(sum(accepted_count), 0)::int8,
+                    coalesce(sum(rejected_count), 0)::int8
+             FROM cns_trade_batches WHERE batch_id LIKE $1",
+            &[&pattern],
+        )
+        .await
+        .map_err(db("count this run's trades"))?;
+    Ok((row.get(0), row.get(1), row.get(2)))
+}
+
 /// What the host database holds at the end of the demo's day.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DemoCounts {
