@@ -20,8 +20,10 @@
 //!   on it: the numbers depend on the seed only.
 //! - Trade date: the first business day from today (UTC); the SIs settle on its T+2, the CNS
 //!   settlement date, and the demo runs that date's Batch Settlement Runs now (compressed day).
-//! - Money settlement and statements are not on main yet: the summary says so (TODO), with no
-//!   numbers.
+//! - The CNS cut-off runs before the first run (positions final: shorts settle first, longs
+//!   after the SIs); after the last run the day ends (carry-forward, money settlement) and the
+//!   end-of-day statements are queued; their counts are printed as progress lines (not yet
+//!   rows of the checked summary table).
 //! - Every number of the summary is checked against SQL counts (`hostdb::demo`) and the plan's
 //!   expectation, and `hostdb::audit` runs; any disagreement fails the demo.
 //! - The NATS streams are shared: do not run another `ccass up` against the same NATS while
@@ -167,6 +169,10 @@ pub enum DemoError {
     Run { number: usize, error: RunError },
     #[error("demo task: {0}")]
     Task(String),
+    #[error(transparent)]
+    Cutoff(#[from] cns::positions::CutoffError),
+    #[error(transparent)]
+    Statements(#[from] crate::statements::StatementError),
 }
 
 /// How the demo ended.
@@ -381,9 +387,6 @@ pub async fn run(
     };
     println!("{}", outcome.summary);
     println!(
-        "money settlement: TODO, not run (CNS money settlement is not on main yet); statements: TODO, not produced (not on main yet)"
-    );
-    println!(
         "check it yourself: CCASS_HOSTDB__DATABASE={} ccass audit",
         demo.database
     );
@@ -511,6 +514,13 @@ async fn day(
         journalled += messages.len() as u64;
         wait_intake(progress, demo, pool, journalled, up_task).await?;
     }
+    // --- The CNS cut-off: positions final, so the runs settle them (shorts first) -------
+    let step = progress.step("CNS cut-off: positions final", 0);
+    let cutoff = cns::positions::cutoff(pool, &config.cns.ccp_participant, settlement_date).await?;
+    step.finish(&format!(
+        "{} stock and {} money positions from {} trades",
+        cutoff.stock_positions, cutoff.money_positions, cutoff.trade_count
+    ));
     let options_run = RunOptions {
         leader: format!("demo:{}", std::process::id()),
         abort_before_commit: false,
@@ -542,6 +552,40 @@ async fn day(
             .await?,
         );
     }
+
+    // --- Day end: CNS carry-forward and money settlement, then the statements ----------
+    let step = progress.step("day end: CNS carry-forward and money settlement", 0);
+    let day_end = cns::day_end::day_end(
+        pool,
+        &calendar,
+        &config.cns.ccp_participant,
+        config.settlement.leader_lock_key,
+        settlement_date,
+    )
+    .await?;
+    let day_end_line = match &day_end {
+        Some(report) => format!(
+            "{} money positions settled, {} unpaid; {} stock positions carried to {}",
+            report.money_positions_settled_count,
+            report.money_positions_unpaid_count,
+            report.carried_stock_position_count,
+            report.carried_to
+        ),
+        None => "already ended".to_owned(),
+    };
+    step.finish(&day_end_line);
+    let step = progress.step("end-of-day statements (MT535, MT536, MT537)", 0);
+    let statements = crate::statements::send_end_of_day(
+        pool,
+        &config.statements,
+        &config.cns.ccp_participant,
+        settlement_date,
+    )
+    .await?;
+    step.finish(&format!(
+        "{} pages queued for {} participants",
+        statements.pages_queued, statements.participants
+    ));
 
     // --- The relay drains the outbox, then the checks ----------------------------------
     let outbox_rows = hostdb::demo::counts(pool, settlement_date)

@@ -168,9 +168,12 @@ pub async fn counts(pool: &Pool, settlement_date: Date) -> Result<DemoCounts, Ho
     for run in &mut counts.runs {
         for row in transaction
             .query(
-                "SELECT currency_code, sum(amount_minor)::int8 FROM cash_movements
-                 WHERE settlement_run_id = $1 AND movement_kind = 'dvp'
-                 GROUP BY currency_code ORDER BY currency_code",
+                // SIs only: the run's CNS movements (isolated trades) are DvP cash too.
+                "SELECT i.currency_code, sum(s.amount_minor)::int8
+                 FROM instruction_settlements s
+                 JOIN instructions i ON i.instruction_id = s.delivering_instruction_id
+                 WHERE s.settlement_run_id = $1 AND s.amount_minor IS NOT NULL
+                 GROUP BY i.currency_code ORDER BY i.currency_code",
                 &[&run.settlement_run_id],
             )
             .await
