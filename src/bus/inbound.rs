@@ -9,3 +9,6 @@ pub const USER: &str = "Ccass-User";
 pub const CHANNEL: &str = "Ccass-Channel";
 /// `Ccass-Channel` of messages from the Participant Gateway.
 pub const CHANNEL_GATEWAY: &str = "gateway";
+/// `Ccass-Channel` of messages input in the terminal (published when a checker authorised
+/// them; `Ccass-User` is then the maker).
+pub const CHANNEL_TERMINAL: &str = "terminal";

@@ -915,6 +915,7 @@ async fn store_input(app: &AppState, ctx: &Ctx, input: &si::SiInput, form: &SiFo
 async fn publish_inbound(
     app: &AppState,
     participant: &str,
+    user_uid: &str,
     message_type: u16,
     reference: &str,
     text: String,
@@ -927,6 +928,14 @@ async fn publish_inbound(
     headers.insert(
         async_nats::header::NATS_MESSAGE_ID,
         format!("{participant}:{reference}").as_str(),
+    );
+    headers.insert(
+        crate::bus::inbound::USER,
+        format!("{participant}.{user_uid}").as_str(),
+    );
+    headers.insert(
+        crate::bus::inbound::CHANNEL,
+        crate::bus::inbound::CHANNEL_TERMINAL,
     );
     let timeout = Duration::from_millis(app.config.publish_timeout_ms);
     let publish = async {
@@ -1035,6 +1044,7 @@ async fn decide(
             publish_inbound(
                 app,
                 &row.participant_id,
+                &row.maker_uid,
                 message_type,
                 &row.sender_reference,
                 row.fin_text,
@@ -1133,6 +1143,7 @@ async fn si_cancel(
     publish_inbound(
         &app,
         &si.participant_id,
+        &ctx.session.user.uid,
         input.message_type(),
         &input.reference,
         text,
