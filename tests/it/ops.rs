@@ -364,3 +364,52 @@ async fn two_bsr_commands_run_each_scheduled_run_once_and_the_standby_takes_over
     );
     standby.kill().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_service_command_whose_ops_port_is_taken_fails_naming_the_address() {
+    // Goal: a busy ops port is a clear start-up error, not a pod that runs unprobed.
+    // Method: hold a port, start `ccass settlement bsr --ops-listen-addr` on it (it binds
+    // before connecting to anything, so no servers are needed).
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = held.local_addr().unwrap();
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_ccass"))
+        .args(["settlement", "bsr", "--ops-listen-addr"])
+        .arg(address.to_string())
+        .current_dir(crate::harness::repo_root())
+        .env("CCASS_ENV", "test")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .expect("run ccass settlement bsr");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("bind ops port {address}")),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn bsr_command_refuses_an_unmigrated_database_naming_the_fix() {
+    // Goal: a BSR pod against a database whose schema is behind stops at start with the
+    // command that fixes it, instead of failing its first run.
+    let Some(database) = postgres::empty_database("ops_bsr_unmigrated").await else {
+        return;
+    };
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let ops: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let output = service_command(&["settlement", "bsr"], ops, &database, &nats)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .await
+        .expect("run ccass settlement bsr");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("migration(s) pending") && stderr.contains("ccass migrate"),
+        "{stderr}"
+    );
+}
