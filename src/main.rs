@@ -42,8 +42,11 @@ enum Command {
     /// Run every service in one process until SIGINT or SIGTERM.
     Up,
     /// Run the authorisation service alone (answers ccass.v1.auth.* in queue group `auth`)
-    /// until SIGINT or SIGTERM.
-    Auth,
+    /// until SIGINT or SIGTERM, with the ops port (ready while Postgres, NATS and LDAP answer).
+    Auth {
+        #[command(flatten)]
+        ops: OpsArgs,
+    },
     /// Apply pending host database migrations (idempotent).
     Migrate,
     /// Load reference data (participants, accounts, securities, opening balances) from a file.
@@ -91,11 +94,14 @@ enum Command {
         command: CnsCommand,
     },
     /// Settlement: without a subcommand, run the intake workers on INBOUND, the unmatched
-    /// reporter and the outbox relay until SIGINT/SIGTERM; `run-now` runs one Batch
-    /// Settlement Run.
+    /// reporter and the outbox relay until SIGINT/SIGTERM, with the ops port (ready while
+    /// Postgres and NATS answer); `bsr` runs the scheduled Batch Settlement Runs; `run-now`
+    /// runs one Batch Settlement Run.
     Settlement {
         #[command(subcommand)]
         command: Option<SettlementCommand>,
+        #[command(flatten)]
+        ops: OpsArgs,
     },
     /// The system's certificate authority: client and server certificates, revocation.
     Pki {
@@ -103,11 +109,17 @@ enum Command {
         command: PkiCommand,
     },
     /// Run the Participant Gateway alone (TLS sessions of participants' PSS) until SIGINT or
-    /// SIGTERM.
-    Gateway,
+    /// SIGTERM, with the ops port (ready while NATS answers).
+    Gateway {
+        #[command(flatten)]
+        ops: OpsArgs,
+    },
     /// Run the Terminal alone (HTTPS web front end for participants and operations) until
-    /// SIGINT or SIGTERM.
-    Terminal,
+    /// SIGINT or SIGTERM, with the ops port (ready while Postgres and NATS answer).
+    Terminal {
+        #[command(flatten)]
+        ops: OpsArgs,
+    },
     /// A PSS: send FIN messages through the gateway with a participant's certificate.
     Pss {
         #[command(subcommand)]
@@ -340,8 +352,34 @@ enum CnsCommand {
     },
 }
 
+/// The ops port of a service command (/metrics, /healthz, /readyz).
+#[derive(Debug, clap::Args)]
+struct OpsArgs {
+    /// Serve the ops port here instead of telemetry.ops_listen_addr (e.g. 127.0.0.1:0).
+    #[arg(long)]
+    ops_listen_addr: Option<std::net::SocketAddr>,
+}
+
+impl OpsArgs {
+    /// The configuration with the override applied.
+    fn apply(&self, mut config: Config) -> Config {
+        if let Some(address) = self.ops_listen_addr {
+            config.telemetry.ops_listen_addr = address;
+        }
+        config
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum SettlementCommand {
+    /// Run the Batch Settlement Run leader's work until SIGINT or SIGTERM: the scheduled runs
+    /// (settlement.run_times), the CNS cut-off/day-end schedule, end-of-day statements and the
+    /// CNS capture workers, with the ops port (ready while Postgres and NATS answer). Run two:
+    /// the advisory lock lets one lead each run; the other takes over when it is gone.
+    Bsr {
+        #[command(flatten)]
+        ops: OpsArgs,
+    },
     /// Run one Batch Settlement Run now (if no other leader is running one): settle every
     /// due matched pair, recycle the rest. Prints what it did.
     RunNow {
@@ -655,23 +693,61 @@ fn run_with_config(config: Config, command: Command) -> anyhow::Result<ExitCode>
                 let listeners = up::Listeners::bind(&config).await?;
                 up::run(config, listeners, up::shutdown_signal()).await?;
             }
-            Command::Auth => {
+            Command::Auth { ops } => {
+                let config = ops.apply(config);
+                let pool = connect_hostdb(&config).await?;
                 let client = bus::connect(&config.bus, "ccass-auth").await?;
-                auth::service::run(config, client, up::shutdown_signal()).await?;
+                let directory = auth::Directory::new(config.directory.clone());
+                let ops = up::OpsPort::new(
+                    &config,
+                    up::bind_ops(&config).await?,
+                    vec![
+                        up::postgres_probe(&config, &pool),
+                        up::nats_probe(&client),
+                        up::directory_probe(directory),
+                    ],
+                );
+                tracing::info!(ops_address = %ops.local_addr()?, "ccass auth: serving");
+                let shutdown = up::shared_shutdown(up::shutdown_signal());
+                ops.serve_beside(
+                    shutdown.clone(),
+                    auth::service::run(config, client, shutdown),
+                )
+                .await??;
             }
-            Command::Settlement { command: None } => {
+            Command::Settlement {
+                command: None,
+                ops,
+            } => {
+                let config = ops.apply(config);
                 let pool = connect_hostdb(&config).await?;
                 let client = bus::connect(&config.bus, "ccass-settlement").await?;
-                let jetstream = bus::jetstream(&config.bus, client);
+                let jetstream = bus::jetstream(&config.bus, client.clone());
+                let ops = up::OpsPort::new(
+                    &config,
+                    up::bind_ops(&config).await?,
+                    vec![up::postgres_probe(&config, &pool), up::nats_probe(&client)],
+                );
                 let (stop, stopped) = tokio::sync::watch::channel(false);
                 let tasks =
                     ccass::settlement::intake::spawn_services(&config, &pool, &jetstream, &stopped)
                         .await?;
-                up::shutdown_signal().await;
+                tracing::info!(ops_address = %ops.local_addr()?, "ccass settlement: serving");
+                let served = ops.serve(up::shutdown_signal()).await;
                 let _ = stop.send(true);
                 for task in tasks {
                     let _ = task.await;
                 }
+                served?;
+            }
+            Command::Settlement {
+                command: Some(SettlementCommand::Bsr { ops }),
+                ops: parent_ops,
+            } => {
+                // `ccass settlement --ops-listen-addr A bsr` or `ccass settlement bsr --ops-listen-addr A`.
+                let config = ops.apply(parent_ops.apply(config));
+                let listener = up::bind_ops(&config).await?;
+                up::bsr(config, listener, up::shutdown_signal()).await?;
             }
             Command::Migrate => {
                 let pool = connect_hostdb(&config).await?;
@@ -751,23 +827,37 @@ fn run_with_config(config: Config, command: Command) -> anyhow::Result<ExitCode>
             }
             Command::Trades { command } => trades_command(&config, command).await?,
             Command::Pki { command } => pki_command(&config, command)?,
-            Command::Gateway => {
+            Command::Gateway { ops } => {
+                let config = ops.apply(config);
                 let client = bus::connect(&config.bus, "ccass-gateway").await?;
                 let auth = auth::AuthClient::new(client.clone(), &config.auth);
-                let jetstream = bus::jetstream(&config.bus, client);
+                let jetstream = bus::jetstream(&config.bus, client.clone());
+                let ops = up::OpsPort::new(
+                    &config,
+                    up::bind_ops(&config).await?,
+                    vec![up::nats_probe(&client)],
+                );
                 let listener = gateway::Gateway::bind(&config.gateway).await?;
-                tracing::info!(address = %listener.local_addr()?, "gateway listening");
+                tracing::info!(address = %listener.local_addr()?, ops_address = %ops.local_addr()?, "gateway listening");
                 let gateway =
                     gateway::Gateway::new(config.gateway.clone(), &config.pki, auth, jetstream)?;
-                gateway.serve(listener, up::shutdown_signal()).await?;
+                let shutdown = up::shared_shutdown(up::shutdown_signal());
+                ops.serve_beside(shutdown.clone(), gateway.serve(listener, shutdown))
+                    .await??;
             }
-            Command::Terminal => {
+            Command::Terminal { ops } => {
+                let config = ops.apply(config);
                 let pool = connect_hostdb(&config).await?;
                 let client = bus::connect(&config.bus, "ccass-terminal").await?;
                 let auth = auth::AuthClient::new(client.clone(), &config.auth);
                 let jetstream = bus::jetstream(&config.bus, client.clone());
+                let ops = up::OpsPort::new(
+                    &config,
+                    up::bind_ops(&config).await?,
+                    vec![up::postgres_probe(&config, &pool), up::nats_probe(&client)],
+                );
                 let listener = terminal::Terminal::bind(&config.terminal).await?;
-                tracing::info!(address = %listener.local_addr()?, "terminal listening");
+                tracing::info!(address = %listener.local_addr()?, ops_address = %ops.local_addr()?, "terminal listening");
                 let terminal = terminal::Terminal::new(terminal::TerminalParts {
                     config: config.terminal.clone(),
                     pki: config.pki.clone(),
@@ -775,11 +865,16 @@ fn run_with_config(config: Config, command: Command) -> anyhow::Result<ExitCode>
                     intake: config.intake.clone(),
                     ccp_participant: config.auth.ccp_participant.clone(),
                     auth,
-                    pool,
-                    nats: client,
+                    pool: pool.clone(),
+                    nats: client.clone(),
                     jetstream,
                 })?;
-                terminal.serve(listener, up::shutdown_signal()).await;
+                let shutdown = up::shared_shutdown(up::shutdown_signal());
+                ops.serve_beside(shutdown.clone(), async {
+                    terminal.serve(listener, shutdown).await;
+                    Ok::<(), std::convert::Infallible>(())
+                })
+                .await??;
             }
             Command::Pss { command } => return pss_command(&config, command).await,
             Command::Demo {
@@ -806,6 +901,7 @@ fn run_with_config(config: Config, command: Command) -> anyhow::Result<ExitCode>
                         date,
                         pause_before_commit_ms,
                     }),
+                ops: _,
             } => {
                 let date = match date {
                     Some(text) => parse_date_arg(&text)?,

@@ -11,6 +11,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 
 use tokio::net::TcpListener;
 
@@ -76,10 +77,7 @@ pub struct Listeners {
 
 impl Listeners {
     pub async fn bind(config: &Config) -> Result<Listeners, UpError> {
-        let address = config.telemetry.ops_listen_addr;
-        let ops = TcpListener::bind(address)
-            .await
-            .map_err(|source| UpError::Bind { address, source })?;
+        let ops = bind_ops(config).await?;
         let gateway = if config.gateway.enabled {
             Some(gateway::Gateway::bind(&config.gateway).await?)
         } else {
@@ -95,11 +93,6 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), UpError> {
-    let postgres_address = format!("{}:{}", config.hostdb.host, config.hostdb.port);
-    let postgres_error = |source| UpError::Postgres {
-        address: postgres_address.clone(),
-        source,
-    };
     // The gateway's certificate is a file on this machine: check it before any server.
     if let Some(path) = [&config.gateway.certificate_path, &config.gateway.key_path]
         .into_iter()
@@ -107,96 +100,40 @@ pub async fn run(
     {
         return Err(UpError::GatewayCertificateMissing { path: path.clone() });
     }
-    let pool = hostdb::connect_as(&config.hostdb, "ccass-up").map_err(postgres_error)?;
-    hostdb::ping(&pool, config.hostdb.connect_timeout())
-        .await
-        .map_err(postgres_error)?;
-    let pending = hostdb::migrate::pending(&pool)
-        .await
-        .map_err(postgres_error)?;
-    if let Some(first) = pending.first() {
-        return Err(UpError::SchemaBehind {
-            address: postgres_address,
-            count: pending.len(),
-            first: first.clone(),
-        });
-    }
-
+    let pool = connect_postgres(&config, "ccass-up").await?;
     let client = bus::connect(&config.bus, "ccass-up").await?;
     let jetstream = bus::jetstream(&config.bus, client.clone());
-    for stream in &Catalogue::embedded()?.streams {
-        if jetstream.get_stream(&stream.name).await.is_err() {
-            return Err(UpError::StreamMissing(stream.name.clone()));
-        }
-    }
+    check_streams(&jetstream).await?;
 
     let directory = auth::Directory::new(config.directory.clone());
     directory.ping().await?;
 
-    // CNS capture workers share the durable `cns-capture` consumer of TRADES.
-    let capture_consumer = cns::capture::capture_consumer(&jetstream).await?;
-    cns::metrics::describe_all();
-    let (stop_capture, capture_stopped) = tokio::sync::watch::channel(false);
-    let capture_workers: Vec<_> = (0..config.cns.capture_workers)
-        .map(|_| {
-            tokio::spawn(cns::capture::run_worker(
-                config.cns.clone(),
-                pool.clone(),
-                capture_consumer.clone(),
-                capture_stopped.clone(),
-            ))
-        })
-        .collect();
+    let capture = CaptureWorkers::spawn(&config, &pool, &jetstream).await?;
     // Settlement intake workers, the unmatched reporter and the outbox relay.
     let settlement_services =
-        crate::settlement::intake::spawn_services(&config, &pool, &jetstream, &capture_stopped)
+        crate::settlement::intake::spawn_services(&config, &pool, &jetstream, &capture.stopped)
             .await?;
 
-    let probes: Vec<Box<dyn Probe>> = vec![
-        Box::new(hostdb::PostgresProbe {
-            pool: pool.clone(),
-            timeout: config.telemetry.readiness_check_timeout(),
-        }),
-        Box::new(bus::NatsProbe(client.clone())),
-        Box::new(auth::DirectoryProbe(directory)),
-    ];
-    let state = OpsState::new(
-        telemetry::metrics_handle(),
-        probes,
-        config.telemetry.readiness_check_timeout(),
+    let ops = OpsPort::new(
+        &config,
+        listeners.ops,
+        vec![
+            postgres_probe(&config, &pool),
+            nats_probe(&client),
+            directory_probe(directory),
+        ],
     );
-    let ops_address = listeners.ops.local_addr().map_err(UpError::Serve)?;
-    let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
-    // Batch Settlement Runs at the configured times; the advisory lock makes one process lead.
-    let settlement_runs = tokio::spawn(crate::settlement::run::schedule(
-        pool.clone(),
-        config.settlement.clone(),
+    let ops_address = ops.local_addr()?;
+    let shutdown = shared_shutdown(shutdown);
+    let schedules = spawn_leader_schedules(
+        &config,
+        &pool,
         format!("up:{}", std::process::id()),
         shutdown.clone(),
-    ));
-    // End-of-day statements after the day's last run (dedupe ids: one copy per page).
-    crate::statements::metrics::describe_all();
-    let statements = config.statements.end_of_day_enabled.then(|| {
-        tokio::spawn(crate::statements::schedule(
-            pool.clone(),
-            config.statements.clone(),
-            config.settlement.clone(),
-            config.cns.calendar(),
-            config.cns.ccp_participant.clone(),
-            shutdown.clone(),
-        ))
-    });
-    // CNS cut-off and day-end at the configured times (both idempotent).
-    let cns_schedule = tokio::spawn(cns::schedule::schedule(
-        pool.clone(),
-        config.cns.clone(),
-        config.settlement.utc_offset_minutes,
-        config.settlement.leader_lock_key,
-        shutdown.clone(),
-    ));
+    );
     // The terminal runs when its server certificate and the CA are there (`ccass pki`).
     let terminal = start_terminal(&config, &pool, &client, &jetstream, shutdown.clone()).await?;
-    let mut auth_service = tokio::spawn(auth::service::run(
+    let auth_service = tokio::spawn(auth::service::run(
         config.clone(),
         client.clone(),
         shutdown.clone(),
@@ -216,47 +153,279 @@ pub async fn run(
         }
         None => None,
     };
+    let postgres_address = format!("{}:{}", config.hostdb.host, config.hostdb.port);
     tracing::info!(%ops_address, postgres = %postgres_address, nats = %config.bus.url, "ccass up: serving");
-    let serve = telemetry::ops::serve(listeners.ops, state, shutdown);
-    tokio::pin!(serve);
-    // A service that fails stops `ccass up` with its error rather than leaving it half up.
-    let outcome = tokio::select! {
-        served = &mut serve => match served {
-            Err(error) => {
-                auth_service.abort();
-                Err(UpError::Serve(error))
-            }
-            // Shutdown reached the ops port; the auth service finishes its requests in hand.
-            Ok(()) => auth_finished(auth_service.await),
-        },
-        finished = &mut auth_service => match auth_finished(finished) {
-            Ok(()) => serve.await.map_err(UpError::Serve),
-            Err(error) => Err(error),
-        },
-    };
+    // A service that fails stops `ccass up` with its error rather than leaving it half up;
+    // on shutdown the auth service finishes its requests in hand.
+    let outcome = ops
+        .serve_beside(shutdown, async { auth_finished(auth_service.await) })
+        .await
+        .and_then(|finished| finished);
     if let Some(terminal) = terminal {
         let _ = terminal.await;
     }
     // Capture workers finish their current transaction (or abandon it unacknowledged) and stop.
-    let _ = stop_capture.send(true);
-    // The scheduler ends on shutdown; a run in hand commits or rolls back with its connection.
-    let _ = settlement_runs.await;
-    if let Some(statements) = statements {
-        let _ = statements.await;
+    capture.stop().await;
+    // The schedulers end on shutdown; a run in hand commits or rolls back with its connection.
+    for schedule in schedules {
+        let _ = schedule.await;
     }
-    let _ = cns_schedule.await;
     if let Some(gateway_task) = gateway_task {
         // It stops with ccass up: open sessions are dropped (what was not ACKed is the PSS's
         // to send again; unacknowledged output messages wait in JetStream).
         gateway_task.abort();
         let _ = gateway_task.await;
     }
-    for worker in capture_workers.into_iter().chain(settlement_services) {
+    for worker in settlement_services {
         let _ = worker.await;
     }
     outcome?;
     tracing::info!("ccass up: stopped");
     Ok(())
+}
+
+/// `ccass settlement bsr`: the leader's work only. The scheduled Batch Settlement Runs, the
+/// CNS cut-off/day-end schedule and end-of-day statements (each run takes the advisory lock
+/// `settlement.leader_lock_key`, so of several replicas one leads and the others stand by and
+/// take over at the next due time when it is gone), the CNS capture workers (a shared durable
+/// consumer, so every replica pulls) and the ops port, ready while Postgres and NATS answer.
+pub async fn bsr(
+    config: Config,
+    ops: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), UpError> {
+    let pool = connect_postgres(&config, "ccass-bsr").await?;
+    let client = bus::connect(&config.bus, "ccass-bsr").await?;
+    let jetstream = bus::jetstream(&config.bus, client.clone());
+    check_streams(&jetstream).await?;
+    let capture = CaptureWorkers::spawn(&config, &pool, &jetstream).await?;
+    let ops = OpsPort::new(
+        &config,
+        ops,
+        vec![postgres_probe(&config, &pool), nats_probe(&client)],
+    );
+    let ops_address = ops.local_addr()?;
+    let shutdown = shared_shutdown(shutdown);
+    let leader = format!("bsr:{}", std::process::id());
+    tracing::info!(%ops_address, %leader, "ccass settlement bsr: serving");
+    let schedules = spawn_leader_schedules(&config, &pool, leader, shutdown.clone());
+    let served = ops.serve(shutdown).await;
+    capture.stop().await;
+    for schedule in schedules {
+        let _ = schedule.await;
+    }
+    served?;
+    tracing::info!("ccass settlement bsr: stopped");
+    Ok(())
+}
+
+/// A shutdown future every task of a command can await.
+pub type Shutdown = futures::future::Shared<Pin<Box<dyn Future<Output = ()> + Send>>>;
+
+pub fn shared_shutdown(shutdown: impl Future<Output = ()> + Send + 'static) -> Shutdown {
+    let boxed: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(shutdown);
+    futures::FutureExt::shared(boxed)
+}
+
+/// Binds `telemetry.ops_listen_addr` (the per-command `--ops-listen-addr` overrides it in the
+/// configuration before this).
+pub async fn bind_ops(config: &Config) -> Result<TcpListener, UpError> {
+    let address = config.telemetry.ops_listen_addr;
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| UpError::Bind { address, source })
+}
+
+/// A pool whose server answers and whose schema is current, connecting as `application_name`.
+pub async fn connect_postgres(
+    config: &Config,
+    application_name: &str,
+) -> Result<hostdb::Pool, UpError> {
+    let postgres_address = format!("{}:{}", config.hostdb.host, config.hostdb.port);
+    let postgres_error = |source| UpError::Postgres {
+        address: postgres_address.clone(),
+        source,
+    };
+    let pool = hostdb::connect_as(&config.hostdb, application_name).map_err(postgres_error)?;
+    hostdb::ping(&pool, config.hostdb.connect_timeout())
+        .await
+        .map_err(postgres_error)?;
+    let pending = hostdb::migrate::pending(&pool)
+        .await
+        .map_err(postgres_error)?;
+    if let Some(first) = pending.first() {
+        return Err(UpError::SchemaBehind {
+            address: postgres_address,
+            count: pending.len(),
+            first: first.clone(),
+        });
+    }
+    Ok(pool)
+}
+
+/// Fails naming the first stream of the catalogue that JetStream does not have.
+pub async fn check_streams(jetstream: &async_nats::jetstream::Context) -> Result<(), UpError> {
+    for stream in &Catalogue::embedded()?.streams {
+        if jetstream.get_stream(&stream.name).await.is_err() {
+            return Err(UpError::StreamMissing(stream.name.clone()));
+        }
+    }
+    Ok(())
+}
+
+/// Readiness of Postgres, bounded by `telemetry.readiness_check_timeout_ms`.
+pub fn postgres_probe(config: &Config, pool: &hostdb::Pool) -> Box<dyn Probe> {
+    Box::new(hostdb::PostgresProbe {
+        pool: pool.clone(),
+        timeout: config.telemetry.readiness_check_timeout(),
+    })
+}
+
+pub fn nats_probe(client: &async_nats::Client) -> Box<dyn Probe> {
+    Box::new(bus::NatsProbe(client.clone()))
+}
+
+pub fn directory_probe(directory: auth::Directory) -> Box<dyn Probe> {
+    Box::new(auth::DirectoryProbe(directory))
+}
+
+/// The ops port of one command: `/metrics`, `/healthz`, and `/readyz` over `probes` — exactly
+/// the dependencies that command uses.
+pub struct OpsPort {
+    listener: TcpListener,
+    state: OpsState,
+}
+
+impl OpsPort {
+    pub fn new(config: &Config, listener: TcpListener, probes: Vec<Box<dyn Probe>>) -> OpsPort {
+        let state = OpsState::new(
+            telemetry::metrics_handle(),
+            probes,
+            config.telemetry.readiness_check_timeout(),
+        );
+        OpsPort { listener, state }
+    }
+
+    pub fn local_addr(&self) -> Result<SocketAddr, UpError> {
+        self.listener.local_addr().map_err(UpError::Serve)
+    }
+
+    /// Serves until `shutdown` completes.
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), UpError> {
+        telemetry::ops::serve(self.listener, self.state, shutdown)
+            .await
+            .map_err(UpError::Serve)
+    }
+
+    /// Serves beside `service` (which ends on the same `shutdown`): a service that ends first
+    /// ends the command with its outcome (an `Ok` waits for the ops port to shut down too); an
+    /// ops port that fails ends it with `UpError::Serve`.
+    pub async fn serve_beside<E>(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+        service: impl Future<Output = Result<(), E>>,
+    ) -> Result<Result<(), E>, UpError> {
+        let serve = telemetry::ops::serve(self.listener, self.state, shutdown);
+        tokio::pin!(serve);
+        tokio::pin!(service);
+        tokio::select! {
+            served = &mut serve => match served {
+                Err(error) => Err(UpError::Serve(error)),
+                Ok(()) => Ok(service.await),
+            },
+            finished = &mut service => {
+                if finished.is_ok() {
+                    serve.await.map_err(UpError::Serve)?;
+                }
+                Ok(finished)
+            }
+        }
+    }
+}
+
+/// The schedules that belong to the run leader: Batch Settlement Runs at
+/// `settlement.run_times`, end-of-day statements after the day's last run (when
+/// `statements.end_of_day_enabled`), and the CNS cut-off and day-end. Each takes the advisory
+/// lock `settlement.leader_lock_key` for its work, so any number of processes may run them.
+pub fn spawn_leader_schedules(
+    config: &Config,
+    pool: &hostdb::Pool,
+    leader: String,
+    shutdown: Shutdown,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = vec![tokio::spawn(crate::settlement::run::schedule(
+        pool.clone(),
+        config.settlement.clone(),
+        leader,
+        shutdown.clone(),
+    ))];
+    // Dedupe ids of statements: one copy per page.
+    crate::statements::metrics::describe_all();
+    if config.statements.end_of_day_enabled {
+        tasks.push(tokio::spawn(crate::statements::schedule(
+            pool.clone(),
+            config.statements.clone(),
+            config.settlement.clone(),
+            config.cns.calendar(),
+            config.cns.ccp_participant.clone(),
+            shutdown.clone(),
+        )));
+    }
+    // Both idempotent.
+    tasks.push(tokio::spawn(cns::schedule::schedule(
+        pool.clone(),
+        config.cns.clone(),
+        config.settlement.utc_offset_minutes,
+        config.settlement.leader_lock_key,
+        shutdown,
+    )));
+    tasks
+}
+
+/// `cns.capture_workers` CNS capture workers on the durable `cns-capture` consumer of TRADES.
+struct CaptureWorkers {
+    stop: tokio::sync::watch::Sender<bool>,
+    /// Ends with the workers: the settlement intake services of `ccass up` stop on it too.
+    stopped: tokio::sync::watch::Receiver<bool>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl CaptureWorkers {
+    async fn spawn(
+        config: &Config,
+        pool: &hostdb::Pool,
+        jetstream: &async_nats::jetstream::Context,
+    ) -> Result<CaptureWorkers, UpError> {
+        let consumer = cns::capture::capture_consumer(jetstream).await?;
+        cns::metrics::describe_all();
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let workers = (0..config.cns.capture_workers)
+            .map(|_| {
+                tokio::spawn(cns::capture::run_worker(
+                    config.cns.clone(),
+                    pool.clone(),
+                    consumer.clone(),
+                    stopped.clone(),
+                ))
+            })
+            .collect();
+        Ok(CaptureWorkers {
+            stop,
+            stopped,
+            workers,
+        })
+    }
+
+    /// Each worker finishes its current transaction (or abandons it unacknowledged) and stops.
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        for worker in self.workers {
+            let _ = worker.await;
+        }
+    }
 }
 
 /// Starts the terminal if `[terminal] certificate_path` and the CA certificate exist.

@@ -59,6 +59,9 @@ spec:
     metadata:
       labels:
         {{- include "ccass.selector" (dict "root" $root "component" .component) | nindent 8 }}
+        {{- if $values.opsPort }}
+        ccass.io/ops-port: "true"
+        {{- end }}
       annotations:
         checksum/config: {{ include (print $root.Template.BasePath "/configmap.yaml") $root | sha256sum }}
         {{- if and $values.opsPort $root.Values.metrics.annotations }}
