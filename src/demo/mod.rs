@@ -20,10 +20,11 @@
 //!   on it: the numbers depend on the seed only.
 //! - Trade date: the first business day from today (UTC); the SIs settle on its T+2, the CNS
 //!   settlement date, and the demo runs that date's Batch Settlement Runs now (compressed day).
-//! - The CNS cut-off runs before the first run (positions final: shorts settle first, longs
-//!   after the SIs); after the last run the day ends (carry-forward, money settlement) and the
-//!   end-of-day statements are queued; their counts are printed as progress lines (not yet
-//!   rows of the checked summary table).
+//! - After the last run: the CNS cut-off (positions final), day-end (positions carried to the
+//!   next business day, money settled against the CCP) and the end-of-day statements; their
+//!   counts are printed as progress lines (not yet rows of the checked summary table). The
+//!   cut-off comes after the runs because the SI outcomes are planned from the opening
+//!   balances alone, and CNS shorts would deliver first.
 //! - Every number of the summary is checked against SQL counts (`hostdb::demo`) and the plan's
 //!   expectation, and `hostdb::audit` runs; any disagreement fails the demo.
 //! - The NATS streams are shared: do not run another `ccass up` against the same NATS while
@@ -271,6 +272,12 @@ pub async fn run(
     let step = progress.step("system (ccass up + gateway)", 0);
     system.gateway.certificate_path = server.certificate_path.clone();
     system.gateway.key_path = server.key_path.clone();
+    // The demo serves its own gateway below (on the same listen address), not `ccass up`'s.
+    system.gateway.enabled = false;
+    // `ccass up` starts the terminal with the demo's CA and server certificate.
+    system.pki = pki.clone();
+    system.terminal.certificate_path = server.certificate_path.clone();
+    system.terminal.key_path = server.key_path.clone();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let stop_signal = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
         let _ = stopped.wait_for(|stop| *stop).await;
@@ -401,6 +408,16 @@ pub async fn run(
                 "ccass: running. Ops port http://{address}/metrics, /healthz, /readyz; gateway {gateway_address} (client certificates in {}). Ctrl-C stops.",
                 pki.dir.display()
             );
+            if let Some(user) = users.first() {
+                println!(
+                    "terminal: https://{} — import {}/ca.crt as an authority and the client certificate and key of {user} from {} into the browser; log in as {user} (development directory password: ccass-dev-{}-{})",
+                    system.terminal.listen_addr.replace("0.0.0.0", "127.0.0.1"),
+                    pki.dir.display(),
+                    pki.dir.display(),
+                    user.participant,
+                    user.uid
+                );
+            }
         }
         tokio::select! {
             () = shutdown => {}
@@ -514,13 +531,6 @@ async fn day(
         journalled += messages.len() as u64;
         wait_intake(progress, demo, pool, journalled, up_task).await?;
     }
-    // --- The CNS cut-off: positions final, so the runs settle them (shorts first) -------
-    let step = progress.step("CNS cut-off: positions final", 0);
-    let cutoff = cns::positions::cutoff(pool, &config.cns.ccp_participant, settlement_date).await?;
-    step.finish(&format!(
-        "{} stock and {} money positions from {} trades",
-        cutoff.stock_positions, cutoff.money_positions, cutoff.trade_count
-    ));
     let options_run = RunOptions {
         leader: format!("demo:{}", std::process::id()),
         abort_before_commit: false,
@@ -553,6 +563,15 @@ async fn day(
         );
     }
 
+    // --- The CNS cut-off after the day's runs: the demo's SI outcomes are planned from the
+    // opening balances alone, so positions (which would deliver first) settle from the next
+    // business day's runs; day-end carries them there and settles the money --------------
+    let step = progress.step("CNS cut-off: positions final", 0);
+    let cutoff = cns::positions::cutoff(pool, &config.cns.ccp_participant, settlement_date).await?;
+    step.finish(&format!(
+        "{} stock and {} money positions from {} trades",
+        cutoff.stock_positions, cutoff.money_positions, cutoff.trade_count
+    ));
     // --- Day end: CNS carry-forward and money settlement, then the statements ----------
     let step = progress.step("day end: CNS carry-forward and money settlement", 0);
     let day_end = cns::day_end::day_end(
