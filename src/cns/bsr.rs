@@ -304,6 +304,35 @@ fn record_isolated(book: &mut Book, run_id: i64, side: &DueIsolated) {
     book.event(&side.participant_id, dedupe_id, &event);
 }
 
+/// (account, ISIN) of a holding or (participant, currency) of a cash balance.
+type BalanceKey = (String, String);
+
+/// The holdings and cash balances a phase touches: each position's and isolated trade's
+/// account and the CCP's in the same security; the isolated trades' cash on both sides.
+fn balance_keys(
+    ccp: &Ccp,
+    positions: &[DuePosition],
+    isolated: &[DueIsolated],
+) -> (Vec<BalanceKey>, Vec<BalanceKey>) {
+    let mut stock_keys = Vec::new();
+    for (account, isin) in positions
+        .iter()
+        .map(|p| (&p.account_id, &p.isin))
+        .chain(isolated.iter().map(|s| (&s.account_id, &s.isin)))
+    {
+        if let Some(account) = account {
+            stock_keys.push((account.clone(), isin.clone()));
+        }
+        stock_keys.push((ccp.account_id.clone(), isin.clone()));
+    }
+    let mut cash_keys = Vec::new();
+    for trade in isolated {
+        cash_keys.push((trade.participant_id.clone(), trade.currency_code.clone()));
+        cash_keys.push((ccp.participant_id.clone(), trade.currency_code.clone()));
+    }
+    (stock_keys, cash_keys)
+}
+
 /// Phase 1 of a run: CNS short positions and isolated sells deliver to the CCP.
 pub async fn settle_shorts(
     run: &RunTransaction<'_>,
@@ -322,22 +351,7 @@ pub async fn settle_shorts(
     if shorts.is_empty() && sells.is_empty() {
         return Ok(report);
     }
-    let mut stock_keys = Vec::new();
-    let mut cash_keys = Vec::new();
-    for (account, isin) in shorts
-        .iter()
-        .map(|p| (&p.account_id, &p.isin))
-        .chain(sells.iter().map(|s| (&s.account_id, &s.isin)))
-    {
-        if let Some(account) = account {
-            stock_keys.push((account.clone(), isin.clone()));
-        }
-        stock_keys.push((ccp.account_id.clone(), isin.clone()));
-    }
-    for sell in &sells {
-        cash_keys.push((sell.participant_id.clone(), sell.currency_code.clone()));
-        cash_keys.push((ccp.participant_id.clone(), sell.currency_code.clone()));
-    }
+    let (stock_keys, cash_keys) = balance_keys(&ccp, &shorts, &sells);
     let mut book = Book::load(run, &stock_keys, &cash_keys).await?;
     let run_id = run.settlement_run_id;
     for position in &shorts {
@@ -429,22 +443,7 @@ pub async fn settle_longs(
     if longs.is_empty() && buys.is_empty() {
         return Ok(report);
     }
-    let mut stock_keys = Vec::new();
-    let mut cash_keys = Vec::new();
-    for (account, isin) in longs
-        .iter()
-        .map(|p| (&p.account_id, &p.isin))
-        .chain(buys.iter().map(|s| (&s.account_id, &s.isin)))
-    {
-        if let Some(account) = account {
-            stock_keys.push((account.clone(), isin.clone()));
-        }
-        stock_keys.push((ccp.account_id.clone(), isin.clone()));
-    }
-    for buy in &buys {
-        cash_keys.push((buy.participant_id.clone(), buy.currency_code.clone()));
-        cash_keys.push((ccp.participant_id.clone(), buy.currency_code.clone()));
-    }
+    let (stock_keys, cash_keys) = balance_keys(&ccp, &longs, &buys);
     let mut book = Book::load(run, &stock_keys, &cash_keys).await?;
     let run_id = run.settlement_run_id;
 

@@ -531,11 +531,7 @@ async fn day(
         journalled += messages.len() as u64;
         wait_intake(progress, demo, pool, journalled, up_task).await?;
     }
-    let options_run = RunOptions {
-        leader: format!("demo:{}", std::process::id()),
-        abort_before_commit: false,
-        pause_before_commit_ms: 0,
-    };
+    let options_run = RunOptions::leader(format!("demo:{}", std::process::id()));
     observed
         .runs
         .push(settle(config, progress, pool, settlement_date, &options_run, 1).await?);

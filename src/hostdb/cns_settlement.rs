@@ -486,21 +486,7 @@ impl<'c> DayEnd<'c> {
         settled: &[MoneySettled],
     ) -> Result<(), HostDbError> {
         journal::append_cash_movements(&self.transaction, movements).await?;
-        let participants: Vec<&str> = cash_deltas.iter().map(|d| d.0.as_str()).collect();
-        let currencies: Vec<&str> = cash_deltas.iter().map(|d| d.1.as_str()).collect();
-        let amounts: Vec<i64> = cash_deltas.iter().map(|d| d.2).collect();
-        self.transaction
-            .execute(
-                "UPDATE cash_balances c
-                 SET amount_minor = c.amount_minor + d.delta, updated_at = now()
-                 FROM unnest($1::text[], $2::text[], $3::int8[])
-                     AS d(participant_id, currency_code, delta)
-                 WHERE c.participant_id = d.participant_id
-                   AND c.currency_code = d.currency_code",
-                &[&participants, &currencies, &amounts],
-            )
-            .await
-            .map_err(db("apply money settlement to cash balances"))?;
+        super::settlement::apply_cash_deltas(&self.transaction, cash_deltas).await?;
         let participants: Vec<&str> = settled.iter().map(|s| s.participant_id.as_str()).collect();
         let currencies: Vec<&str> = settled.iter().map(|s| s.currency_code.as_str()).collect();
         let amounts: Vec<i64> = settled.iter().map(|s| s.amount_minor).collect();

@@ -21,6 +21,30 @@ fn db(context: &'static str) -> impl Fn(tokio_postgres::Error) -> HostDbError {
     move |error| HostDbError::from_postgres(context, error)
 }
 
+/// Adds `(participant, currency, delta)` to the cash balances in one statement: the BSR's
+/// DvP legs and CNS day-end money settlement both move cash through here.
+pub(super) async fn apply_cash_deltas(
+    transaction: &tokio_postgres::Transaction<'_>,
+    cash_deltas: &[(String, String, i64)],
+) -> Result<(), HostDbError> {
+    let participants: Vec<&str> = cash_deltas.iter().map(|d| d.0.as_str()).collect();
+    let currencies: Vec<&str> = cash_deltas.iter().map(|d| d.1.as_str()).collect();
+    let amounts: Vec<i64> = cash_deltas.iter().map(|d| d.2).collect();
+    transaction
+        .execute(
+            "UPDATE cash_balances c
+             SET amount_minor = c.amount_minor + d.delta, updated_at = now()
+             FROM unnest($1::text[], $2::text[], $3::int8[])
+                 AS d(participant_id, currency_code, delta)
+             WHERE c.participant_id = d.participant_id
+               AND c.currency_code = d.currency_code",
+            &[&participants, &currencies, &amounts],
+        )
+        .await
+        .map_err(db("apply cash deltas"))?;
+    Ok(())
+}
+
 /// A matched pair due for settlement, with what remains of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DuePair {
@@ -322,22 +346,7 @@ impl<'c> RunTransaction<'c> {
             )
             .await
             .map_err(db("insert new holdings"))?;
-        let participants: Vec<&str> = cash_deltas.iter().map(|d| d.0.as_str()).collect();
-        let currencies: Vec<&str> = cash_deltas.iter().map(|d| d.1.as_str()).collect();
-        let amounts: Vec<i64> = cash_deltas.iter().map(|d| d.2).collect();
-        self.transaction
-            .execute(
-                "UPDATE cash_balances c
-                 SET amount_minor = c.amount_minor + d.delta, updated_at = now()
-                 FROM unnest($1::text[], $2::text[], $3::int8[])
-                     AS d(participant_id, currency_code, delta)
-                 WHERE c.participant_id = d.participant_id
-                   AND c.currency_code = d.currency_code",
-                &[&participants, &currencies, &amounts],
-            )
-            .await
-            .map_err(db("apply cash deltas"))?;
-        Ok(())
+        apply_cash_deltas(&self.transaction, cash_deltas).await
     }
 
     /// Every participant's logical terminal, and the CCP's as the system's own (the sender of

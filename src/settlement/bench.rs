@@ -364,11 +364,7 @@ async fn measure(
     }
 
     let pool = hostdb::connect_as(&config.hostdb.with_database(RUN_DATABASE), "ccass-bench")?;
-    let run_options = RunOptions {
-        leader: "bench".to_owned(),
-        abort_before_commit: false,
-        pause_before_commit_ms: 0,
-    };
+    let run_options = RunOptions::leader("bench".to_owned());
     let started = Instant::now();
     let run = run::run_now(&pool, &config.settlement, date, &run_options).await?;
     let run_total = started.elapsed();

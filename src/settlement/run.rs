@@ -52,6 +52,17 @@ pub struct RunOptions {
     pub pause_before_commit_ms: u64,
 }
 
+impl RunOptions {
+    /// A run led by `leader`, with the test hooks off.
+    pub fn leader(leader: impl Into<String>) -> RunOptions {
+        RunOptions {
+            leader: leader.into(),
+            abort_before_commit: false,
+            pause_before_commit_ms: 0,
+        }
+    }
+}
+
 /// What a run did, with its wall times.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RunReport {

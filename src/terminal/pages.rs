@@ -1531,11 +1531,8 @@ async fn ops_trigger_run(
     ctx.require(&app, Function::OperationsBatch, &Target::Own)
         .await?;
     let date = parse_optional_date("date", form.date.as_deref())?.unwrap_or_else(today);
-    let options = crate::settlement::run::RunOptions {
-        leader: format!("terminal:{}", ctx.session.user),
-        abort_before_commit: false,
-        pause_before_commit_ms: 0,
-    };
+    let options =
+        crate::settlement::run::RunOptions::leader(format!("terminal:{}", ctx.session.user));
     let report =
         match crate::settlement::run::run_now(&app.pool, &app.settlement, date, &options).await {
             Ok(report) => report.to_string(),

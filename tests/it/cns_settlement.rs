@@ -5,12 +5,13 @@
 use ccass::bus::trades::{PositionEvent, TradeBatch, TradeRecord};
 use ccass::cns::capture::{self, Reference};
 use ccass::cns::{day_end, positions};
-use ccass::hostdb::settlement::{self as si_sql, NewInstruction, NewMatchedPair};
+use ccass::hostdb::settlement::{self as si_sql, NewMatchedPair};
 use ccass::hostdb::{self, Pool};
 use ccass::settlement::run::{self, RunError, RunOptions};
 use time::Date;
 use time::macros::date;
 
+use crate::harness::balances::{self, cash, holding};
 use crate::harness::postgres::{self, TestDatabase};
 use crate::harness::{repo_root, test_config};
 
@@ -88,29 +89,22 @@ async fn capture_and_cut_off(pool: &Pool) {
 }
 
 fn fop(reference: &str, from: &str, to: &str, isin: &str, quantity: i64) -> NewMatchedPair {
-    let side = |own: &str, other: &str, prefix: &str| NewInstruction {
-        participant_id: own[..6].to_owned(),
-        sender_reference: format!("{prefix}{reference}"),
-        account_id: own.to_owned(),
-        counterparty_participant_id: other[..6].to_owned(),
-        counterparty_account_id: other.to_owned(),
-        isin: isin.to_owned(),
+    balances::matched_pair(
+        reference,
+        from,
+        to,
+        isin,
         quantity,
-        settlement_date: SETTLEMENT_DATE,
-        payment: None,
-        partial_settlement_allowed: false,
-    };
-    NewMatchedPair {
-        deliver: side(from, to, "D"),
-        receive: side(to, from, "R"),
-    }
+        SETTLEMENT_DATE,
+        None,
+        false,
+    )
 }
 
 fn options(abort_before_commit: bool) -> RunOptions {
     RunOptions {
-        leader: "test".to_owned(),
         abort_before_commit,
-        pause_before_commit_ms: 0,
+        ..RunOptions::leader("test")
     }
 }
 
@@ -136,31 +130,6 @@ async fn end_day(pool: &Pool) -> Option<day_end::DayEndReport> {
     )
     .await
     .unwrap()
-}
-
-async fn holding(pool: &Pool, account: &str, isin: &str) -> i64 {
-    let client = hostdb::client(pool).await.unwrap();
-    client
-        .query_opt(
-            "SELECT quantity FROM holdings WHERE account_id = $1 AND isin = $2",
-            &[&account, &isin],
-        )
-        .await
-        .unwrap()
-        .map_or(0, |row| row.get(0))
-}
-
-async fn cash(pool: &Pool, participant: &str) -> i64 {
-    let client = hostdb::client(pool).await.unwrap();
-    client
-        .query_opt(
-            "SELECT amount_minor FROM cash_balances
-             WHERE participant_id = $1 AND currency_code = 'HKD'",
-            &[&participant],
-        )
-        .await
-        .unwrap()
-        .map_or(0, |row| row.get(0))
 }
 
 /// (net, settled, status, carried in) of a stock position.

@@ -1,13 +1,14 @@
 //! Batch Settlement Runs against a real Postgres: DvP and FOP, recycling, partial settlement,
 //! chain resolution, a leader aborted before commit, the leader lock, and `ccass audit`.
 
-use ccass::hostdb::settlement::{self as sql, NewInstruction, NewMatchedPair};
+use ccass::hostdb::settlement::{self as sql, NewMatchedPair};
 use ccass::hostdb::{self, Pool};
 use ccass::iso15022::{self, ParseOptions};
 use ccass::settlement::run::{self, RunError, RunOptions, RunReport};
 use time::Date;
 use time::macros::date;
 
+use crate::harness::balances::{self, cash, holding};
 use crate::harness::postgres::{self, TestDatabase};
 use crate::harness::{repo_root, test_config};
 
@@ -37,22 +38,16 @@ fn pair(
     payment: Option<i64>,
     partial: bool,
 ) -> NewMatchedPair {
-    let side = |own: &str, other: &str, prefix: &str| NewInstruction {
-        participant_id: own[..6].to_owned(),
-        sender_reference: format!("{prefix}{reference}"),
-        account_id: own.to_owned(),
-        counterparty_participant_id: other[..6].to_owned(),
-        counterparty_account_id: other.to_owned(),
-        isin: isin.to_owned(),
+    balances::matched_pair(
+        reference,
+        from,
+        to,
+        isin,
         quantity,
-        settlement_date: SETTLEMENT_DATE,
-        payment: payment.map(|amount| ("HKD".to_owned(), amount)),
-        partial_settlement_allowed: partial,
-    };
-    NewMatchedPair {
-        deliver: side(from, to, "D"),
-        receive: side(to, from, "R"),
-    }
+        SETTLEMENT_DATE,
+        payment,
+        partial,
+    )
 }
 
 async fn settle(pool: &Pool) -> RunReport {
@@ -68,35 +63,9 @@ async fn settle(pool: &Pool) -> RunReport {
 
 fn options(abort_before_commit: bool) -> RunOptions {
     RunOptions {
-        leader: "test".to_owned(),
         abort_before_commit,
-        pause_before_commit_ms: 0,
+        ..RunOptions::leader("test")
     }
-}
-
-async fn holding(pool: &Pool, account: &str, isin: &str) -> i64 {
-    let client = hostdb::client(pool).await.unwrap();
-    client
-        .query_opt(
-            "SELECT quantity FROM holdings WHERE account_id = $1 AND isin = $2",
-            &[&account, &isin],
-        )
-        .await
-        .unwrap()
-        .map_or(0, |row| row.get(0))
-}
-
-async fn cash(pool: &Pool, participant: &str) -> i64 {
-    let client = hostdb::client(pool).await.unwrap();
-    client
-        .query_opt(
-            "SELECT amount_minor FROM cash_balances
-             WHERE participant_id = $1 AND currency_code = 'HKD'",
-            &[&participant],
-        )
-        .await
-        .unwrap()
-        .map_or(0, |row| row.get(0))
 }
 
 /// Outbox messages to `participant`: (dedupe id, FIN text), oldest first.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::HeaderMap;
 use ccass::bus::subjects::{self, MessageTypeNumber};
-use ccass::hostdb::settlement::{self as sql, NewInstruction, NewMatchedPair};
+use ccass::hostdb::settlement::{self as sql, NewMatchedPair};
 use ccass::hostdb::{self, Pool};
 use ccass::ids::ParticipantId;
 use ccass::iso15022::build::{self, Envelope, StatementRequestSpec};
@@ -22,6 +22,7 @@ use rust_decimal::prelude::ToPrimitive as _;
 use time::Date;
 use time::macros::date;
 
+use crate::harness::balances;
 use crate::harness::nats::NatsServer;
 use crate::harness::postgres::{self, TestDatabase};
 use crate::harness::{repo_root, test_config};
@@ -42,22 +43,16 @@ async fn seeded_database(test_name: &str) -> Option<TestDatabase> {
 }
 
 fn pair(reference: &str, from: &str, to: &str, isin: &str, quantity: i64) -> NewMatchedPair {
-    let side = |own: &str, other: &str, prefix: &str| NewInstruction {
-        participant_id: own[..6].to_owned(),
-        sender_reference: format!("{prefix}{reference}"),
-        account_id: own.to_owned(),
-        counterparty_participant_id: other[..6].to_owned(),
-        counterparty_account_id: other.to_owned(),
-        isin: isin.to_owned(),
+    balances::matched_pair(
+        reference,
+        from,
+        to,
+        isin,
         quantity,
-        settlement_date: SETTLEMENT_DATE,
-        payment: None,
-        partial_settlement_allowed: false,
-    };
-    NewMatchedPair {
-        deliver: side(from, to, "D"),
-        receive: side(to, from, "R"),
-    }
+        SETTLEMENT_DATE,
+        None,
+        false,
+    )
 }
 
 /// Two settled pairs touching B01234 and one that cannot settle (the deliverer lacks the
@@ -77,11 +72,7 @@ async fn settle_a_day(pool: &Pool) {
         pool,
         &test_config().settlement,
         SETTLEMENT_DATE,
-        &RunOptions {
-            leader: "test".to_owned(),
-            abort_before_commit: false,
-            pause_before_commit_ms: 0,
-        },
+        &RunOptions::leader("test".to_owned()),
     )
     .await
     .unwrap();

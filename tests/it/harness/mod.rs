@@ -13,6 +13,7 @@
 //! (set by `scripts/test` and CI) an unreachable server is a failure; without it the test
 //! prints why and returns.
 
+pub mod balances;
 pub mod ldap;
 pub mod nats;
 pub mod postgres;
