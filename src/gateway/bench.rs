@@ -16,7 +16,6 @@
 //! session keeps 4096 / sessions messages unanswered, at most `gateway.in_flight_max`; raw
 //! JetStream the same window per sender), then open loop at half of the gateway's maximum.
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,6 +24,7 @@ use bytes::Bytes;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::protocol::Outcome;
+use super::stages::{STAGES, StageSnapshot};
 use super::{Gateway, GatewayError};
 use crate::bus::inbound as inbound_headers;
 use crate::bus::subjects::{self, MessageTypeNumber};
@@ -68,8 +68,12 @@ pub struct Measurement {
     pub acked: u64,
     pub refused: u64,
     pub elapsed: Duration,
-    /// Sorted, microseconds.
+    /// Sorted, microseconds: from each message's scheduled (open loop) or actual (window)
+    /// send time to its answer.
     latencies_us: Vec<u32>,
+    /// Sorted, microseconds: how late the bench itself sent each message after its scheduled
+    /// time (timer resolution, a busy runtime); part of the latencies above, not the server's.
+    send_lags_us: Vec<u32>,
 }
 
 impl Measurement {
@@ -79,26 +83,40 @@ impl Measurement {
 
     /// Latency at quantile `q` (0..1) in milliseconds.
     pub fn latency_ms(&self, q: f64) -> f64 {
-        if self.latencies_us.is_empty() {
-            return f64::NAN;
-        }
-        let index = ((self.latencies_us.len() as f64 - 1.0) * q).round() as usize;
-        f64::from(self.latencies_us[index.min(self.latencies_us.len() - 1)]) / 1000.0
+        quantile_ms(&self.latencies_us, q)
+    }
+
+    /// The bench's own sending lateness at quantile `q` (0..1) in milliseconds.
+    pub fn send_lag_ms(&self, q: f64) -> f64 {
+        quantile_ms(&self.send_lags_us, q)
     }
 
     fn merge(parts: Vec<Measurement>, elapsed: Duration) -> Measurement {
-        let mut latencies_us: Vec<u32> = parts
-            .iter()
-            .flat_map(|part| part.latencies_us.iter().copied())
-            .collect();
-        latencies_us.sort_unstable();
+        let sorted = |values: &dyn Fn(&Measurement) -> &Vec<u32>| {
+            let mut all: Vec<u32> = parts
+                .iter()
+                .flat_map(|part| values(part).iter().copied())
+                .collect();
+            all.sort_unstable();
+            all
+        };
         Measurement {
             acked: parts.iter().map(|part| part.acked).sum(),
             refused: parts.iter().map(|part| part.refused).sum(),
             elapsed,
-            latencies_us,
+            latencies_us: sorted(&|part| &part.latencies_us),
+            send_lags_us: sorted(&|part| &part.send_lags_us),
         }
     }
+}
+
+/// Quantile `q` (0..1) of sorted microseconds, in milliseconds; NaN when empty.
+fn quantile_ms(sorted_us: &[u32], q: f64) -> f64 {
+    if sorted_us.is_empty() {
+        return f64::NAN;
+    }
+    let index = ((sorted_us.len() as f64 - 1.0) * q).round() as usize;
+    f64::from(sorted_us[index.min(sorted_us.len() - 1)]) / 1000.0
 }
 
 #[derive(Debug, Clone)]
@@ -112,6 +130,8 @@ pub struct BenchReport {
     pub rate_per_s: u64,
     /// (raw JetStream, gateway) open loop at `rate_per_s`.
     pub paced: (Measurement, Measurement),
+    /// The gateway's own stages ([`super::stages`]) during the maximum and the paced phase.
+    pub stages: (Option<StageSnapshot>, StageSnapshot),
 }
 
 impl fmt::Display for BenchReport {
@@ -123,19 +143,20 @@ impl fmt::Display for BenchReport {
         )?;
         writeln!(
             f,
-            "{:<44} {:>12} {:>9} {:>9} {:>9} {:>9}",
-            "phase", "acked/s", "p50 ms", "p99 ms", "p99.9 ms", "refused"
+            "{:<44} {:>12} {:>9} {:>9} {:>9} {:>9} {:>12}",
+            "phase", "acked/s", "p50 ms", "p99 ms", "p99.9 ms", "refused", "lag p99 ms"
         )?;
         let mut row = |label: &str, m: &Measurement| {
             writeln!(
                 f,
-                "{:<44} {:>12.0} {:>9.3} {:>9.3} {:>9.3} {:>9}",
+                "{:<44} {:>12.0} {:>9.3} {:>9.3} {:>9.3} {:>9} {:>12.3}",
                 label,
                 m.per_second(),
                 m.latency_ms(0.5),
                 m.latency_ms(0.99),
                 m.latency_ms(0.999),
-                m.refused
+                m.refused,
+                m.send_lag_ms(0.99)
             )
         };
         if let Some((raw, gateway)) = &self.maximum {
@@ -155,7 +176,30 @@ impl fmt::Display for BenchReport {
             f,
             "gateway adds at p99: {:.3} ms (target <= 0.5 ms); targets: >= 50000 acked/s at >= 16 sessions, p99 <= 2 ms at half the maximum",
             gateway.latency_ms(0.99) - raw.latency_ms(0.99)
-        )
+        )?;
+        writeln!(
+            f,
+            "lag: how late the bench itself sent (part of the latencies). Inside the gateway, per stage (bucket bounds, ms), p50 / p99 / p99.9:"
+        )?;
+        let phases = [
+            ("max", self.stages.0.as_ref()),
+            ("paced", Some(&self.stages.1)),
+        ];
+        for (label, stages) in phases {
+            let Some(stages) = stages else { continue };
+            write!(f, "  {label:<6} {:>8} msgs", stages.messages())?;
+            for (index, stage) in STAGES.iter().enumerate() {
+                write!(
+                    f,
+                    "  {stage} {:.3}/{:.3}/{:.3}",
+                    stages.quantile_ms(index, 0.5),
+                    stages.quantile_ms(index, 0.99),
+                    stages.quantile_ms(index, 0.999)
+                )?;
+            }
+            writeln!(f)?;
+        }
+        Ok(())
     }
 }
 
@@ -270,6 +314,7 @@ async fn measure(
         jetstream.clone(),
     )?;
     let (stop_gateway, gateway_stopped) = oneshot::channel::<()>();
+    let observed = gateway.clone();
     let serving = tokio::spawn(gateway.serve(listener, async {
         let _ = gateway_stopped.await;
     }));
@@ -288,9 +333,10 @@ async fn measure(
     }
 
     let duration = Duration::from_secs(options.seconds);
+    let load = Load::start()?;
     let outcome = async {
         // Warm up: every session logs in and has one message authorised and stored.
-        drive_gateway(
+        load.drive_gateway(
             &pss_configs,
             options.sessions,
             Pace::Window(1),
@@ -301,47 +347,58 @@ async fn measure(
         let maximum = match options.rate_per_s {
             Some(_) => None,
             None => {
-                let raw = drive_jetstream(
-                    jetstream,
-                    options.sessions,
-                    Pace::Window(window),
-                    duration,
-                    &run_tag(1),
-                )
-                .await?;
-                let gateway = drive_gateway(
-                    &pss_configs,
-                    options.sessions,
-                    Pace::Window(window),
-                    duration,
-                    &run_tag(2),
-                )
-                .await?;
-                Some((raw, gateway))
+                let raw = load
+                    .drive_jetstream(
+                        jetstream,
+                        options.sessions,
+                        Pace::Window(window),
+                        duration,
+                        &run_tag(1),
+                    )
+                    .await?;
+                let before = observed.stages();
+                let gateway = load
+                    .drive_gateway(
+                        &pss_configs,
+                        options.sessions,
+                        Pace::Window(window),
+                        duration,
+                        &run_tag(2),
+                    )
+                    .await?;
+                Some((raw, gateway, observed.stages().since(&before)))
             }
         };
         let rate_per_s = match (options.rate_per_s, &maximum) {
             (Some(rate), _) => rate,
-            (None, Some((_, gateway))) => (gateway.per_second() / 2.0).max(1.0) as u64,
+            (None, Some((_, gateway, _))) => (gateway.per_second() / 2.0).max(1.0) as u64,
             (None, None) => 1,
         };
         let per_sender = rate_per_s as f64 / options.sessions as f64;
-        let raw = drive_jetstream(
-            jetstream,
-            options.sessions,
-            Pace::Rate(per_sender),
-            duration,
-            &run_tag(3),
-        )
-        .await?;
-        let gateway = drive_gateway(
-            &pss_configs,
-            options.sessions,
-            Pace::Rate(per_sender),
-            duration,
-            &run_tag(4),
-        )
-        .await?;
+        let raw = load
+            .drive_jetstream(
+                jetstream,
+                options.sessions,
+                Pace::Rate(per_sender),
+                duration,
+                &run_tag(3),
+            )
+            .await?;
+        let before = observed.stages();
+        let gateway = load
+            .drive_gateway(
+                &pss_configs,
+                options.sessions,
+                Pace::Rate(per_sender),
+                duration,
+                &run_tag(4),
+            )
+            .await?;
+        let paced_stages = observed.stages().since(&before);
+        let (maximum, maximum_stages) = match maximum {
+            Some((raw, gateway, stages)) => (Some((raw, gateway)), Some(stages)),
+            None => (None, None),
+        };
         Ok::<_, BenchError>(BenchReport {
             sessions: options.sessions,
             seconds: options.seconds,
@@ -350,13 +407,64 @@ async fn measure(
             maximum,
             rate_per_s,
             paced: (raw, gateway),
+            stages: (maximum_stages, paced_stages),
         })
     }
     .await;
 
+    load.runtime.shutdown_background();
     let _ = stop_gateway.send(());
     let _ = serving.await;
     outcome
+}
+
+/// The load generator: its own runtime and threads, so the clients' TLS work competes with
+/// the gateway for the CPUs as another process would, not inside the gateway's task queues
+/// (in production the PSS runs elsewhere).
+struct Load {
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Load {
+    fn start() -> Result<Load, BenchError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("bench-load")
+            .enable_all()
+            .build()
+            .map_err(|error| BenchError::Failed(format!("load runtime: {error}")))?;
+        Ok(Load { runtime })
+    }
+
+    async fn drive_gateway(
+        &self,
+        configs: &[PssConfig],
+        sessions: usize,
+        pace: Pace,
+        duration: Duration,
+        tag: &str,
+    ) -> Result<Measurement, BenchError> {
+        let (configs, tag) = (configs.to_vec(), tag.to_owned());
+        self.runtime
+            .spawn(async move { drive_gateway(&configs, sessions, pace, duration, &tag).await })
+            .await
+            .map_err(|error| BenchError::Failed(format!("load task: {error}")))?
+    }
+
+    async fn drive_jetstream(
+        &self,
+        jetstream: &async_nats::jetstream::Context,
+        senders: usize,
+        pace: Pace,
+        duration: Duration,
+        tag: &str,
+    ) -> Result<Measurement, BenchError> {
+        let (jetstream, tag) = (jetstream.clone(), tag.to_owned());
+        self.runtime
+            .spawn(async move { drive_jetstream(&jetstream, senders, pace, duration, &tag).await })
+            .await
+            .map_err(|error| BenchError::Failed(format!("load task: {error}")))?
+    }
 }
 
 /// Removes the bench participants' MT540s from INBOUND.
@@ -426,6 +534,7 @@ async fn drive_gateway(
                 })
             };
             let mut written = 0u64;
+            let mut send_lags = Vec::new();
             while start.elapsed() < duration {
                 match pace {
                     Pace::Window(_) => {
@@ -456,6 +565,7 @@ async fn drive_gateway(
                             let scheduled = due(start, rate, written);
                             let message =
                                 mt540(&terminal, &format!("{reference_prefix}{written:08}"));
+                            send_lags.push(micros(scheduled.elapsed()));
                             writer.write(message.as_bytes()).await?;
                             written += 1;
                             let _ = sent_tx.send(scheduled);
@@ -474,6 +584,7 @@ async fn drive_gateway(
                 refused: outcome.1,
                 elapsed: Duration::ZERO,
                 latencies_us: outcome.2,
+                send_lags_us: send_lags,
             })
         });
     }
@@ -485,7 +596,9 @@ async fn drive_gateway(
 }
 
 /// Raw JetStream: the same message, headers and subjects, published pipelined by `senders`
-/// tasks on one connection (as the gateway's sessions share one).
+/// tasks on one connection (as the gateway's sessions share one). Each sender only publishes
+/// (on schedule, or while its window has room); a task of its own awaits the acknowledgements
+/// in order, so a slow acknowledgement never holds back the next publish.
 async fn drive_jetstream(
     jetstream: &async_nats::jetstream::Context,
     senders: usize,
@@ -506,84 +619,87 @@ async fn drive_jetstream(
             .map(|(id, mt)| subjects::inbound(&id, mt))
             .ok_or_else(|| BenchError::Failed("bench participant".to_owned()))?;
         tasks.spawn(async move {
-            let mut pending: VecDeque<(Instant, async_nats::jetstream::context::PublishAckFuture)> =
-                VecDeque::new();
-            let window = match pace {
+            let (sent_tx, mut sent_rx) = mpsc::unbounded_channel::<(
+                Instant,
+                Option<async_nats::jetstream::context::PublishAckFuture>,
+            )>();
+            let permits = Arc::new(Semaphore::new(match pace {
                 Pace::Window(window) => window,
-                Pace::Rate(_) => usize::MAX,
-            };
-            let (mut acked, mut refused) = (0u64, 0u64);
-            let mut latencies = Vec::new();
-            let mut written = 0u64;
-            loop {
-                let running = start.elapsed() < duration;
-                if !running && pending.is_empty() {
-                    break;
-                }
-                if running && pending.len() < window {
-                    let scheduled = match pace {
-                        Pace::Window(_) => Instant::now(),
-                        Pace::Rate(rate) => {
-                            let next = due(start, rate, written);
-                            if next > Instant::now() {
-                                // Await the oldest ack while waiting for the next slot.
-                                if let Some((sent, ack)) = pending.pop_front() {
-                                    let result = ack.await;
-                                    latencies.push(micros(sent.elapsed()));
-                                    if result.is_ok() {
-                                        acked += 1;
-                                    } else {
-                                        refused += 1;
-                                    }
-                                } else {
-                                    tokio::time::sleep_until(next.into()).await;
-                                }
-                                continue;
-                            }
-                            next
+                Pace::Rate(_) => 0,
+            }));
+            let windowed = matches!(pace, Pace::Window(_));
+            let collecting = {
+                let permits = permits.clone();
+                tokio::spawn(async move {
+                    let (mut acked, mut refused) = (0u64, 0u64);
+                    let mut latencies = Vec::new();
+                    while let Some((sent, ack)) = sent_rx.recv().await {
+                        let stored = match ack {
+                            Some(ack) => ack.await.is_ok(),
+                            None => false,
+                        };
+                        latencies.push(micros(sent.elapsed()));
+                        if stored {
+                            acked += 1;
+                        } else {
+                            refused += 1;
                         }
-                    };
-                    let mut headers = async_nats::HeaderMap::new();
-                    let reference = format!("{reference_prefix}{written:08}");
-                    headers.insert(
-                        async_nats::header::NATS_MESSAGE_ID,
-                        format!("{participant}:{reference}").as_str(),
-                    );
-                    headers.insert(
-                        inbound_headers::INPUT_SEQUENCE,
-                        written.to_string().as_str(),
-                    );
-                    headers.insert(
-                        inbound_headers::USER,
-                        format!("{participant}.{USER}").as_str(),
-                    );
-                    headers.insert(inbound_headers::CHANNEL, "bench");
-                    let payload = Bytes::from(mt540(&terminal, &reference));
-                    match jetstream
-                        .publish_with_headers(subject.clone(), headers, payload)
-                        .await
-                    {
-                        Ok(ack) => pending.push_back((scheduled, ack)),
-                        Err(_) => refused += 1,
+                        if windowed {
+                            permits.add_permits(1);
+                        }
                     }
-                    written += 1;
-                    continue;
-                }
-                if let Some((sent, ack)) = pending.pop_front() {
-                    let result = ack.await;
-                    latencies.push(micros(sent.elapsed()));
-                    if result.is_ok() {
-                        acked += 1;
-                    } else {
-                        refused += 1;
+                    (acked, refused, latencies)
+                })
+            };
+            let mut send_lags = Vec::new();
+            let mut written = 0u64;
+            while start.elapsed() < duration {
+                let scheduled = match pace {
+                    Pace::Window(_) => {
+                        let Ok(permit) = permits.acquire().await else {
+                            break;
+                        };
+                        permit.forget();
+                        Instant::now()
                     }
-                }
+                    Pace::Rate(rate) => {
+                        let next = due(start, rate, written);
+                        tokio::time::sleep_until(next.into()).await;
+                        next
+                    }
+                };
+                let mut headers = async_nats::HeaderMap::new();
+                let reference = format!("{reference_prefix}{written:08}");
+                headers.insert(
+                    async_nats::header::NATS_MESSAGE_ID,
+                    format!("{participant}:{reference}").as_str(),
+                );
+                headers.insert(
+                    inbound_headers::INPUT_SEQUENCE,
+                    written.to_string().as_str(),
+                );
+                headers.insert(
+                    inbound_headers::USER,
+                    format!("{participant}.{USER}").as_str(),
+                );
+                headers.insert(inbound_headers::CHANNEL, "bench");
+                let payload = Bytes::from(mt540(&terminal, &reference));
+                send_lags.push(micros(scheduled.elapsed()));
+                let ack = jetstream
+                    .publish_with_headers(subject.clone(), headers, payload)
+                    .await
+                    .ok();
+                written += 1;
+                let _ = sent_tx.send((scheduled, ack));
             }
+            drop(sent_tx);
+            let (acked, refused, latencies) = collecting.await.unwrap_or_default();
             Measurement {
                 acked,
                 refused,
                 elapsed: Duration::ZERO,
                 latencies_us: latencies,
+                send_lags_us: send_lags,
             }
         });
     }
@@ -618,11 +734,13 @@ mod tests {
                 refused: 0,
                 elapsed: Duration::ZERO,
                 latencies_us: (1..=1000).rev().collect(),
+                send_lags_us: vec![3, 1, 2],
             }],
             Duration::from_secs(2),
         );
         assert_eq!(measurement.per_second(), 500.0);
         assert_eq!(measurement.latency_ms(0.5), 0.501);
         assert_eq!(measurement.latency_ms(0.99), 0.99);
+        assert_eq!(measurement.send_lag_ms(1.0), 0.003);
     }
 }

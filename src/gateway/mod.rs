@@ -37,6 +37,7 @@ pub mod bench;
 pub mod metrics;
 pub mod outbound;
 pub mod protocol;
+pub mod stages;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -55,6 +56,7 @@ use tokio_rustls::TlsAcceptor;
 
 use self::metrics as names;
 use self::protocol::{FrameError, GatewayNak, LOGIN_OK, LOGIN_REFUSED, Outcome, Reply};
+use self::stages::{Passage, StageSnapshot, Stages};
 use crate::auth::client::Target;
 use crate::auth::{AuthClient, Function};
 use crate::bus::auth::{DenyCode, UserRef};
@@ -220,6 +222,7 @@ pub struct Gateway {
     connections: Arc<Semaphore>,
     per_participant: Mutex<HashMap<String, usize>>,
     deliveries: outbound::DeliverySlots,
+    stages: Arc<Stages>,
 }
 
 impl Gateway {
@@ -244,7 +247,13 @@ impl Gateway {
             jetstream,
             per_participant: Mutex::new(HashMap::new()),
             deliveries: outbound::DeliverySlots::default(),
+            stages: Arc::new(Stages::default()),
         }))
+    }
+
+    /// Where acknowledged messages' time went so far, per stage ([`stages`]).
+    pub fn stages(&self) -> StageSnapshot {
+        self.stages.snapshot()
     }
 
     /// Binds `[gateway] listen_addr`.
@@ -502,6 +511,7 @@ impl Gateway {
             frames_rx,
             logical_terminal.to_owned(),
             Duration::from_millis(self.config.store_timeout_ms),
+            self.stages.clone(),
         ));
         let idle = Duration::from_millis(self.config.idle_timeout_ms);
         let mut input_sequence = 0u64;
@@ -557,6 +567,7 @@ impl Gateway {
             let step = match assess(&frame, participant) {
                 Err(outcome) => PendingStep::Ready(outcome),
                 Ok(accepted) => {
+                    let checked = Instant::now();
                     ::metrics::counter!(names::MESSAGES_IN_TOTAL, "message_type" => accepted.message_type_label()).increment(1);
                     // Without a bus nothing can be stored (nor authorised): say so at once
                     // rather than make every message wait for its timeouts in turn.
@@ -581,6 +592,7 @@ impl Gateway {
                             )),
                         }
                     };
+                    let authorised_at = Instant::now();
                     match authorised {
                         Err(outcome) => PendingStep::Ready(outcome),
                         Ok(()) => {
@@ -601,7 +613,16 @@ impl Gateway {
                                 .publish_with_headers(accepted.subject, headers, Bytes::from(frame))
                                 .await
                             {
-                                Ok(ack) => PendingStep::Stored(ack, accepted.reference),
+                                Ok(ack) => PendingStep::Stored {
+                                    ack,
+                                    reference: accepted.reference,
+                                    passage: Passage {
+                                        received,
+                                        checked,
+                                        authorised: authorised_at,
+                                        published: Instant::now(),
+                                    },
+                                },
                                 Err(error) => PendingStep::Ready(nak(
                                     GatewayNak::BusUnavailable.as_str(),
                                     format!("not stored: {error}"),
@@ -703,7 +724,20 @@ struct Pending {
 
 enum PendingStep {
     Ready(Outcome),
-    Stored(async_nats::jetstream::context::PublishAckFuture, String),
+    Stored {
+        ack: async_nats::jetstream::context::PublishAckFuture,
+        reference: String,
+        passage: Passage,
+    },
+}
+
+impl PendingStep {
+    fn passage(&self) -> Option<Passage> {
+        match self {
+            PendingStep::Ready(_) => None,
+            PendingStep::Stored { passage, .. } => Some(*passage),
+        }
+    }
 }
 
 impl Pending {
@@ -716,16 +750,25 @@ impl Pending {
     }
 }
 
-/// Writes replies in input order, and output messages as they come; flushes whenever nothing
-/// further is ready. Ends when the reader is done (the pending channel closes).
+/// Replies written without a flush at most: then they go out even while more are ready.
+const REPLIES_PER_FLUSH_MAX: usize = 256;
+
+/// Writes replies in input order, and output messages as they come. Flushes whenever nothing
+/// further is ready: before waiting for JetStream's acknowledgement of the next message (a
+/// reply already written never waits for a later message's store), when the queue is empty,
+/// and after [`REPLIES_PER_FLUSH_MAX`] replies. Ends when the reader is done (the pending
+/// channel closes).
 async fn write_replies<W: tokio::io::AsyncWrite + Unpin>(
     mut writer: BufWriter<W>,
     mut pending: mpsc::Receiver<Pending>,
     mut outputs: mpsc::Receiver<Vec<u8>>,
     logical_terminal: String,
     store_timeout: Duration,
+    stages: Arc<Stages>,
 ) {
     let mut outputs_open = true;
+    // ACKs written since the last flush: each message's passage and when its store was seen.
+    let mut unflushed: Vec<(Passage, Instant)> = Vec::new();
     loop {
         tokio::select! {
             biased;
@@ -733,8 +776,23 @@ async fn write_replies<W: tokio::io::AsyncWrite + Unpin>(
                 let Some(next) = next else { break };
                 let mut next = Some(next);
                 while let Some(item) = next.take() {
-                    let outcome = settle(item.step, item.received, store_timeout).await;
+                    let passage = item.step.passage();
+                    let settling = settle(item.step, item.received, store_timeout);
+                    tokio::pin!(settling);
+                    let outcome = match futures::poll!(&mut settling) {
+                        std::task::Poll::Ready(outcome) => outcome,
+                        std::task::Poll::Pending => {
+                            if flush_replies(&mut writer, &stages, &mut unflushed).await.is_err() {
+                                return;
+                            }
+                            settling.await
+                        }
+                    };
+                    let stored = Instant::now();
                     record(&outcome, item.input_sequence, item.received);
+                    if let (Outcome::Ack, Some(passage)) = (&outcome, passage) {
+                        unflushed.push((passage, stored));
+                    }
                     let reply = Reply {
                         input_sequence: item.input_sequence,
                         outcome,
@@ -742,6 +800,11 @@ async fn write_replies<W: tokio::io::AsyncWrite + Unpin>(
                     if protocol::write_frame(&mut writer, reply.encode(&logical_terminal).as_bytes())
                         .await
                         .is_err()
+                    {
+                        return;
+                    }
+                    if unflushed.len() >= REPLIES_PER_FLUSH_MAX
+                        && flush_replies(&mut writer, &stages, &mut unflushed).await.is_err()
                     {
                         return;
                     }
@@ -762,12 +825,29 @@ async fn write_replies<W: tokio::io::AsyncWrite + Unpin>(
                 }
             }
         }
-        if writer.flush().await.is_err() {
+        if flush_replies(&mut writer, &stages, &mut unflushed)
+            .await
+            .is_err()
+        {
             return;
         }
     }
-    let _ = writer.flush().await;
+    let _ = flush_replies(&mut writer, &stages, &mut unflushed).await;
     let _ = writer.shutdown().await;
+}
+
+/// Flushes the session's writer, then records the stages of the ACKs that went out.
+async fn flush_replies<W: tokio::io::AsyncWrite + Unpin>(
+    writer: &mut BufWriter<W>,
+    stages: &Stages,
+    unflushed: &mut Vec<(Passage, Instant)>,
+) -> std::io::Result<()> {
+    writer.flush().await?;
+    let flushed = Instant::now();
+    for (passage, stored) in unflushed.drain(..) {
+        stages.record(&passage, stored, flushed);
+    }
+    Ok(())
 }
 
 /// A message's outcome: ready, or JetStream's acknowledgement awaited until `store_timeout`
@@ -775,7 +855,7 @@ async fn write_replies<W: tokio::io::AsyncWrite + Unpin>(
 async fn settle(step: PendingStep, received: Instant, store_timeout: Duration) -> Outcome {
     match step {
         PendingStep::Ready(outcome) => outcome,
-        PendingStep::Stored(ack, reference) => match tokio::time::timeout_at(
+        PendingStep::Stored { ack, reference, .. } => match tokio::time::timeout_at(
             (received + store_timeout).into(),
             std::future::IntoFuture::into_future(ack),
         )
