@@ -15,6 +15,14 @@
 //! scheduled send time, so a stall is not hidden); without it, first the maximum (each
 //! session keeps 4096 / sessions messages unanswered, at most `gateway.in_flight_max`; raw
 //! JetStream the same window per sender), then open loop at half of the gateway's maximum.
+//!
+//! Fairness: the clients (PSS sessions and raw JetStream senders) run on a runtime and threads
+//! of their own, so their TLS work competes with the gateway for the CPUs as another process
+//! would, not inside the gateway's task queues. A sender only sends; another task awaits its
+//! answers, so a slow answer never holds back the next send. Open-loop latency counts from the
+//! scheduled send time; the `lag` column says how late the bench itself sent (tokio's timer
+//! ticks in milliseconds, and a busy machine wakes it late), which is part of every row's
+//! latency, raw and gateway alike. The gateway's own stages ([`super::stages`]) follow.
 
 use std::fmt;
 use std::sync::Arc;
