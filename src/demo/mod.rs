@@ -21,10 +21,14 @@
 //! - Trade date: the first business day from today (UTC); the SIs settle on its T+2, the CNS
 //!   settlement date, and the demo runs that date's Batch Settlement Runs now (compressed day).
 //! - After the last run: the CNS cut-off (positions final), day-end (positions carried to the
-//!   next business day, money settled against the CCP) and the end-of-day statements; their
-//!   counts are printed as progress lines (not yet rows of the checked summary table). The
-//!   cut-off comes after the runs because the SI outcomes are planned from the opening
-//!   balances alone, and CNS shorts would deliver first.
+//!   next business day, money settled against the CCP) and the end-of-day statements, each
+//!   a checked row of the summary: the reports' counts against the positions' statuses, the
+//!   money the positions stopped owing against the cash journal per currency, the statement
+//!   pages queued against the outbound message journal per type. The cut-off comes after the
+//!   runs because the SI outcomes are planned from the opening balances alone, and CNS shorts
+//!   would deliver first.
+//! - Delivery is checked on the wire: every outbox row to a PSS must be on the OUTBOUND
+//!   stream, found by its `Nats-Msg-Id` (the dedupe id), read back with an ordered consumer.
 //! - Every number of the summary is checked against SQL counts (`hostdb::demo`) and the plan's
 //!   expectation, and `hostdb::audit` runs; any disagreement fails the demo.
 //! - The NATS streams are shared: do not run another `ccass up` against the same NATS while
@@ -46,6 +50,7 @@ use crate::bus::auth::UserRef;
 use crate::bus::catalogue::Catalogue;
 use crate::config::{Config, ConfigError, check_range};
 use crate::gateway::Gateway;
+use crate::gateway::outbound::OUTBOUND_STREAM;
 use crate::gateway::protocol::Outcome;
 use crate::hostdb::{self, HostDbError, Pool};
 use crate::pki::{self, PkiConfig};
@@ -568,7 +573,10 @@ async fn day(
         "{} stock and {} money positions from {} trades",
         cutoff.stock_positions, cutoff.money_positions, cutoff.trade_count
     ));
+    observed.cutoff = Some(cutoff);
     // --- Day end: CNS carry-forward and money settlement, then the statements ----------
+    observed.money_due_before_day_end_minor =
+        hostdb::demo::money_due(pool, settlement_date).await?;
     let step = progress.step("day end: CNS carry-forward and money settlement", 0);
     let day_end = cns::day_end::day_end(
         pool,
@@ -589,6 +597,8 @@ async fn day(
         None => "already ended".to_owned(),
     };
     step.finish(&day_end_line);
+    observed.day_end = day_end;
+    observed.money_due_after_day_end_minor = hostdb::demo::money_due(pool, settlement_date).await?;
     let step = progress.step("end-of-day statements (MT535, MT536, MT537)", 0);
     let statements = crate::statements::send_end_of_day(
         pool,
@@ -601,8 +611,15 @@ async fn day(
         "{} pages queued for {} participants",
         statements.pages_queued, statements.participants
     ));
+    observed.statements = Some(statements);
+    observed.participants_with_accounts = reference
+        .stock_accounts
+        .iter()
+        .map(|account| account.participant.as_str())
+        .collect::<std::collections::BTreeSet<_>>()
+        .len() as u64;
 
-    // --- The relay drains the outbox, then the checks ----------------------------------
+    // --- The relay drains the outbox onto OUTBOUND, then the checks --------------------
     let outbox_rows = hostdb::demo::counts(pool, settlement_date)
         .await?
         .outbox_rows as u64;
@@ -619,6 +636,30 @@ async fn day(
         },
     )
     .await?;
+    let step = progress.step("messages out: read back from OUTBOUND", 0);
+    let outbound = hostdb::demo::outbound_dedupe_ids(pool, settlement_date).await?;
+    let everyone: Vec<String> = reference
+        .participants
+        .iter()
+        .map(|participant| participant.id.clone())
+        .collect();
+    let on_stream = outbound_message_ids(jetstream, &everyone, demo).await?;
+    for (dedupe_id, statement_type) in &outbound {
+        if on_stream.contains(dedupe_id) {
+            observed.outbound_delivered += 1;
+            if let Some(message_type) = statement_type {
+                *observed
+                    .statements_delivered_by_type
+                    .entry(message_type.clone())
+                    .or_default() += 1;
+            }
+        }
+    }
+    step.finish(&format!(
+        "{} of {} messages to the PSS are on the stream",
+        observed.outbound_delivered,
+        outbound.len()
+    ));
     let step = progress.step("audit", 0);
     observed.audit_violations = hostdb::audit::run(pool)
         .await?
@@ -630,6 +671,65 @@ async fn day(
     Ok(DemoOutcome {
         summary: Summary::new(&observed, &counts, &plan.expected),
     })
+}
+
+/// The `Nats-Msg-Id` of every message on the OUTBOUND subjects of `participants` (the outbox
+/// relay publishes each row with its dedupe id), read with an ordered consumer per participant.
+/// A message published again within the stream's duplicate window (a rerun of the demo the
+/// same day) is the one stored before: its id is found all the same.
+async fn outbound_message_ids(
+    jetstream: &async_nats::jetstream::Context,
+    participants: &[String],
+    demo: &DemoConfig,
+) -> Result<std::collections::HashSet<String>, DemoError> {
+    use futures::StreamExt;
+    let error = |error: &dyn std::fmt::Display| {
+        DemoError::Task(format!("read stream {OUTBOUND_STREAM}: {error}"))
+    };
+    let stream = jetstream
+        .get_stream(OUTBOUND_STREAM)
+        .await
+        .map_err(|e| error(&e))?;
+    let deadline = Instant::now() + Duration::from_millis(demo.stage_timeout_ms);
+    let mut ids = std::collections::HashSet::new();
+    for participant in participants {
+        let Ok(id) = crate::ids::ParticipantId::parse(participant) else {
+            continue;
+        };
+        let mut consumer = stream
+            .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+                filter_subject: bus::subjects::outbound(&id).as_str().to_owned(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| error(&e))?;
+        let mut pending = consumer.info().await.map_err(|e| error(&e))?.num_pending;
+        let mut messages = consumer.messages().await.map_err(|e| error(&e))?;
+        while pending > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let message = match tokio::time::timeout(left, messages.next()).await {
+                Ok(Some(Ok(message))) => message,
+                Ok(Some(Err(e))) => return Err(error(&e)),
+                Ok(None) => break,
+                Err(_) => {
+                    return Err(DemoError::Timeout {
+                        stage: "messages out: read back from OUTBOUND",
+                        timeout_ms: demo.stage_timeout_ms,
+                        detail: format!("{pending} messages of {participant} not read"),
+                    });
+                }
+            };
+            pending = message.info().map_err(|e| error(&e))?.pending;
+            if let Some(id) = message
+                .headers
+                .as_ref()
+                .and_then(|headers| headers.get("Nats-Msg-Id"))
+            {
+                ids.insert(id.as_str().to_owned());
+            }
+        }
+    }
+    Ok(ids)
 }
 
 /// A run tag for references and batch ids: the clock in base 36, 5 characters.

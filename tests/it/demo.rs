@@ -73,6 +73,8 @@ async fn a_short_demo_day_agrees_with_the_host_database_and_the_audit() {
     );
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr);
+    // Shown with --nocapture.
+    println!("{stdout}");
     assert!(
         output.status.success(),
         "ccass demo failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
@@ -144,6 +146,39 @@ async fn a_short_demo_day_agrees_with_the_host_database_and_the_audit() {
     );
     let out = row(&stdout, "messages out (outbox) / published by the relay");
     assert!(out[0].unwrap() > 0 && out[0] == out[1], "{out:?}");
+    // Money settlement and statements are checked rows too (row() asserts each is "ok").
+    let final_positions = row(&stdout, "CNS cut-off: stock positions final");
+    assert!(final_positions[0].unwrap() > 0, "{final_positions:?}");
+    assert_eq!(
+        row(&stdout, "CNS stock positions settled by the runs"),
+        [None, Some(0), Some(0)]
+    );
+    let carried = row(&stdout, "day end: stock positions carried forward");
+    assert!(carried[0].unwrap() > 0, "{carried:?}");
+    let money = row(&stdout, "CNS cut-off: money positions final")[0].unwrap();
+    let settled = row(&stdout, "day end: money positions settled")[0].unwrap();
+    let unpaid = row(&stdout, "day end: money positions unpaid")[0].unwrap();
+    assert!(
+        money > 0 && settled + unpaid <= money,
+        "{money} {settled} {unpaid}"
+    );
+    let value = row(&stdout, "day end: money settled, HKD minor units");
+    assert!(value[0].unwrap() > 0, "{value:?}");
+    row(&stdout, "day end: money unpaid, HKD minor units");
+    let participants = row(&stdout, "statements: participants with all three");
+    assert!(participants[2].unwrap() > 0, "{participants:?}");
+    for message_type in ["535", "536", "537"] {
+        let pages = row(
+            &stdout,
+            &format!("statements: MT{message_type} pages on OUTBOUND / journalled"),
+        );
+        assert!(
+            pages[0].unwrap() >= participants[2].unwrap(),
+            "MT{message_type}: {pages:?}"
+        );
+    }
+    let delivered = row(&stdout, "messages out to the PSS: on OUTBOUND / outbox");
+    assert!(delivered[0].unwrap() > 0, "{delivered:?}");
     assert!(
         started.elapsed() < std::time::Duration::from_secs(90),
         "the short demo took {:?}",
