@@ -262,13 +262,18 @@ pub async fn run(
         .filter_map(|user| user.parse().ok())
         .collect();
     let mut certificates = BTreeMap::new();
+    // One password for this run's browser bundles (PKCS#12), printed with the login steps.
+    let bundle_password = pki::bundle_password().map_err(pki_error)?;
+    let mut bundles = BTreeMap::new();
     for user in &users {
         let issued =
             pki::issue_client(&pki, &user.participant, &user.uid, &pki.dir).map_err(pki_error)?;
+        let bundle = pki::write_pkcs12(&pki, &issued, &bundle_password).map_err(pki_error)?;
+        bundles.insert(user.to_string(), bundle);
         certificates.insert(user.participant.clone(), issued);
     }
     step.finish(&format!(
-        "CA and {} client certificates in {}",
+        "CA, {} client certificates and their browser bundles (.p12) in {}",
         certificates.len(),
         pki.dir.display()
     ));
@@ -414,13 +419,22 @@ pub async fn run(
                 pki.dir.display()
             );
             if let Some(user) = users.first() {
+                let url = format!(
+                    "https://{}",
+                    system.terminal.listen_addr.replace("0.0.0.0", "127.0.0.1")
+                );
+                let bundle = bundles
+                    .get(&user.to_string())
+                    .map_or_else(String::new, |path| path.display().to_string());
                 println!(
-                    "terminal: https://{} — import {}/ca.crt as an authority and the client certificate and key of {user} from {} into the browser; log in as {user} (development directory password: ccass-dev-{}-{})",
-                    system.terminal.listen_addr.replace("0.0.0.0", "127.0.0.1"),
-                    pki.dir.display(),
-                    pki.dir.display(),
-                    user.participant,
-                    user.uid
+                    "{}",
+                    terminal_login_steps(
+                        &url,
+                        user,
+                        &bundle,
+                        &bundle_password,
+                        &pki.ca_certificate_path()
+                    )
                 );
             }
         }
@@ -443,6 +457,35 @@ pub async fn run(
     }
     pool.close();
     Ok(outcome)
+}
+
+/// How to log in to the terminal with the demo's bundle: the terminal requires a client
+/// certificate of the demo CA, then the user's directory password.
+fn terminal_login_steps(
+    url: &str,
+    user: &UserRef,
+    bundle: &str,
+    bundle_password: &str,
+    ca_certificate: &std::path::Path,
+) -> String {
+    format!(
+        "terminal: {url} — demo login in three steps:
+  1. import the certificate and key of {user}: {bundle}
+     password: {bundle_password}
+     (Firefox: Settings > Privacy & Security > Certificates > View Certificates > Your
+     Certificates > Import; Chrome, Edge: Settings > Privacy and security > Security > Manage
+     certificates > Import; macOS: open the file, Keychain Access imports it)
+  2. trust the demo CA for websites: {ca} (Firefox: View Certificates > Authorities > Import,
+     tick \"identify websites\"; Chrome, Edge: Manage certificates > Authorities/Trusted Root
+     > Import), or accept the browser's warning for this address once
+  3. open {url} and choose the certificate CN={uid},OU={participant},O={organisation} when
+     asked; the login page names {user}: enter its development directory password
+     ccass-dev-{participant}-{uid}",
+        ca = ca_certificate.display(),
+        uid = user.uid,
+        participant = user.participant,
+        organisation = pki::ORGANISATION,
+    )
 }
 
 async fn stopped_error(task: &mut tokio::task::JoinHandle<Result<(), up::UpError>>) -> DemoError {

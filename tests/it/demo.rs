@@ -185,6 +185,14 @@ async fn a_short_demo_day_agrees_with_the_host_database_and_the_audit() {
         started.elapsed()
     );
 
+    // Each PSS user has its browser bundle (opened in src/pki's unit test), private to its owner.
+    for user in ["B01234-ops1", "B05678-ops1", "C00123-ops1", "I00456-inv1"] {
+        use std::os::unix::fs::PermissionsExt as _;
+        let bundle = pki_dir.path().join(format!("{user}.p12"));
+        let metadata = std::fs::metadata(&bundle).unwrap_or_else(|e| panic!("{bundle:?}: {e}"));
+        assert_eq!(metadata.permissions().mode() & 0o777, 0o600, "{bundle:?}");
+    }
+
     // The day is in the database the demo owns, and `ccass audit` agrees.
     let audit = ccass(
         &["audit"],
