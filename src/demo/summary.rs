@@ -399,7 +399,7 @@ mod tests {
         // Goal: the verdict is the conjunction of the rows and the audit.
         let expected = Expected {
             matched_instructions: 2,
-            settled_pairs_by_run: [1, 0, 0],
+            settled_pairs_by_run: vec![1, 0, 0],
             ..Expected::default()
         };
         let mut counts = DemoCounts::default();

@@ -40,7 +40,8 @@ fn row(stdout: &str, what: &str) -> Vec<Option<i64>> {
 #[tokio::test]
 async fn a_short_demo_day_agrees_with_the_host_database_and_the_audit() {
     // Goal: the done-when: a small `ccass demo --exit-after-summary` runs the day
-    // through the gateway, intake and three settlement runs, and every summary number agrees
+    // through the gateway, intake and the configured settlement runs on the compressed
+    // clock, money settlement and statements, and every summary number agrees
     // with the SQL counts and the plan; the audit passes; bad SIs are refused while the rest
     // settles. Method: the binary against a private nats-server and a database the demo
     // recreates; the summary rows are parsed and compared with the category split.
@@ -134,7 +135,35 @@ async fn a_short_demo_day_agrees_with_the_host_database_and_the_audit() {
         row(&stdout, "run 2: pairs settled"),
         [pair_count(2 * counts.stock_arrives); 3]
     );
+    // The configured runs (settlement.run_times: four) after the stock arrived settle none.
     assert_eq!(row(&stdout, "run 3: pairs settled"), [Some(0); 3]);
+    assert_eq!(row(&stdout, "run 4: pairs settled"), [Some(0); 3]);
+    // The day is played by the schedule's times, in order, on the compressed clock.
+    let headlines: Vec<&str> = [
+        "08:00 input opens",
+        "10:30 Batch Settlement Run 1",
+        "11:15 SIs of wave two",
+        "12:00 Batch Settlement Run 2",
+        "14:00 Batch Settlement Run 3",
+        "15:45 input cut-off",
+        "15:50 Batch Settlement Run 4",
+        "16:30 end-of-day statements",
+        "17:00 day end",
+    ]
+    .into_iter()
+    .filter(|headline| !stdout.contains(&format!("\n{headline}")))
+    .collect();
+    assert!(headlines.is_empty(), "missing {headlines:?} in\n{stdout}");
+    let positions: Vec<usize> = [
+        "08:00 ", "10:30 ", "11:15 ", "12:00 ", "15:45 ", "16:30 ", "17:00 ",
+    ]
+    .iter()
+    .filter_map(|time| stdout.find(&format!("\n{time}")))
+    .collect();
+    assert!(
+        positions.windows(2).all(|pair| pair[0] < pair[1]),
+        "{stdout}"
+    );
     assert!(row(&stdout, "run 1: value settled, HKD cents")[1].unwrap() > 0);
     assert_eq!(
         row(&stdout, "pairs failed at day end: LACK (no stock)")[1],
