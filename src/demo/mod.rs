@@ -477,9 +477,13 @@ pub async fn run(
                     "https://{}",
                     system.terminal.listen_addr.replace("0.0.0.0", "127.0.0.1")
                 );
+                // Absolute paths: the user types them into a browser's file dialog.
+                let absolute = |path: &std::path::Path| {
+                    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned())
+                };
                 let bundle = bundles
                     .get(&user.to_string())
-                    .map_or_else(String::new, |path| path.display().to_string());
+                    .map_or_else(String::new, |path| absolute(path).display().to_string());
                 println!(
                     "{}",
                     terminal_login_steps(
@@ -487,7 +491,7 @@ pub async fn run(
                         user,
                         &bundle,
                         &bundle_password,
-                        &pki.ca_certificate_path()
+                        &absolute(&pki.ca_certificate_path())
                     )
                 );
             }
