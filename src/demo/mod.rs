@@ -2,12 +2,20 @@
 //!
 //! ```text
 //!  recreate [demo] database ─► migrate ─► seed ─► bus init ─► CA + certificates (pki)
-//!  ─► the system in-process: everything of `ccass up` + the gateway on a loopback port
+//!  + a PKCS#12 browser bundle per PSS user ─► the system in-process: everything of
+//!  `ccass up` + the gateway on a loopback port
 //!  ─► trade day on ccass.v1.trades.{market} (cns::feed generator) ─► captured and netted
-//!  ─► PSS sessions (ccass::pss over TLS) send wave one of MT540–543 ─► intake stores, matches
-//!  ─► cancellations ─► run 1 ─► wave two (the stock that arrives) ─► run 2 ─► final run 3
-//!  ─► relay drains the outbox ─► audit ─► summary checked against the host database
+//!  ─► the settlement day on the compressed clock (timeline.rs), by the configured times:
+//!     08:00 input opens: PSS sessions (ccass::pss over TLS) send wave one of MT540–543,
+//!           then the cancellations ─► intake stores, matches, reports
+//!     10:30 run 1 ─► 11:15 wave two (the stock that arrives) ─► 12:00 run 2 ─► 14:00 run 3
+//!     ─► 15:45 input cut-off ─► 15:50 run 4 ─► 16:30 end-of-day statements
+//!     ─► 17:00 day end: CNS cut-off, carry-forward, money settlement
+//!  ─► relay drains the outbox ─► read back from OUTBOUND ─► audit
+//!  ─► summary checked against the host database and the plan ─► terminal login steps
 //! ```
+//! (the times shown are `config/base.toml`'s; the demo takes them from `[settlement]`,
+//! `[statements]` and `[cns]`, and `[demo] day_start_time`).
 //!
 //! Decisions:
 //! - The demo owns its database (`[demo] database`, default `ccass_demo`): it drops and
@@ -19,12 +27,23 @@
 //!   duplicate window never takes a rerun's messages for the last run's. Nothing else depends
 //!   on it: the numbers depend on the seed only.
 //! - Trade date: the first business day from today (UTC); the SIs settle on its T+2, the CNS
-//!   settlement date, and the demo runs that date's Batch Settlement Runs now (compressed day).
-//! - After the last run: the CNS cut-off (positions final), day-end (positions carried to the
-//!   next business day, money settled against the CCP) and the end-of-day statements; their
-//!   counts are printed as progress lines (not yet rows of the checked summary table). The
-//!   cut-off comes after the runs because the SI outcomes are planned from the opening
-//!   balances alone, and CNS shorts would deliver first.
+//!   settlement date, and the demo plays that date now on its own compressed clock
+//!   ([`timeline::Clock`], `[demo] compressed_hour_ms`): each event waits for its time and
+//!   for the event before it to finish, so the numbers depend on the seed only, never on the
+//!   machine's speed. The services of `ccass up` inside the demo keep their own schedules
+//!   on the real clock; those act on the real date, not the demo's settlement date.
+//! - At day end: the CNS cut-off (positions final), day-end (positions carried to the
+//!   next business day, money settled against the CCP) and the end-of-day statements, each
+//!   a checked row of the summary: the reports' counts against the positions' statuses, the
+//!   money the positions stopped owing against the cash journal per currency, the statement
+//!   pages queued against the outbound message journal per type. The cut-off comes after the
+//!   runs (in production it closes on the trade date) because the SI outcomes are planned
+//!   from the opening balances alone, and CNS shorts would deliver first.
+//! - The terminal login: each PSS user's certificate, key and the CA in a PKCS#12 bundle
+//!   (`<participant>-<uid>.p12` in `[demo] pki_dir`, 0600) under a fresh random password
+//!   printed with the steps; the terminal still requires a client certificate of the CA.
+//! - Delivery is checked on the wire: every outbox row to a PSS must be on the OUTBOUND
+//!   stream, found by its `Nats-Msg-Id` (the dedupe id), read back with an ordered consumer.
 //! - Every number of the summary is checked against SQL counts (`hostdb::demo`) and the plan's
 //!   expectation, and `hostdb::audit` runs; any disagreement fails the demo.
 //! - The NATS streams are shared: do not run another `ccass up` against the same NATS while
@@ -33,6 +52,7 @@
 pub mod plan;
 pub mod progress;
 pub mod summary;
+pub mod timeline;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -46,6 +66,7 @@ use crate::bus::auth::UserRef;
 use crate::bus::catalogue::Catalogue;
 use crate::config::{Config, ConfigError, check_range};
 use crate::gateway::Gateway;
+use crate::gateway::outbound::OUTBOUND_STREAM;
 use crate::gateway::protocol::Outcome;
 use crate::hostdb::{self, HostDbError, Pool};
 use crate::pki::{self, PkiConfig};
@@ -76,6 +97,11 @@ pub struct DemoConfig {
     pub poll_interval_ms: u64,
     /// Wait before retrying a run whose leader lock another process holds.
     pub leader_busy_retry_ms: u64,
+    /// Local time `HH:MM` the demo's clock starts at: input opens (wave one).
+    pub day_start_time: String,
+    /// How long one hour of the settlement day lasts on the demo's compressed clock (0: no
+    /// waiting, every event as soon as the one before it has finished).
+    pub compressed_hour_ms: u64,
 }
 
 impl DemoConfig {
@@ -115,8 +141,37 @@ impl DemoConfig {
             self.leader_busy_retry_ms,
             1..=60_000,
         )?;
+        self.day_start()?;
+        check_range(
+            "demo.compressed_hour_ms",
+            self.compressed_hour_ms,
+            0..=3_600_000,
+        )?;
         Ok(())
     }
+
+    /// `day_start_time`, parsed.
+    pub fn day_start(&self) -> Result<time::Time, ConfigError> {
+        parse_time_key("demo.day_start_time", &self.day_start_time)
+    }
+}
+
+fn parse_time_key(key: &str, text: &str) -> Result<time::Time, ConfigError> {
+    cns::schedule::parse_time(text).ok_or_else(|| ConfigError::Key {
+        key: key.to_owned(),
+        message: format!("{text:?} is not HH:MM"),
+    })
+}
+
+/// The configured times of the day the demo plays (the same keys `ccass up` schedules by).
+fn schedule_times(config: &Config) -> Result<timeline::ScheduleTimes, ConfigError> {
+    Ok(timeline::ScheduleTimes {
+        day_start: config.demo.day_start()?,
+        run_times: config.settlement.run_times_of_day()?,
+        input_cutoff: config.settlement.input_cutoff_of_day()?,
+        statements: config.statements.end_of_day()?,
+        day_end: parse_time_key("cns.day_end_time", &config.cns.day_end_time)?,
+    })
 }
 
 /// Command-line choices.
@@ -174,6 +229,10 @@ pub enum DemoError {
     Cutoff(#[from] cns::positions::CutoffError),
     #[error(transparent)]
     Statements(#[from] crate::statements::StatementError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Timeline(#[from] timeline::TimelineError),
 }
 
 /// How the demo ended.
@@ -257,13 +316,18 @@ pub async fn run(
         .filter_map(|user| user.parse().ok())
         .collect();
     let mut certificates = BTreeMap::new();
+    // One password for this run's browser bundles (PKCS#12), printed with the login steps.
+    let bundle_password = pki::bundle_password().map_err(pki_error)?;
+    let mut bundles = BTreeMap::new();
     for user in &users {
         let issued =
             pki::issue_client(&pki, &user.participant, &user.uid, &pki.dir).map_err(pki_error)?;
+        let bundle = pki::write_pkcs12(&pki, &issued, &bundle_password).map_err(pki_error)?;
+        bundles.insert(user.to_string(), bundle);
         certificates.insert(user.participant.clone(), issued);
     }
     step.finish(&format!(
-        "CA and {} client certificates in {}",
+        "CA, {} client certificates and their browser bundles (.p12) in {}",
         certificates.len(),
         pki.dir.display()
     ));
@@ -409,13 +473,26 @@ pub async fn run(
                 pki.dir.display()
             );
             if let Some(user) = users.first() {
+                let url = format!(
+                    "https://{}",
+                    system.terminal.listen_addr.replace("0.0.0.0", "127.0.0.1")
+                );
+                // Absolute paths: the user types them into a browser's file dialog.
+                let absolute = |path: &std::path::Path| {
+                    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned())
+                };
+                let bundle = bundles
+                    .get(&user.to_string())
+                    .map_or_else(String::new, |path| absolute(path).display().to_string());
                 println!(
-                    "terminal: https://{} — import {}/ca.crt as an authority and the client certificate and key of {user} from {} into the browser; log in as {user} (development directory password: ccass-dev-{}-{})",
-                    system.terminal.listen_addr.replace("0.0.0.0", "127.0.0.1"),
-                    pki.dir.display(),
-                    pki.dir.display(),
-                    user.participant,
-                    user.uid
+                    "{}",
+                    terminal_login_steps(
+                        &url,
+                        user,
+                        &bundle,
+                        &bundle_password,
+                        &absolute(&pki.ca_certificate_path())
+                    )
                 );
             }
         }
@@ -438,6 +515,35 @@ pub async fn run(
     }
     pool.close();
     Ok(outcome)
+}
+
+/// How to log in to the terminal with the demo's bundle: the terminal requires a client
+/// certificate of the demo CA, then the user's directory password.
+fn terminal_login_steps(
+    url: &str,
+    user: &UserRef,
+    bundle: &str,
+    bundle_password: &str,
+    ca_certificate: &std::path::Path,
+) -> String {
+    format!(
+        "terminal: {url} — demo login in three steps:
+  1. import the certificate and key of {user}: {bundle}
+     password: {bundle_password}
+     (Firefox: Settings > Privacy & Security > Certificates > View Certificates > Your
+     Certificates > Import; Chrome, Edge: Settings > Privacy and security > Security > Manage
+     certificates > Import; macOS: open the file, Keychain Access imports it)
+  2. trust the demo CA for websites: {ca} (Firefox: View Certificates > Authorities > Import,
+     tick \"identify websites\"; Chrome, Edge: Manage certificates > Authorities/Trusted Root
+     > Import), or accept the browser's warning for this address once
+  3. open {url} and choose the certificate CN={uid},OU={participant},O={organisation} when
+     asked; the login page names {user}: enter its development directory password
+     ccass-dev-{participant}-{uid}",
+        ca = ca_certificate.display(),
+        uid = user.uid,
+        participant = user.participant,
+        organisation = pki::ORGANISATION,
+    )
 }
 
 async fn stopped_error(task: &mut tokio::task::JoinHandle<Result<(), up::UpError>>) -> DemoError {
@@ -500,7 +606,9 @@ async fn day(
     observed.trades_refused = refused;
     observed.stock_positions = hostdb::cns::stock_position_count(pool, settlement_date).await?;
 
-    // --- Settlement instructions -----------------------------------------------------
+    // --- The settlement day on the schedule's clock -------------------------------------
+    let times = schedule_times(config)?;
+    let slots = timeline::timeline(&times)?;
     let participants: Vec<String> = users.iter().map(|user| user.participant.clone()).collect();
     let plan: Plan = plan::plan(&PlanInput {
         reference,
@@ -509,6 +617,7 @@ async fn day(
         settlement_date,
         trade_date,
         pairs: options.pairs,
+        runs: times.run_times.len(),
         seed: options.seed,
         run_tag: &run_tag,
     })?;
@@ -522,87 +631,92 @@ async fn day(
         plan.counts.cancelled,
         plan.counts.rejected
     ));
-    let mut journalled = 0u64;
-    for (name, messages) in [
-        ("SIs wave one", &plan.wave_one),
-        ("cancellations", &plan.cancellations),
-    ] {
-        send_wave(name, messages, progress, pss_config, &mut observed).await?;
-        journalled += messages.len() as u64;
-        wait_intake(progress, demo, pool, journalled, up_task).await?;
-    }
+    progress.line(&format!(
+        "the day of {settlement_date} on the schedule's clock, one hour in {:.1} s: {}",
+        demo.compressed_hour_ms as f64 / 1000.0,
+        timeline::describe(&slots)
+    ));
+    observed.participants_with_accounts = reference
+        .stock_accounts
+        .iter()
+        .map(|account| account.participant.as_str())
+        .collect::<std::collections::BTreeSet<_>>()
+        .len() as u64;
     let options_run = RunOptions::leader(format!("demo:{}", std::process::id()));
-    observed
-        .runs
-        .push(settle(config, progress, pool, settlement_date, &options_run, 1).await?);
-    send_wave(
-        "SIs wave two",
-        &plan.wave_two,
-        progress,
-        pss_config,
-        &mut observed,
-    )
-    .await?;
-    journalled += plan.wave_two.len() as u64;
-    wait_intake(progress, demo, pool, journalled, up_task).await?;
-    for number in 2..=3 {
-        observed.runs.push(
-            settle(
-                config,
-                progress,
-                pool,
-                settlement_date,
-                &options_run,
-                number,
-            )
-            .await?,
-        );
+    let compressed_minute = Duration::from_millis(demo.compressed_hour_ms / 60);
+    let clock = timeline::Clock::start(times.day_start, demo.compressed_hour_ms);
+    let mut journalled = 0u64;
+    for slot in &slots {
+        let late = clock.until(slot.at).await;
+        let behind = if demo.compressed_hour_ms > 0 && late > compressed_minute {
+            format!(" ({} ms behind the clock)", late.as_millis())
+        } else {
+            String::new()
+        };
+        progress.line(&format!(
+            "{} {}{behind}",
+            timeline::hh_mm(slot.at),
+            headline(slot.event)
+        ));
+        match slot.event {
+            timeline::Event::InputOpens => {
+                for (name, messages) in [
+                    ("SIs wave one", &plan.wave_one),
+                    ("cancellations", &plan.cancellations),
+                ] {
+                    send_wave(name, messages, progress, pss_config, &mut observed).await?;
+                    journalled += messages.len() as u64;
+                    wait_intake(progress, demo, pool, journalled, up_task).await?;
+                }
+            }
+            timeline::Event::Run(number) => {
+                observed.runs.push(
+                    settle(
+                        config,
+                        progress,
+                        pool,
+                        settlement_date,
+                        &options_run,
+                        number,
+                    )
+                    .await?,
+                );
+            }
+            timeline::Event::WaveTwo => {
+                send_wave(
+                    "SIs wave two",
+                    &plan.wave_two,
+                    progress,
+                    pss_config,
+                    &mut observed,
+                )
+                .await?;
+                journalled += plan.wave_two.len() as u64;
+                wait_intake(progress, demo, pool, journalled, up_task).await?;
+            }
+            timeline::Event::InputCutoff => {}
+            timeline::Event::Statements => {
+                let step = progress.step("end-of-day statements (MT535, MT536, MT537)", 0);
+                let statements = crate::statements::send_end_of_day(
+                    pool,
+                    &config.statements,
+                    &config.cns.ccp_participant,
+                    settlement_date,
+                )
+                .await?;
+                step.finish(&format!(
+                    "{} pages queued for {} participants",
+                    statements.pages_queued, statements.participants
+                ));
+                observed.statements = Some(statements);
+            }
+            timeline::Event::DayEnd => {
+                day_end(config, progress, pool, settlement_date, &mut observed).await?;
+            }
+        }
     }
 
-    // --- The CNS cut-off after the day's runs: the demo's SI outcomes are planned from the
-    // opening balances alone, so positions (which would deliver first) settle from the next
-    // business day's runs; day-end carries them there and settles the money --------------
-    let step = progress.step("CNS cut-off: positions final", 0);
-    let cutoff = cns::positions::cutoff(pool, &config.cns.ccp_participant, settlement_date).await?;
-    step.finish(&format!(
-        "{} stock and {} money positions from {} trades",
-        cutoff.stock_positions, cutoff.money_positions, cutoff.trade_count
-    ));
-    // --- Day end: CNS carry-forward and money settlement, then the statements ----------
-    let step = progress.step("day end: CNS carry-forward and money settlement", 0);
-    let day_end = cns::day_end::day_end(
-        pool,
-        &calendar,
-        &config.cns.ccp_participant,
-        config.settlement.leader_lock_key,
-        settlement_date,
-    )
-    .await?;
-    let day_end_line = match &day_end {
-        Some(report) => format!(
-            "{} money positions settled, {} unpaid; {} stock positions carried to {}",
-            report.money_positions_settled_count,
-            report.money_positions_unpaid_count,
-            report.carried_stock_position_count,
-            report.carried_to
-        ),
-        None => "already ended".to_owned(),
-    };
-    step.finish(&day_end_line);
-    let step = progress.step("end-of-day statements (MT535, MT536, MT537)", 0);
-    let statements = crate::statements::send_end_of_day(
-        pool,
-        &config.statements,
-        &config.cns.ccp_participant,
-        settlement_date,
-    )
-    .await?;
-    step.finish(&format!(
-        "{} pages queued for {} participants",
-        statements.pages_queued, statements.participants
-    ));
-
-    // --- The relay drains the outbox, then the checks ----------------------------------
+    // --- The relay drains the outbox onto OUTBOUND, then the checks --------------------
     let outbox_rows = hostdb::demo::counts(pool, settlement_date)
         .await?
         .outbox_rows as u64;
@@ -619,6 +733,30 @@ async fn day(
         },
     )
     .await?;
+    let step = progress.step("messages out: read back from OUTBOUND", 0);
+    let outbound = hostdb::demo::outbound_dedupe_ids(pool, settlement_date).await?;
+    let everyone: Vec<String> = reference
+        .participants
+        .iter()
+        .map(|participant| participant.id.clone())
+        .collect();
+    let on_stream = outbound_message_ids(jetstream, &everyone, demo).await?;
+    for (dedupe_id, statement_type) in &outbound {
+        if on_stream.contains(dedupe_id) {
+            observed.outbound_delivered += 1;
+            if let Some(message_type) = statement_type {
+                *observed
+                    .statements_delivered_by_type
+                    .entry(message_type.clone())
+                    .or_default() += 1;
+            }
+        }
+    }
+    step.finish(&format!(
+        "{} of {} messages to the PSS are on the stream",
+        observed.outbound_delivered,
+        outbound.len()
+    ));
     let step = progress.step("audit", 0);
     observed.audit_violations = hostdb::audit::run(pool)
         .await?
@@ -630,6 +768,126 @@ async fn day(
     Ok(DemoOutcome {
         summary: Summary::new(&observed, &counts, &plan.expected),
     })
+}
+
+/// The `Nats-Msg-Id` of every message on the OUTBOUND subjects of `participants` (the outbox
+/// relay publishes each row with its dedupe id), read with an ordered consumer per participant.
+/// A message published again within the stream's duplicate window (a rerun of the demo the
+/// same day) is the one stored before: its id is found all the same.
+async fn outbound_message_ids(
+    jetstream: &async_nats::jetstream::Context,
+    participants: &[String],
+    demo: &DemoConfig,
+) -> Result<std::collections::HashSet<String>, DemoError> {
+    use futures::StreamExt;
+    let error = |error: &dyn std::fmt::Display| {
+        DemoError::Task(format!("read stream {OUTBOUND_STREAM}: {error}"))
+    };
+    let stream = jetstream
+        .get_stream(OUTBOUND_STREAM)
+        .await
+        .map_err(|e| error(&e))?;
+    let deadline = Instant::now() + Duration::from_millis(demo.stage_timeout_ms);
+    let mut ids = std::collections::HashSet::new();
+    for participant in participants {
+        let Ok(id) = crate::ids::ParticipantId::parse(participant) else {
+            continue;
+        };
+        let mut consumer = stream
+            .create_consumer(async_nats::jetstream::consumer::pull::OrderedConfig {
+                filter_subject: bus::subjects::outbound(&id).as_str().to_owned(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| error(&e))?;
+        let mut pending = consumer.info().await.map_err(|e| error(&e))?.num_pending;
+        let mut messages = consumer.messages().await.map_err(|e| error(&e))?;
+        while pending > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let message = match tokio::time::timeout(left, messages.next()).await {
+                Ok(Some(Ok(message))) => message,
+                Ok(Some(Err(e))) => return Err(error(&e)),
+                Ok(None) => break,
+                Err(_) => {
+                    return Err(DemoError::Timeout {
+                        stage: "messages out: read back from OUTBOUND",
+                        timeout_ms: demo.stage_timeout_ms,
+                        detail: format!("{pending} messages of {participant} not read"),
+                    });
+                }
+            };
+            pending = message.info().map_err(|e| error(&e))?.pending;
+            if let Some(id) = message
+                .headers
+                .as_ref()
+                .and_then(|headers| headers.get("Nats-Msg-Id"))
+            {
+                ids.insert(id.as_str().to_owned());
+            }
+        }
+    }
+    Ok(ids)
+}
+
+/// What a slot of the day does, for its progress line.
+fn headline(event: timeline::Event) -> String {
+    match event {
+        timeline::Event::InputOpens => "input opens: SIs of wave one, then cancellations".to_owned(),
+        timeline::Event::Run(number) => format!("Batch Settlement Run {number}"),
+        timeline::Event::WaveTwo => "SIs of wave two: the stock that arrives".to_owned(),
+        timeline::Event::InputCutoff => {
+            "input cut-off: instructions input from now on settle from the next settlement date"
+                .to_owned()
+        }
+        timeline::Event::Statements => "end-of-day statements".to_owned(),
+        timeline::Event::DayEnd => {
+            "day end: CNS cut-off (held back from the trade date until after the runs), carry-forward, money settlement"
+                .to_owned()
+        }
+    }
+}
+
+/// The CNS cut-off of `settlement_date` (the demo's SI outcomes are planned from the opening
+/// balances alone, so the positions, whose shorts would deliver first, wait for the next
+/// business day's runs), then day-end: carry-forward and money settlement.
+async fn day_end(
+    config: &Config,
+    progress: &Progress,
+    pool: &Pool,
+    settlement_date: Date,
+    observed: &mut Observed,
+) -> Result<(), DemoError> {
+    let step = progress.step("CNS cut-off: positions final", 0);
+    let cutoff = cns::positions::cutoff(pool, &config.cns.ccp_participant, settlement_date).await?;
+    step.finish(&format!(
+        "{} stock and {} money positions from {} trades",
+        cutoff.stock_positions, cutoff.money_positions, cutoff.trade_count
+    ));
+    observed.cutoff = Some(cutoff);
+    observed.money_due_before_day_end_minor =
+        hostdb::demo::money_due(pool, settlement_date).await?;
+    let step = progress.step("CNS carry-forward and money settlement", 0);
+    let report = cns::day_end::day_end(
+        pool,
+        &config.cns.calendar(),
+        &config.cns.ccp_participant,
+        config.settlement.leader_lock_key,
+        settlement_date,
+    )
+    .await?;
+    step.finish(&match &report {
+        Some(report) => format!(
+            "{} money positions settled, {} unpaid; {} stock positions carried to {}",
+            report.money_positions_settled_count,
+            report.money_positions_unpaid_count,
+            report.carried_stock_position_count,
+            report.carried_to
+        ),
+        None => "already ended".to_owned(),
+    });
+    observed.day_end = report;
+    observed.money_due_after_day_end_minor = hostdb::demo::money_due(pool, settlement_date).await?;
+    Ok(())
 }
 
 /// A run tag for references and batch ids: the clock in base 36, 5 characters.

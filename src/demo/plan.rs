@@ -49,10 +49,11 @@ pub struct Expected {
     pub cancelled_instructions: u64,
     /// Messages refused by intake.
     pub rejected_messages: u64,
-    /// Pairs settled by runs 1, 2 and 3.
-    pub settled_pairs_by_run: [u64; 3],
-    /// Money settled by runs 1, 2 and 3, HKD minor units.
-    pub settled_value_minor_by_run: [i64; 3],
+    /// Pairs settled by each of the day's runs (`PlanInput::runs` entries): the normal pairs
+    /// in the first, the chains whose stock arrives in wave two in the second, none later.
+    pub settled_pairs_by_run: Vec<u64>,
+    /// Money settled by each run, HKD minor units.
+    pub settled_value_minor_by_run: Vec<i64>,
     /// Pairs still unsettled after the last run, by reason.
     pub failed_lack_pairs: u64,
     pub failed_mony_pairs: u64,
@@ -118,6 +119,8 @@ pub struct PlanInput<'a> {
     pub settlement_date: Date,
     pub trade_date: Date,
     pub pairs: usize,
+    /// The day's Batch Settlement Runs (at least 2: wave two arrives after the first).
+    pub runs: usize,
     pub seed: u64,
     /// Prefix of every sender's reference (at most 5 characters): unique per demo run, so
     /// JetStream's duplicate window never mistakes this run's SIs for the last one's.
@@ -128,6 +131,8 @@ pub struct PlanInput<'a> {
 pub enum PlanError {
     #[error("the demo needs at least {minimum} pairs, not {pairs}")]
     TooFewPairs { pairs: usize, minimum: usize },
+    #[error("the plan needs at least 2 runs, not {0}")]
+    TooFewRuns(usize),
     #[error("the demo needs at least three participants with a PSS and accounts")]
     TooFewParticipants,
     #[error(
@@ -209,10 +214,18 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, PlanError> {
     {
         return Err(PlanError::RunTag(input.run_tag.to_owned()));
     }
+    if input.runs < 2 {
+        return Err(PlanError::TooFewRuns(input.runs));
+    }
     let mut planner = Planner::new(input)?;
     let counts = CategoryCounts::split(input.pairs);
     let mut plan = Plan {
         counts,
+        expected: Expected {
+            settled_pairs_by_run: vec![0; input.runs],
+            settled_value_minor_by_run: vec![0; input.runs],
+            ..Expected::default()
+        },
         ..Plan::default()
     };
     // Exceptions first: they reserve the accounts that must stay short.
@@ -884,6 +897,7 @@ mod tests {
             settlement_date: time::macros::date!(2026 - 11 - 26),
             trade_date: time::macros::date!(2026 - 11 - 24),
             pairs: 400,
+            runs: 4,
             seed,
             run_tag: "T0001",
         }
@@ -954,7 +968,8 @@ mod tests {
             expected.settled_pairs_by_run[1] as usize,
             2 * counts.stock_arrives
         );
-        assert_eq!(expected.settled_pairs_by_run[2], 0);
+        assert_eq!(expected.settled_pairs_by_run.len(), 4);
+        assert_eq!(expected.settled_pairs_by_run[2..], [0, 0]);
         assert_eq!(expected.failed_lack_pairs as usize, counts.short_of_stock);
         assert_eq!(expected.failed_mony_pairs as usize, counts.short_of_cash);
         assert!(expected.settled_value_minor_by_run[0] > 0);
@@ -980,6 +995,9 @@ mod tests {
         let mut few = input(&reference, &participants, 1);
         few.pairs = 3;
         assert!(matches!(plan(&few), Err(PlanError::TooFewPairs { .. })));
+        let mut one_run = input(&reference, &participants, 1);
+        one_run.runs = 1;
+        assert_eq!(plan(&one_run).unwrap_err(), PlanError::TooFewRuns(1));
         let mut tag = input(&reference, &participants, 1);
         tag.run_tag = "TOOLONG";
         assert!(matches!(plan(&tag), Err(PlanError::RunTag(_))));

@@ -4,9 +4,17 @@
 
 use std::fmt;
 
+use std::collections::BTreeMap;
+
 use super::plan::Expected;
+use crate::cns::day_end::DayEndReport;
+use crate::cns::positions::CutoffReport;
 use crate::hostdb::demo::DemoCounts;
 use crate::settlement::run::RunReport;
+use crate::statements::EndOfDayReport;
+
+/// The end-of-day statement types, as FIN message type numbers.
+pub const STATEMENT_TYPES: [&str; 3] = ["535", "536", "537"];
 
 /// What the demo itself saw.
 #[derive(Debug, Clone, Default)]
@@ -19,6 +27,21 @@ pub struct Observed {
     pub acked: u64,
     pub naked: u64,
     pub runs: Vec<RunReport>,
+    /// The CNS cut-off after the runs (`None`: not reached).
+    pub cutoff: Option<CutoffReport>,
+    /// Money the CNS money positions owed just before day-end and just after it, per
+    /// currency (from the positions, not the cash journal).
+    pub money_due_before_day_end_minor: BTreeMap<String, i64>,
+    pub money_due_after_day_end_minor: BTreeMap<String, i64>,
+    /// Day-end (`None`: the date had already ended, or not reached).
+    pub day_end: Option<DayEndReport>,
+    pub statements: Option<EndOfDayReport>,
+    /// Messages to the PSS found on the OUTBOUND stream (by `Nats-Msg-Id` = the outbox row's
+    /// dedupe id), all and the statement pages by type.
+    pub outbound_delivered: u64,
+    pub statements_delivered_by_type: BTreeMap<String, u64>,
+    /// Participants with a stock account in the reference data (each gets statements).
+    pub participants_with_accounts: u64,
     pub audit_violations: Vec<String>,
 }
 
@@ -72,7 +95,6 @@ impl Summary {
                 .copied()
                 .unwrap_or(0)
         };
-        let count = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
         let mut rows = vec![
             Row::new(
                 "exchange trades published / captured + refused",
@@ -188,10 +210,18 @@ impl Summary {
                 expected.failed_lack_pairs + expected.failed_mony_pairs,
             )),
         ));
+        rows.extend(cns_rows(observed, counts));
+        rows.extend(statement_rows(observed, counts));
         rows.push(Row::new(
             "messages out (outbox) / published by the relay",
             Some(counts.outbox_rows),
             Some(counts.outbox_published),
+            None,
+        ));
+        rows.push(Row::new(
+            "messages out to the PSS: on OUTBOUND / outbox",
+            Some(count(observed.outbound_delivered)),
+            Some(counts.outbound_rows),
             None,
         ));
         Summary {
@@ -204,6 +234,121 @@ impl Summary {
     pub fn passed(&self) -> bool {
         self.audit_violations.is_empty() && self.rows.iter().all(Row::agrees)
     }
+}
+
+fn count(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// The CNS cut-off and day-end: positions final, settled, carried; money settled or unpaid.
+fn cns_rows(observed: &Observed, counts: &DemoCounts) -> Vec<Row> {
+    let cutoff = observed.cutoff.as_ref();
+    let day_end = observed.day_end.as_ref();
+    let mut rows = vec![
+        Row::new(
+            "CNS cut-off: stock positions final",
+            cutoff.map(|report| count(report.stock_positions)),
+            Some(counts.cns_stock_positions),
+            None,
+        ),
+        Row::new(
+            "CNS cut-off: money positions final",
+            cutoff.map(|report| count(report.money_positions)),
+            Some(counts.cns_money_positions),
+            None,
+        ),
+        // The cut-off comes after the day's runs (see the module docs of `demo`).
+        Row::new(
+            "CNS stock positions settled by the runs",
+            None,
+            Some(counts.cns_stock_positions_settled),
+            Some(0),
+        ),
+        Row::new(
+            "day end: stock positions carried forward",
+            day_end.map(|report| report.carried_stock_position_count),
+            Some(counts.cns_stock_positions_carried),
+            None,
+        ),
+        Row::new(
+            "day end: money positions settled",
+            day_end.map(|report| report.money_positions_settled_count),
+            Some(counts.cns_money_positions_settled),
+            None,
+        ),
+        Row::new(
+            "day end: money positions unpaid",
+            day_end.map(|report| report.money_positions_unpaid_count),
+            Some(counts.cns_money_positions_unpaid),
+            None,
+        ),
+    ];
+    // Per currency: what the positions stopped owing is what the cash journal moved; what
+    // they still owe is what was due less what the journal moved.
+    let amount = |map: &BTreeMap<String, i64>, currency: &str| map.get(currency).copied();
+    let currencies: std::collections::BTreeSet<&String> = observed
+        .money_due_before_day_end_minor
+        .keys()
+        .chain(counts.money_settled_minor.keys())
+        .collect();
+    for currency in currencies {
+        let before = amount(&observed.money_due_before_day_end_minor, currency).unwrap_or(0);
+        let after = amount(&observed.money_due_after_day_end_minor, currency).unwrap_or(0);
+        let journal = amount(&counts.money_settled_minor, currency).unwrap_or(0);
+        rows.push(Row::new(
+            format!("day end: money settled, {currency} minor units"),
+            day_end.map(|_| before - after),
+            Some(journal),
+            None,
+        ));
+        rows.push(Row::new(
+            format!("day end: money unpaid, {currency} minor units"),
+            day_end.map(|_| before - journal),
+            Some(after),
+            None,
+        ));
+    }
+    rows
+}
+
+/// The end-of-day statements: pages queued and journalled, per type delivered on OUTBOUND.
+fn statement_rows(observed: &Observed, counts: &DemoCounts) -> Vec<Row> {
+    let statements = observed.statements.as_ref();
+    let journalled: i64 = counts.statement_pages_by_type.values().sum();
+    let mut rows = vec![
+        Row::new(
+            "statements: participants with all three",
+            statements.map(|report| count(report.participants as u64)),
+            Some(counts.statement_participants),
+            Some(count(observed.participants_with_accounts)),
+        ),
+        Row::new(
+            "statements: pages queued / journalled",
+            statements.map(|report| count(report.pages_queued)),
+            Some(journalled),
+            None,
+        ),
+    ];
+    for message_type in STATEMENT_TYPES {
+        let journalled = counts
+            .statement_pages_by_type
+            .get(message_type)
+            .copied()
+            .unwrap_or(0);
+        rows.push(Row::new(
+            format!("statements: MT{message_type} pages on OUTBOUND / journalled"),
+            Some(count(
+                observed
+                    .statements_delivered_by_type
+                    .get(message_type)
+                    .copied()
+                    .unwrap_or(0),
+            )),
+            Some(journalled),
+            None,
+        ));
+    }
+    rows
 }
 
 impl fmt::Display for Summary {
@@ -254,7 +399,7 @@ mod tests {
         // Goal: the verdict is the conjunction of the rows and the audit.
         let expected = Expected {
             matched_instructions: 2,
-            settled_pairs_by_run: [1, 0, 0],
+            settled_pairs_by_run: vec![1, 0, 0],
             ..Expected::default()
         };
         let mut counts = DemoCounts::default();
@@ -284,5 +429,120 @@ mod tests {
         audited.audit_violations.push("negative holding".to_owned());
         assert!(!audited.passed());
         assert!(audited.to_string().contains("1 violation(s)"));
+    }
+
+    fn day_end_report(settled: i64, unpaid: i64) -> DayEndReport {
+        let date = time::macros::date!(2026 - 11 - 26);
+        DayEndReport {
+            settlement_date: date,
+            carried_to: time::macros::date!(2026 - 11 - 27),
+            carried_stock_position_count: 2,
+            money_positions_settled_count: settled,
+            money_positions_unpaid_count: unpaid,
+        }
+    }
+
+    fn disagreeing(summary: &Summary) -> Vec<&str> {
+        summary
+            .rows
+            .iter()
+            .filter(|row| !row.agrees())
+            .map(|row| row.what.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn money_settlement_rows_balance_the_positions_against_the_cash_journal() {
+        // Goal: per currency, what the positions stopped owing must equal what the journal
+        // moved, and what they still owe must equal what was due less what was moved; the
+        // report's counts must equal the positions' statuses.
+        let observed = Observed {
+            day_end: Some(day_end_report(3, 1)),
+            money_due_before_day_end_minor: BTreeMap::from([("HKD".to_owned(), 1_000)]),
+            money_due_after_day_end_minor: BTreeMap::from([("HKD".to_owned(), 300)]),
+            ..Observed::default()
+        };
+        let mut counts = DemoCounts {
+            cns_stock_positions_carried: 2,
+            cns_money_positions_settled: 3,
+            cns_money_positions_unpaid: 1,
+            money_settled_minor: BTreeMap::from([("HKD".to_owned(), 700)]),
+            ..DemoCounts::default()
+        };
+        let summary = Summary::new(&observed, &counts, &Expected::default());
+        assert_eq!(disagreeing(&summary), Vec::<&str>::new(), "{summary}");
+        assert!(
+            summary
+                .to_string()
+                .contains("day end: money settled, HKD minor units")
+        );
+
+        // The journal moved less than the positions say was paid: both money rows fail.
+        counts.money_settled_minor.insert("HKD".to_owned(), 600);
+        let summary = Summary::new(&observed, &counts, &Expected::default());
+        assert_eq!(
+            disagreeing(&summary),
+            [
+                "day end: money settled, HKD minor units",
+                "day end: money unpaid, HKD minor units"
+            ]
+        );
+        // A currency only the journal knows is a row too, and it fails.
+        counts.money_settled_minor =
+            BTreeMap::from([("HKD".to_owned(), 700), ("USD".to_owned(), 5)]);
+        counts.cns_money_positions_unpaid = 0;
+        let summary = Summary::new(&observed, &counts, &Expected::default());
+        assert_eq!(
+            disagreeing(&summary),
+            [
+                "day end: money positions unpaid",
+                "day end: money settled, USD minor units",
+                "day end: money unpaid, USD minor units"
+            ]
+        );
+    }
+
+    #[test]
+    fn statement_rows_compare_queued_delivered_and_journalled_pages() {
+        // Goal: pages queued, pages found on OUTBOUND and pages journalled agree per type,
+        // and every participant with an account got all three statements.
+        let observed = Observed {
+            statements: Some(EndOfDayReport {
+                participants: 2,
+                pages_queued: 7,
+            }),
+            statements_delivered_by_type: BTreeMap::from([
+                ("535".to_owned(), 2),
+                ("536".to_owned(), 3),
+                ("537".to_owned(), 2),
+            ]),
+            participants_with_accounts: 2,
+            ..Observed::default()
+        };
+        let mut counts = DemoCounts {
+            statement_pages_by_type: BTreeMap::from([
+                ("535".to_owned(), 2),
+                ("536".to_owned(), 3),
+                ("537".to_owned(), 2),
+            ]),
+            statement_participants: 2,
+            ..DemoCounts::default()
+        };
+        let summary = Summary::new(&observed, &counts, &Expected::default());
+        assert_eq!(disagreeing(&summary), Vec::<&str>::new(), "{summary}");
+
+        // A page the relay never put on the stream, and a participant without its MT537.
+        counts.statement_pages_by_type.insert("537".to_owned(), 3);
+        counts.statement_participants = 1;
+        let summary = Summary::new(&observed, &counts, &Expected::default());
+        assert_eq!(
+            disagreeing(&summary),
+            [
+                "statements: participants with all three",
+                "statements: pages queued / journalled",
+                "statements: MT537 pages on OUTBOUND / journalled"
+            ]
+        );
+        assert!(!summary.passed());
     }
 }

@@ -77,6 +77,24 @@ pub struct DemoCounts {
     /// Matched pairs without one.
     pub unsettled_pairs: i64,
     pub runs: Vec<RunCounts>,
+    /// CNS positions of the settlement date (any status: final, settled, carried forward).
+    pub cns_stock_positions: i64,
+    pub cns_money_positions: i64,
+    /// Stock positions settled (in part or in whole) by the date's runs.
+    pub cns_stock_positions_settled: i64,
+    /// Stock positions day-end carried forward to the next business day.
+    pub cns_stock_positions_carried: i64,
+    /// Money positions day-end settled in full, and those it left unpaid.
+    pub cns_money_positions_settled: i64,
+    pub cns_money_positions_unpaid: i64,
+    /// Money moved by day-end's money settlement, per currency (cash journal).
+    pub money_settled_minor: BTreeMap<String, i64>,
+    /// End-of-day statement pages of the date in the outbound message journal, by message
+    /// type (`535`, `536`, `537`), and the participants that received all three.
+    pub statement_pages_by_type: BTreeMap<String, i64>,
+    pub statement_participants: i64,
+    /// Outbox rows on an outbound subject (messages to the PSS, not events).
+    pub outbound_rows: i64,
 }
 
 /// One Batch Settlement Run of the demo's settlement date.
@@ -197,6 +215,137 @@ pub async fn counts(pool: &Pool, settlement_date: Date) -> Result<DemoCounts, Ho
                 .insert(reason.unwrap_or_else(|| "none".to_owned()), row.get(1));
         }
     }
+    let row = transaction
+        .query_one(
+            "SELECT (SELECT count(*) FROM cns_stock_positions WHERE settlement_date = $1),
+                    (SELECT count(*) FROM cns_money_positions WHERE settlement_date = $1),
+                    (SELECT count(DISTINCT (participant_id, isin)) FROM cns_position_settlements
+                     WHERE settlement_date = $1),
+                    (SELECT count(*) FROM cns_stock_positions
+                     WHERE settlement_date = $1 AND status = 'carried_forward'),
+                    (SELECT count(*) FROM cns_money_positions
+                     WHERE settlement_date = $1 AND status = 'settled'),
+                    (SELECT count(*) FROM cns_money_positions
+                     WHERE settlement_date = $1 AND status <> 'settled' AND net_amount_minor <> 0)",
+            &[&settlement_date],
+        )
+        .await
+        .map_err(db("count cns positions"))?;
+    counts.cns_stock_positions = row.get(0);
+    counts.cns_money_positions = row.get(1);
+    counts.cns_stock_positions_settled = row.get(2);
+    counts.cns_stock_positions_carried = row.get(3);
+    counts.cns_money_positions_settled = row.get(4);
+    counts.cns_money_positions_unpaid = row.get(5);
+    for row in transaction
+        .query(
+            "SELECT currency_code, sum(amount_minor)::int8 FROM cash_movements
+             WHERE settlement_date = $1 AND movement_kind = 'money_settlement'
+             GROUP BY currency_code ORDER BY currency_code",
+            &[&settlement_date],
+        )
+        .await
+        .map_err(db("sum money settlement"))?
+    {
+        counts.money_settled_minor.insert(row.get(0), row.get(1));
+    }
+    let reference_date = statement_reference_date(settlement_date);
+    for row in transaction
+        .query(
+            "SELECT message_type, count(*) FROM message_journal
+             WHERE direction = 'out' AND message_type IN ('535', '536', '537')
+               AND substring(sender_reference FROM 4 FOR 6) = $1
+             GROUP BY message_type ORDER BY message_type",
+            &[&reference_date],
+        )
+        .await
+        .map_err(db("count statement pages"))?
+    {
+        counts
+            .statement_pages_by_type
+            .insert(row.get(0), row.get(1));
+    }
+    let row = transaction
+        .query_one(
+            "SELECT count(*) FROM (
+                 SELECT participant_id FROM message_journal
+                 WHERE direction = 'out' AND message_type IN ('535', '536', '537')
+                   AND substring(sender_reference FROM 4 FOR 6) = $1
+                 GROUP BY participant_id HAVING count(DISTINCT message_type) = 3) complete",
+            &[&reference_date],
+        )
+        .await
+        .map_err(db("count statement participants"))?;
+    counts.statement_participants = row.get(0);
+    let row = transaction
+        .query_one(
+            "SELECT count(*) FROM outbox WHERE subject LIKE $1",
+            &[&outbound_subject_pattern()],
+        )
+        .await
+        .map_err(db("count outbound rows"))?;
+    counts.outbound_rows = row.get(0);
     transaction.commit().await.map_err(db("end demo counts"))?;
     Ok(counts)
+}
+
+/// `yyMMdd`: the date part of end-of-day statement references (`535yyMMdd...`).
+fn statement_reference_date(date: Date) -> String {
+    format!(
+        "{:02}{:02}{:02}",
+        date.year() % 100,
+        u8::from(date.month()),
+        date.day()
+    )
+}
+
+/// `LIKE` pattern of the outbound subjects (from the catalogue's builder pattern).
+fn outbound_subject_pattern() -> String {
+    crate::bus::subjects::pattern_wildcard(crate::bus::subjects::OUTBOUND.pattern).replace('*', "%")
+}
+
+/// The outbox dedupe ids of messages to the PSS, with their FIN message type where it is an
+/// end-of-day statement page of `settlement_date` (`535`, `536`, `537`), else `None`.
+pub async fn outbound_dedupe_ids(
+    pool: &Pool,
+    settlement_date: Date,
+) -> Result<Vec<(String, Option<String>)>, HostDbError> {
+    let client = super::client(pool).await?;
+    let rows = client
+        .query(
+            "SELECT o.dedupe_id, j.message_type
+             FROM outbox o
+             LEFT JOIN message_journal j ON j.direction = 'out'
+                  AND j.message_type IN ('535', '536', '537')
+                  AND substring(j.sender_reference FROM 4 FOR 6) = $2
+                  AND o.dedupe_id = 'stmt.' || j.participant_id || '.' || j.sender_reference
+             WHERE o.subject LIKE $1 ORDER BY o.outbox_id",
+            &[
+                &outbound_subject_pattern(),
+                &statement_reference_date(settlement_date),
+            ],
+        )
+        .await
+        .map_err(db("list outbound dedupe ids"))?;
+    Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
+}
+
+/// Money the date's CNS money positions still owe, per currency (`|net| - settled`): what
+/// day-end's money settlement moves when every position can pay.
+pub async fn money_due(
+    pool: &Pool,
+    settlement_date: Date,
+) -> Result<BTreeMap<String, i64>, HostDbError> {
+    let client = super::client(pool).await?;
+    let rows = client
+        .query(
+            "SELECT currency_code, sum(abs(net_amount_minor) - settled_amount_minor)::int8
+             FROM cns_money_positions
+             WHERE settlement_date = $1 AND abs(net_amount_minor) > settled_amount_minor
+             GROUP BY currency_code ORDER BY currency_code",
+            &[&settlement_date],
+        )
+        .await
+        .map_err(db("sum money due"))?;
+    Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
 }

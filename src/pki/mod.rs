@@ -114,7 +114,7 @@ pub fn init(config: &PkiConfig) -> Result<Issued, PkiError> {
     let certificate = params
         .self_signed(&key)
         .map_err(rcgen_error("sign CA certificate"))?;
-    write_private(&key_path, &key.serialize_pem())?;
+    write_private(&key_path, key.serialize_pem())?;
     write_public(&certificate_path, &certificate.pem())?;
     let revoked = dir.join(REVOCATION_LIST_FILE);
     if !revoked.exists() {
@@ -275,7 +275,7 @@ fn sign(
     std::fs::create_dir_all(out_dir).map_err(io("create", out_dir))?;
     let certificate_path = out_dir.join(format!("{stem}.crt"));
     let key_path = out_dir.join(format!("{stem}.key"));
-    write_private(&key_path, &key.serialize_pem())?;
+    write_private(&key_path, key.serialize_pem())?;
     write_public(&certificate_path, &certificate.pem())?;
     Ok(Issued {
         certificate_path,
@@ -342,7 +342,7 @@ pub fn subject_of(der: &[u8]) -> Result<String, String> {
     Ok(format!("CN={common_name},OU={unit},O={organisation}"))
 }
 
-fn write_private(path: &Path, text: &str) -> Result<(), PkiError> {
+fn write_private(path: &Path, text: impl AsRef<[u8]>) -> Result<(), PkiError> {
     use std::os::unix::fs::OpenOptionsExt as _;
     let mut file = std::fs::OpenOptions::new()
         .create(true)
@@ -351,7 +351,7 @@ fn write_private(path: &Path, text: &str) -> Result<(), PkiError> {
         .mode(0o600)
         .open(path)
         .map_err(io("create", path))?;
-    file.write_all(text.as_bytes()).map_err(io("write", path))?;
+    file.write_all(text.as_ref()).map_err(io("write", path))?;
     file.sync_all().map_err(io("sync", path))
 }
 
@@ -413,6 +413,136 @@ fn parse_revocation_list(text: &str) -> HashSet<String> {
         .collect()
 }
 
+/// Characters of [`bundle_password`]: no look-alikes (0/O, 1/l/I).
+const PASSWORD_ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
+
+/// A fresh random password for a PKCS#12 bundle: four groups of five characters (about 99
+/// bits), easy to type into a browser's import dialog.
+pub fn bundle_password() -> Result<String, PkiError> {
+    let mut random = [0u8; 20];
+    rustls::crypto::ring::default_provider()
+        .secure_random
+        .fill(&mut random)
+        .map_err(|_| PkiError::Certificate {
+            path: PathBuf::new(),
+            message: "no system randomness for a bundle password".to_owned(),
+        })?;
+    let mut password = String::with_capacity(23);
+    for (index, byte) in random.iter().enumerate() {
+        if index > 0 && index % 5 == 0 {
+            password.push('-');
+        }
+        // 256 is not a multiple of 31: the bias is at most one part in eight per character.
+        password.push(char::from(
+            PASSWORD_ALPHABET[usize::from(*byte) % PASSWORD_ALPHABET.len()],
+        ));
+    }
+    Ok(password)
+}
+
+/// Writes `issued`'s certificate and key, with the CA certificate, as a password-protected
+/// PKCS#12 bundle `<stem>.p12` beside the certificate (0600), for a browser's certificate
+/// import: PBES2 with PBKDF2/HMAC-SHA256 and AES-256-CBC, an HMAC-SHA256 MAC (the
+/// `p12-keystore` defaults, which current Firefox, Chrome, Edge and macOS import). The alias
+/// (friendly name) is the certificate's subject. Returns the bundle's path.
+pub fn write_pkcs12(
+    config: &PkiConfig,
+    issued: &Issued,
+    password: &str,
+) -> Result<PathBuf, PkiError> {
+    use p12_keystore::{Certificate, KeyStore, KeyStoreEntry, PrivateKey, PrivateKeyChain};
+    let bundle_error = |path: &Path| {
+        let path = path.to_owned();
+        move |error: p12_keystore::error::Error| PkiError::Certificate {
+            path,
+            message: format!("pkcs#12: {error}"),
+        }
+    };
+    let read_certificate = |path: &Path| -> Result<Certificate, PkiError> {
+        let pem = std::fs::read(path).map_err(io("read", path))?;
+        let der = first_certificate_der(&pem).ok_or_else(|| PkiError::Certificate {
+            path: path.to_owned(),
+            message: "no PEM certificate".to_owned(),
+        })?;
+        Certificate::from_der(&der).map_err(bundle_error(path))
+    };
+    let certificate = read_certificate(&issued.certificate_path)?;
+    let ca = read_certificate(&config.ca_certificate_path())?;
+    let key_der = {
+        use rustls::pki_types::PrivateKeyDer;
+        use rustls::pki_types::pem::PemObject as _;
+        match PrivateKeyDer::from_pem_file(&issued.key_path) {
+            Ok(PrivateKeyDer::Pkcs8(key)) => key.secret_pkcs8_der().to_vec(),
+            Ok(_) => {
+                return Err(PkiError::Certificate {
+                    path: issued.key_path.clone(),
+                    message: "key is not PKCS#8".to_owned(),
+                });
+            }
+            Err(error) => {
+                return Err(PkiError::Certificate {
+                    path: issued.key_path.clone(),
+                    message: format!("read key: {error}"),
+                });
+            }
+        }
+    };
+    let key = PrivateKey::from_der(&key_der).map_err(bundle_error(&issued.key_path))?;
+    let alias = subject_of(certificate.as_der()).unwrap_or_else(|_| issued.serial.clone());
+    let mut store = KeyStore::new();
+    store.add_entry(
+        &alias,
+        KeyStoreEntry::PrivateKeyChain(PrivateKeyChain::new(
+            issued.serial.as_bytes(),
+            key,
+            [certificate, ca],
+        )),
+    );
+    let path = issued.certificate_path.with_extension("p12");
+    let bytes = store
+        .writer(password)
+        .write()
+        .map_err(bundle_error(&path))?;
+    write_private(&path, bytes)?;
+    Ok(path)
+}
+
+/// What a PKCS#12 bundle holds: the first private key's certificate chain (DER, the entity
+/// certificate first) and its PKCS#8 key (DER).
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    pub chain: Vec<Vec<u8>>,
+    pub key_pkcs8: Vec<u8>,
+}
+
+/// Opens a PKCS#12 bundle with `password` (a wrong password or a changed file is an error).
+pub fn read_pkcs12(path: &Path, password: &str) -> Result<Bundle, PkiError> {
+    let bytes = std::fs::read(path).map_err(io("read", path))?;
+    let store = p12_keystore::KeyStore::from_pkcs12(
+        &bytes,
+        password,
+        p12_keystore::Pkcs12ImportPolicy::Strict,
+    )
+    .map_err(|error| PkiError::Certificate {
+        path: path.to_owned(),
+        message: format!("pkcs#12: {error}"),
+    })?;
+    let (_, chain) = store
+        .private_key_chain()
+        .ok_or_else(|| PkiError::Certificate {
+            path: path.to_owned(),
+            message: "pkcs#12: no private key".to_owned(),
+        })?;
+    Ok(Bundle {
+        chain: chain
+            .certs()
+            .iter()
+            .map(|certificate| certificate.as_der().to_vec())
+            .collect(),
+        key_pkcs8: chain.key().as_der().to_vec(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -424,5 +554,99 @@ mod tests {
         assert_eq!(serials.len(), 2);
         assert!(serials.contains("01ab"));
         assert!(serials.contains("02cd"));
+    }
+
+    #[tokio::test]
+    async fn a_pkcs12_bundle_opens_with_its_password_and_passes_the_terminals_tls() {
+        // Goal: the demo's browser bundle holds the user's certificate, its key and the CA,
+        // opens only with its password, and the terminal's TLS (client certificate required)
+        // accepts the certificate it holds. Method: a CA in a temporary folder, the bundle
+        // written and read back, then a TLS 1.3 handshake in memory against the terminal's
+        // server configuration (`gateway::server_tls_config`) with and without it.
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+        use std::os::unix::fs::PermissionsExt as _;
+        use std::sync::Arc;
+        let dir = tempfile::tempdir().unwrap();
+        let config = PkiConfig {
+            dir: dir.path().to_owned(),
+            ca_validity_days: 30,
+            certificate_validity_days: 30,
+        };
+        init(&config).unwrap();
+        let server = issue_server(&config, &["localhost".to_owned()], dir.path()).unwrap();
+        let client = issue_client(&config, "B01234", "ops1", dir.path()).unwrap();
+        let password = bundle_password().unwrap();
+        assert_eq!(password.len(), 23, "{password}");
+        assert_ne!(password, bundle_password().unwrap());
+        let path = write_pkcs12(&config, &client, &password).unwrap();
+        assert_eq!(path, dir.path().join("B01234-ops1.p12"));
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+
+        let wrong = read_pkcs12(&path, "not-the-password").unwrap_err();
+        assert!(wrong.to_string().contains("pkcs#12"), "{wrong}");
+        let bundle = read_pkcs12(&path, &password).unwrap();
+        let pem = std::fs::read(&client.certificate_path).unwrap();
+        let ca_pem = std::fs::read(config.ca_certificate_path()).unwrap();
+        assert_eq!(bundle.chain.len(), 2);
+        assert_eq!(Some(&bundle.chain[0]), first_certificate_der(&pem).as_ref());
+        assert_eq!(
+            Some(&bundle.chain[1]),
+            first_certificate_der(&ca_pem).as_ref()
+        );
+        assert_eq!(
+            subject_of(&bundle.chain[0]).unwrap(),
+            "CN=ops1,OU=B01234,O=ccass"
+        );
+
+        let server_config = Arc::new(
+            crate::gateway::server_tls_config(&server.certificate_path, &server.key_path, &config)
+                .unwrap(),
+        );
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from(bundle.chain[1].clone()))
+            .unwrap();
+        let roots = Arc::new(roots);
+        let handshake = |client_config: rustls::ClientConfig| {
+            let acceptor = tokio_rustls::TlsAcceptor::from(server_config.clone());
+            let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config));
+            async move {
+                let (client_end, server_end) = tokio::io::duplex(64 * 1024);
+                let (accepted, connected) = tokio::join!(
+                    acceptor.accept(server_end),
+                    connector.connect(ServerName::try_from("localhost").unwrap(), client_end)
+                );
+                let _ = connected;
+                accepted.map(|stream| {
+                    stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|chain| chain.first())
+                        .map(|der| der.to_vec())
+                })
+            }
+        };
+        let builder = || {
+            rustls::ClientConfig::builder_with_provider(crate::gateway::crypto_provider())
+                .with_protocol_versions(&[&rustls::version::TLS13])
+                .unwrap()
+                .with_root_certificates(roots.clone())
+        };
+        let with_bundle = builder()
+            .with_client_auth_cert(
+                bundle
+                    .chain
+                    .iter()
+                    .map(|der| CertificateDer::from(der.clone()))
+                    .collect(),
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(bundle.key_pkcs8.clone())),
+            )
+            .unwrap();
+        let presented = handshake(with_bundle).await.unwrap();
+        assert_eq!(presented.as_ref(), Some(&bundle.chain[0]));
+        // Without a client certificate the terminal still refuses the connection.
+        assert!(handshake(builder().with_no_client_auth()).await.is_err());
     }
 }

@@ -40,7 +40,8 @@ fn row(stdout: &str, what: &str) -> Vec<Option<i64>> {
 #[tokio::test]
 async fn a_short_demo_day_agrees_with_the_host_database_and_the_audit() {
     // Goal: the done-when: a small `ccass demo --exit-after-summary` runs the day
-    // through the gateway, intake and three settlement runs, and every summary number agrees
+    // through the gateway, intake and the configured settlement runs on the compressed
+    // clock, money settlement and statements, and every summary number agrees
     // with the SQL counts and the plan; the audit passes; bad SIs are refused while the rest
     // settles. Method: the binary against a private nats-server and a database the demo
     // recreates; the summary rows are parsed and compared with the category split.
@@ -73,6 +74,8 @@ async fn a_short_demo_day_agrees_with_the_host_database_and_the_audit() {
     );
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr);
+    // Shown with --nocapture.
+    println!("{stdout}");
     assert!(
         output.status.success(),
         "ccass demo failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
@@ -132,7 +135,35 @@ async fn a_short_demo_day_agrees_with_the_host_database_and_the_audit() {
         row(&stdout, "run 2: pairs settled"),
         [pair_count(2 * counts.stock_arrives); 3]
     );
+    // The configured runs (settlement.run_times: four) after the stock arrived settle none.
     assert_eq!(row(&stdout, "run 3: pairs settled"), [Some(0); 3]);
+    assert_eq!(row(&stdout, "run 4: pairs settled"), [Some(0); 3]);
+    // The day is played by the schedule's times, in order, on the compressed clock.
+    let headlines: Vec<&str> = [
+        "08:00 input opens",
+        "10:30 Batch Settlement Run 1",
+        "11:15 SIs of wave two",
+        "12:00 Batch Settlement Run 2",
+        "14:00 Batch Settlement Run 3",
+        "15:45 input cut-off",
+        "15:50 Batch Settlement Run 4",
+        "16:30 end-of-day statements",
+        "17:00 day end",
+    ]
+    .into_iter()
+    .filter(|headline| !stdout.contains(&format!("\n{headline}")))
+    .collect();
+    assert!(headlines.is_empty(), "missing {headlines:?} in\n{stdout}");
+    let positions: Vec<usize> = [
+        "08:00 ", "10:30 ", "11:15 ", "12:00 ", "15:45 ", "16:30 ", "17:00 ",
+    ]
+    .iter()
+    .filter_map(|time| stdout.find(&format!("\n{time}")))
+    .collect();
+    assert!(
+        positions.windows(2).all(|pair| pair[0] < pair[1]),
+        "{stdout}"
+    );
     assert!(row(&stdout, "run 1: value settled, HKD cents")[1].unwrap() > 0);
     assert_eq!(
         row(&stdout, "pairs failed at day end: LACK (no stock)")[1],
@@ -144,11 +175,52 @@ async fn a_short_demo_day_agrees_with_the_host_database_and_the_audit() {
     );
     let out = row(&stdout, "messages out (outbox) / published by the relay");
     assert!(out[0].unwrap() > 0 && out[0] == out[1], "{out:?}");
+    // Money settlement and statements are checked rows too (row() asserts each is "ok").
+    let final_positions = row(&stdout, "CNS cut-off: stock positions final");
+    assert!(final_positions[0].unwrap() > 0, "{final_positions:?}");
+    assert_eq!(
+        row(&stdout, "CNS stock positions settled by the runs"),
+        [None, Some(0), Some(0)]
+    );
+    let carried = row(&stdout, "day end: stock positions carried forward");
+    assert!(carried[0].unwrap() > 0, "{carried:?}");
+    let money = row(&stdout, "CNS cut-off: money positions final")[0].unwrap();
+    let settled = row(&stdout, "day end: money positions settled")[0].unwrap();
+    let unpaid = row(&stdout, "day end: money positions unpaid")[0].unwrap();
+    assert!(
+        money > 0 && settled + unpaid <= money,
+        "{money} {settled} {unpaid}"
+    );
+    let value = row(&stdout, "day end: money settled, HKD minor units");
+    assert!(value[0].unwrap() > 0, "{value:?}");
+    row(&stdout, "day end: money unpaid, HKD minor units");
+    let participants = row(&stdout, "statements: participants with all three");
+    assert!(participants[2].unwrap() > 0, "{participants:?}");
+    for message_type in ["535", "536", "537"] {
+        let pages = row(
+            &stdout,
+            &format!("statements: MT{message_type} pages on OUTBOUND / journalled"),
+        );
+        assert!(
+            pages[0].unwrap() >= participants[2].unwrap(),
+            "MT{message_type}: {pages:?}"
+        );
+    }
+    let delivered = row(&stdout, "messages out to the PSS: on OUTBOUND / outbox");
+    assert!(delivered[0].unwrap() > 0, "{delivered:?}");
     assert!(
         started.elapsed() < std::time::Duration::from_secs(90),
         "the short demo took {:?}",
         started.elapsed()
     );
+
+    // Each PSS user has its browser bundle (opened in src/pki's unit test), private to its owner.
+    for user in ["B01234-ops1", "B05678-ops1", "C00123-ops1", "I00456-inv1"] {
+        use std::os::unix::fs::PermissionsExt as _;
+        let bundle = pki_dir.path().join(format!("{user}.p12"));
+        let metadata = std::fs::metadata(&bundle).unwrap_or_else(|e| panic!("{bundle:?}: {e}"));
+        assert_eq!(metadata.permissions().mode() & 0o777, 0o600, "{bundle:?}");
+    }
 
     // The day is in the database the demo owns, and `ccass audit` agrees.
     let audit = ccass(
