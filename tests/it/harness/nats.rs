@@ -6,6 +6,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
+/// async-nats speaks the 2.10+ server API (an older server answers JetStream requests in a
+/// shape it cannot parse: "data did not match any variant of untagged enum Response").
+const MINIMUM_VERSION: (u32, u32) = (2, 10);
 
 pub struct NatsServer {
     binary: PathBuf,
@@ -31,6 +34,40 @@ fn binary() -> Option<PathBuf> {
     })
 }
 
+/// Fails the test at once, naming the binary and the fix, when it is older than
+/// `MINIMUM_VERSION` (Debian's packaged 2.9 on PATH, say), instead of letting every JetStream
+/// call fail later with a parse error.
+fn check_version(binary: &std::path::Path) {
+    let output = Command::new(binary)
+        .arg("--version")
+        .output()
+        .unwrap_or_else(|error| panic!("run {} --version: {error}", binary.display()));
+    let text = String::from_utf8_lossy(&output.stdout);
+    let version = text
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix('v'))
+        .and_then(|version| {
+            let mut parts = version.split('.').map(|part| part.parse::<u32>().ok());
+            Some((parts.next()??, parts.next()??))
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "{} --version printed {text:?}: no version",
+                binary.display()
+            )
+        });
+    assert!(
+        version >= MINIMUM_VERSION,
+        "{} is nats-server {}.{}; the tests need {}.{} or newer: run scripts/services up (it \
+         links one into .ccass/bin) or set CCASS_NATS_SERVER_BIN",
+        binary.display(),
+        version.0,
+        version.1,
+        MINIMUM_VERSION.0,
+        MINIMUM_VERSION.1
+    );
+}
+
 fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     listener.local_addr().expect("local addr").port()
@@ -47,6 +84,7 @@ impl NatsServer {
             );
             return None;
         };
+        check_version(&binary);
         let mut server = NatsServer {
             binary,
             port: free_port(),
