@@ -90,6 +90,13 @@ pub fn embedded() -> Vec<Migration> {
             name: Cow::Borrowed("terminal"),
             sql: Cow::Borrowed(include_str!("migrations/V0009__terminal.sql")),
         },
+        Migration {
+            version: 10,
+            name: Cow::Borrowed("compact_run_confirmations"),
+            sql: Cow::Borrowed(include_str!(
+                "migrations/V0010__compact_run_confirmations.sql"
+            )),
+        },
     ]
 }
 

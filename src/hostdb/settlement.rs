@@ -7,7 +7,7 @@
 //!   runs never overlap; the lock goes with the transaction (commit, rollback or a killed
 //!   process).
 //! - Everything a run writes (journals by COPY BINARY, balance deltas, settled markers, the
-//!   run record, outbox rows by COPY BINARY) is in that transaction: a run that does not
+//!   run record, compact confirmation rows in the outbox by COPY BINARY) is in that transaction: a run that does not
 //!   commit leaves no trace, and a pair with a complete marker is never loaded again.
 //! - Balances are loaded `FOR UPDATE`: nothing else changes them between load and commit.
 
@@ -411,18 +411,29 @@ impl<'c> RunTransaction<'c> {
         copy.finish().await
     }
 
-    /// Appends outbox rows with COPY BINARY.
+    /// Appends plain outbox rows (one message each) with COPY BINARY (the CNS phases').
     pub async fn append_outbox(&self, rows: &[OutboxRow]) -> Result<u64, HostDbError> {
+        super::cns_settlement::append_outbox(&self.transaction, rows).await
+    }
+
+    /// Appends the run's compact confirmation rows (`expansion = 'bsr_confirmations'`,
+    /// V0010) with COPY BINARY.
+    pub async fn append_confirmation_rows(&self, rows: &[OutboxRow]) -> Result<u64, HostDbError> {
         let mut copy = CopyIn::start(
             &self.transaction,
-            "copy outbox rows",
-            "COPY outbox (subject, dedupe_id, payload) FROM STDIN BINARY",
-            &[Type::TEXT, Type::TEXT, Type::BYTEA],
+            "copy compact confirmation rows",
+            "COPY outbox (subject, dedupe_id, payload, expansion) FROM STDIN BINARY",
+            &[Type::TEXT, Type::TEXT, Type::BYTEA, Type::TEXT],
         )
         .await?;
         for outbox in rows {
-            copy.write(&[&outbox.subject, &outbox.dedupe_id, &outbox.payload])
-                .await?;
+            copy.write(&[
+                &outbox.subject,
+                &outbox.dedupe_id,
+                &outbox.payload,
+                &super::outbox::BSR_CONFIRMATIONS,
+            ])
+            .await?;
         }
         copy.finish().await
     }
