@@ -12,7 +12,7 @@
 //!   their confirmation in the outbox: an entry with the marker's quantity in a compact row of
 //!   the run (V0010; the relay expands it into MT544–547 with dedupe id
 //!   `bsr:{run}:{instruction}:{type}`), or such a message as a plain row (runs before V0010);
-//!   every compact row decodes;
+//!   every compact row decodes; no pair has two markers of one run;
 //!   a pair never settles more than its quantity, and is complete exactly when it settled all;
 //!   a settled pair's instructions are in state `matched` (an instruction is in exactly one
 //!   state: the stored status, refined to settled by its markers) and its match row names
@@ -103,6 +103,12 @@ pub enum Violation {
     SettledWithoutConfirmation {
         settlement_run_id: i64,
         instruction_id: i64,
+    },
+    /// A pair with more than one marker of the same run.
+    DuplicateSettledMarker {
+        match_id: i64,
+        settlement_run_id: i64,
+        count: i64,
     },
     /// A compact outbox row (V0010) whose payload does not decode.
     UndecodableOutboxRow {
@@ -231,6 +237,14 @@ impl fmt::Display for Violation {
             } => write!(
                 f,
                 "instruction {instruction_id} settled in run {settlement_run_id} has no confirmation in the outbox"
+            ),
+            DuplicateSettledMarker {
+                match_id,
+                settlement_run_id,
+                count,
+            } => write!(
+                f,
+                "match {match_id}: {count} settled markers of run {settlement_run_id}"
             ),
             UndecodableOutboxRow { dedupe_id, error } => {
                 write!(f, "outbox row {dedupe_id}: {error}")
@@ -440,6 +454,11 @@ async fn settled_without_confirmation(
     Ok(())
 }
 
+/// No pair has two markers of one run (V0013 dropped the key that refused them).
+const DUPLICATE_SETTLED_MARKERS: &str = "
+    SELECT match_id, settlement_run_id, count(*) FROM instruction_settlements
+    GROUP BY 1, 2 HAVING count(*) > 1 ORDER BY 1, 2 LIMIT 1000";
+
 const SETTLED_QUANTITY_WRONG: &str = "
     SELECT s.match_id, sum(s.quantity)::int8, max(d.quantity), bool_or(s.complete)
     FROM instruction_settlements s
@@ -588,6 +607,13 @@ pub async fn run(pool: &Pool) -> Result<Vec<Violation>, HostDbError> {
         });
     }
     settled_without_confirmation(&transaction, &mut violations).await?;
+    for row in query("duplicate settled markers", DUPLICATE_SETTLED_MARKERS).await? {
+        violations.push(Violation::DuplicateSettledMarker {
+            match_id: row.get(0),
+            settlement_run_id: row.get(1),
+            count: row.get(2),
+        });
+    }
     for row in query("settled quantities", SETTLED_QUANTITY_WRONG).await? {
         violations.push(Violation::SettledQuantityWrong {
             match_id: row.get(0),

@@ -97,6 +97,11 @@ pub fn embedded() -> Vec<Migration> {
                 "migrations/V0010__compact_run_confirmations.sql"
             )),
         },
+        Migration {
+            version: 13,
+            name: Cow::Borrowed("settlement_write_path"),
+            sql: Cow::Borrowed(include_str!("migrations/V0013__settlement_write_path.sql")),
+        },
     ]
 }
 

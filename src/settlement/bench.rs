@@ -140,10 +140,11 @@ impl fmt::Display for BenchReport {
         )?;
         writeln!(
             f,
-            "  write = build confirmation rows {:.3} + journals and balances {:.3} + markers {:.3} + \
-             outbox {:.3}",
+            "  write = build confirmation rows {:.3} + journals {:.3} + balances {:.3} + markers \
+             {:.3} + outbox {:.3}",
             run.write_steps.build_messages.as_secs_f64(),
-            run.write_steps.journals_and_balances.as_secs_f64(),
+            run.write_steps.journals.as_secs_f64(),
+            run.write_steps.balances.as_secs_f64(),
             run.write_steps.markers.as_secs_f64(),
             run.write_steps.outbox.as_secs_f64()
         )?;

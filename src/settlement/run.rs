@@ -106,8 +106,10 @@ pub struct RunReport {
 pub struct WriteSteps {
     /// Building the compact confirmation rows (the FIN texts are built by the relay).
     pub build_messages: Duration,
-    /// Journals by COPY BINARY and the balance deltas.
-    pub journals_and_balances: Duration,
+    /// Journals by COPY BINARY.
+    pub journals: Duration,
+    /// The balance deltas (set-based updates).
+    pub balances: Duration,
     /// Settled markers by COPY BINARY.
     pub markers: Duration,
     /// Compact outbox rows by COPY BINARY.
@@ -324,14 +326,12 @@ async fn settle_and_commit(
         &terminals,
     )?;
     report.write_steps.build_messages = lap();
-    run.apply_movements(
-        &holding_movements,
-        &cash_movements,
-        &holding_deltas,
-        &cash_deltas,
-    )
-    .await?;
-    report.write_steps.journals_and_balances = lap();
+    run.append_journals(&holding_movements, &cash_movements)
+        .await?;
+    report.write_steps.journals = lap();
+    run.apply_balance_deltas(&holding_deltas, &cash_deltas)
+        .await?;
+    report.write_steps.balances = lap();
     run.append_markers(&markers).await?;
     report.write_steps.markers = lap();
     run.append_confirmation_rows(&outbox).await?;
