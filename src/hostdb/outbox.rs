@@ -46,6 +46,17 @@ impl PendingRow {
     }
 }
 
+/// A row selected as `outbox_id, subject, dedupe_id, payload, expansion`.
+fn pending_row(row: &tokio_postgres::Row) -> PendingRow {
+    PendingRow {
+        outbox_id: row.get(0),
+        subject: row.get(1),
+        dedupe_id: row.get(2),
+        payload: row.get(3),
+        expansion: row.get(4),
+    }
+}
+
 /// The oldest unpublished rows, locked (`SKIP LOCKED`: several relays share the queue
 /// without waiting on each other): as many as fit `messages_max` messages (at least one row),
 /// each counted at most [`PendingRow::messages_max`].
@@ -87,16 +98,7 @@ pub async fn take_unpublished(
         )
         .await
         .map_err(db("read unpublished outbox rows"))?;
-    Ok(rows
-        .iter()
-        .map(|row| PendingRow {
-            outbox_id: row.get(0),
-            subject: row.get(1),
-            dedupe_id: row.get(2),
-            payload: row.get(3),
-            expansion: row.get(4),
-        })
-        .collect())
+    Ok(rows.iter().map(pending_row).collect())
 }
 
 pub async fn mark_published(
@@ -126,16 +128,7 @@ pub async fn rows_of_subject(
         )
         .await
         .map_err(db("read outbox rows of a subject"))?;
-    Ok(rows
-        .iter()
-        .map(|row| PendingRow {
-            outbox_id: row.get(0),
-            subject: row.get(1),
-            dedupe_id: row.get(2),
-            payload: row.get(3),
-            expansion: row.get(4),
-        })
-        .collect())
+    Ok(rows.iter().map(pending_row).collect())
 }
 
 /// What an instruction's confirmations are built from besides the compact row: its stored

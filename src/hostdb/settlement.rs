@@ -47,6 +47,15 @@ pub(super) async fn apply_cash_deltas(
     Ok(())
 }
 
+/// Holding rows as the three arrays the set-based statements unnest.
+fn holding_columns(rows: &[HoldingRow]) -> (Vec<&str>, Vec<&str>, Vec<i64>) {
+    (
+        rows.iter().map(|row| row.account_id.as_str()).collect(),
+        rows.iter().map(|row| row.isin.as_str()).collect(),
+        rows.iter().map(|row| row.quantity).collect(),
+    )
+}
+
 /// A matched pair due for settlement, with what remains of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DuePair {
@@ -376,21 +385,9 @@ impl<'c> RunTransaction<'c> {
         Ok(())
     }
 
-    /// Applies the net balance deltas: one statement per balance table (arrays unnested),
-    /// plus one insert of receivers' new holdings.
-    pub async fn apply_balance_deltas(
-        &self,
-        holding_deltas: &[HoldingRow],
-        cash_deltas: &[(String, String, i64)],
-    ) -> Result<(), HostDbError> {
-        let accounts: Vec<&str> = holding_deltas
-            .iter()
-            .map(|d| d.account_id.as_str())
-            .collect();
-        let isins: Vec<&str> = holding_deltas.iter().map(|d| d.isin.as_str()).collect();
-        let quantities: Vec<i64> = holding_deltas.iter().map(|d| d.quantity).collect();
-        // Existing rows first (a negative delta never meets the insert path), then the new
-        // rows, which only receive.
+    /// Adds each delta to its stored holding (one UPDATE, arrays unnested).
+    async fn update_holdings(&self, holding_deltas: &[HoldingRow]) -> Result<(), HostDbError> {
+        let (accounts, isins, quantities) = holding_columns(holding_deltas);
         self.transaction
             .execute(
                 "UPDATE holdings h SET quantity = h.quantity + d.delta, updated_at = now()
@@ -400,6 +397,20 @@ impl<'c> RunTransaction<'c> {
             )
             .await
             .map_err(db("apply holding deltas"))?;
+        Ok(())
+    }
+
+    /// Applies the net balance deltas: one statement per balance table (arrays unnested),
+    /// plus one insert of receivers' new holdings.
+    pub async fn apply_balance_deltas(
+        &self,
+        holding_deltas: &[HoldingRow],
+        cash_deltas: &[(String, String, i64)],
+    ) -> Result<(), HostDbError> {
+        let (accounts, isins, quantities) = holding_columns(holding_deltas);
+        // Existing rows first (a negative delta never meets the insert path), then the new
+        // rows, which only receive.
+        self.update_holdings(holding_deltas).await?;
         self.transaction
             .execute(
                 "INSERT INTO holdings (account_id, isin, quantity)
@@ -411,6 +422,31 @@ impl<'c> RunTransaction<'c> {
             )
             .await
             .map_err(db("insert new holdings"))?;
+        apply_cash_deltas(&self.transaction, cash_deltas).await
+    }
+
+    /// The run's balance deltas, whose holdings it loaded (locked): `holding_updates` have a
+    /// stored row (one UPDATE, arrays unnested), `new_holdings` had none (one INSERT, no
+    /// existence probe: a row that appeared since the load fails the run rather than losing
+    /// the delta), then the cash deltas (one UPDATE).
+    pub async fn apply_run_balance_deltas(
+        &self,
+        holding_updates: &[HoldingRow],
+        new_holdings: &[HoldingRow],
+        cash_deltas: &[(String, String, i64)],
+    ) -> Result<(), HostDbError> {
+        self.update_holdings(holding_updates).await?;
+        if !new_holdings.is_empty() {
+            let (accounts, isins, quantities) = holding_columns(new_holdings);
+            self.transaction
+                .execute(
+                    "INSERT INTO holdings (account_id, isin, quantity)
+                     SELECT * FROM unnest($1::text[], $2::text[], $3::int8[])",
+                    &[&accounts, &isins, &quantities],
+                )
+                .await
+                .map_err(db("insert new holdings"))?;
+        }
         apply_cash_deltas(&self.transaction, cash_deltas).await
     }
 

@@ -310,7 +310,9 @@ async fn settle_and_commit(
             complete: result.shortage.is_none(),
         });
     }
-    let (holding_deltas, cash_deltas) = dense.deltas(&before, &after, &cash_keys);
+    let stored = dense.stored_stock(&holdings);
+    let (holding_updates, new_holdings, cash_deltas) =
+        dense.deltas(&before, &after, &stored, &cash_keys);
     let terminals = run.logical_terminals().await?;
     let mut step = Instant::now();
     let mut lap = || {
@@ -329,7 +331,7 @@ async fn settle_and_commit(
     run.append_journals(&holding_movements, &cash_movements)
         .await?;
     report.write_steps.journals = lap();
-    run.apply_balance_deltas(&holding_deltas, &cash_deltas)
+    run.apply_run_balance_deltas(&holding_updates, &new_holdings, &cash_deltas)
         .await?;
     report.write_steps.balances = lap();
     run.append_markers(&markers).await?;
@@ -513,25 +515,50 @@ impl<'p> Dense<'p> {
         (engine_pairs, ledger, cash_keys)
     }
 
-    /// Net changes per balance (non-zero only): holdings as rows, cash as
-    /// (participant, currency, delta); `cash_keys` names the ledger's cash balances.
+    /// Which stock keys have a stored holding (the rest start at 0 without a row).
+    fn stored_stock(&self, holdings: &[HoldingRow]) -> Vec<bool> {
+        let mut stored = vec![false; self.stock_keys.len()];
+        for row in holdings {
+            if let Some(&id) = self
+                .stock
+                .get(&(row.account_id.as_str(), row.isin.as_str()))
+            {
+                stored[id as usize] = true;
+            }
+        }
+        stored
+    }
+
+    /// Net changes per balance (non-zero only): holdings as rows, split into those with a
+    /// stored row (`stored`, updated) and new ones (inserted; a new holding only receives),
+    /// cash as (participant, currency, delta); `cash_keys` names the ledger's cash balances.
     fn deltas(
         &self,
         before: &Ledger,
         after: &Ledger,
+        stored: &[bool],
         cash_keys: &[(&str, &str)],
-    ) -> (Vec<HoldingRow>, Vec<(String, String, i64)>) {
-        let holdings = self
+    ) -> HoldingAndCashDeltas {
+        let (updates, inserts): (Vec<_>, Vec<_>) = self
             .stock_keys
             .iter()
             .enumerate()
             .filter(|(id, _)| after.stock[*id] != before.stock[*id])
-            .map(|(id, key)| HoldingRow {
-                account_id: key.0.to_owned(),
-                isin: key.1.to_owned(),
-                quantity: after.stock[id] - before.stock[id],
+            .map(|(id, key)| {
+                (
+                    stored[id],
+                    HoldingRow {
+                        account_id: key.0.to_owned(),
+                        isin: key.1.to_owned(),
+                        quantity: after.stock[id] - before.stock[id],
+                    },
+                )
             })
-            .collect();
+            .partition(|(stored, _)| *stored);
+        let holdings = (
+            updates.into_iter().map(|(_, row)| row).collect(),
+            inserts.into_iter().map(|(_, row)| row).collect(),
+        );
         let cash = cash_keys
             .iter()
             .enumerate()
@@ -544,9 +571,12 @@ impl<'p> Dense<'p> {
                 )
             })
             .collect();
-        (holdings, cash)
+        (holdings.0, holdings.1, cash)
     }
 }
+
+/// Holding deltas of stored rows, new holdings, cash deltas.
+type HoldingAndCashDeltas = (Vec<HoldingRow>, Vec<HoldingRow>, Vec<(String, String, i64)>);
 
 /// `n` in base 36 (upper case), for references that fit `:20C::SEME` (16 characters).
 fn base36(mut n: i64) -> String {
