@@ -9,7 +9,10 @@
 //! - per currency, the sum of all cash balances equals openings + deposits − withdrawals;
 //! - every journal row names known accounts, securities and currencies;
 //! - settlement (`instruction_settlements`): every settled marker's two instructions have
-//!   their confirmation (MT544–547, dedupe id `bsr:{run}:{instruction}:{type}`) in the outbox;
+//!   their confirmation in the outbox: an entry with the marker's quantity in a compact row of
+//!   the run (V0010; the relay expands it into MT544–547 with dedupe id
+//!   `bsr:{run}:{instruction}:{type}`), or such a message as a plain row (runs before V0010);
+//!   every compact row decodes; no pair has two markers of one run;
 //!   a pair never settles more than its quantity, and is complete exactly when it settled all;
 //!   a settled pair's instructions are in state `matched` (an instruction is in exactly one
 //!   state: the stored status, refined to settled by its markers) and its match row names
@@ -100,6 +103,17 @@ pub enum Violation {
     SettledWithoutConfirmation {
         settlement_run_id: i64,
         instruction_id: i64,
+    },
+    /// A pair with more than one marker of the same run.
+    DuplicateSettledMarker {
+        match_id: i64,
+        settlement_run_id: i64,
+        count: i64,
+    },
+    /// A compact outbox row (V0010) whose payload does not decode.
+    UndecodableOutboxRow {
+        dedupe_id: String,
+        error: String,
     },
     /// A pair's markers settle more than its quantity, or `complete` disagrees with the sum.
     SettledQuantityWrong {
@@ -224,6 +238,17 @@ impl fmt::Display for Violation {
                 f,
                 "instruction {instruction_id} settled in run {settlement_run_id} has no confirmation in the outbox"
             ),
+            DuplicateSettledMarker {
+                match_id,
+                settlement_run_id,
+                count,
+            } => write!(
+                f,
+                "match {match_id}: {count} settled markers of run {settlement_run_id}"
+            ),
+            UndecodableOutboxRow { dedupe_id, error } => {
+                write!(f, "outbox row {dedupe_id}: {error}")
+            }
             SettledQuantityWrong {
                 match_id,
                 settled,
@@ -353,21 +378,86 @@ const UNKNOWN_CURRENCIES: &str = "
     WHERE NOT EXISTS (SELECT 1 FROM currencies c WHERE c.currency_code = m.currency_code)
     GROUP BY m.currency_code ORDER BY 1";
 
-const SETTLED_WITHOUT_CONFIRMATION: &str = "
-    SELECT s.settlement_run_id, side.instruction_id
-    FROM instruction_settlements s
-    CROSS JOIN LATERAL (VALUES (s.delivering_instruction_id), (s.receiving_instruction_id))
-        AS side(instruction_id)
+/// Of the settled sides (run, instruction) given, those without a plain confirmation row
+/// (runs before V0010 wrote one FIN text per row).
+const WITHOUT_PLAIN_CONFIRMATION: &str = "
+    SELECT c.run, c.instruction_id
+    FROM unnest($1::int8[], $2::int8[]) AS c(run, instruction_id)
     -- = ANY (ARRAY[...]) probes outbox's unique index; an IN (subquery) here was planned as
     -- a scan of the outbox per settled side (over a minute for 20 k rows).
     WHERE NOT EXISTS (
         SELECT 1 FROM outbox o
         WHERE o.dedupe_id = ANY (ARRAY[
-            'bsr:' || s.settlement_run_id || ':' || side.instruction_id || ':544',
-            'bsr:' || s.settlement_run_id || ':' || side.instruction_id || ':545',
-            'bsr:' || s.settlement_run_id || ':' || side.instruction_id || ':546',
-            'bsr:' || s.settlement_run_id || ':' || side.instruction_id || ':547']))
+            'bsr:' || c.run || ':' || c.instruction_id || ':544',
+            'bsr:' || c.run || ':' || c.instruction_id || ':545',
+            'bsr:' || c.run || ':' || c.instruction_id || ':546',
+            'bsr:' || c.run || ':' || c.instruction_id || ':547']))
     ORDER BY 1, 2 LIMIT 1000";
+
+/// Every settled side (marker run, instruction, quantity) without its confirmation: in a
+/// compact row of its run (V0010, the side with the marker's quantity) or a plain row.
+async fn settled_without_confirmation(
+    transaction: &tokio_postgres::Transaction<'_>,
+    violations: &mut Vec<Violation>,
+) -> Result<(), HostDbError> {
+    let mut confirmed: std::collections::HashMap<(i64, i64), i64> =
+        std::collections::HashMap::new();
+    for (dedupe_id, batch) in super::outbox::confirmation_batches(transaction, None).await? {
+        match batch {
+            Ok(batch) => {
+                for entry in batch.entries.iter().filter(|e| e.settled_quantity > 0) {
+                    confirmed.insert(
+                        (batch.settlement_run_id, entry.instruction_id),
+                        entry.settled_quantity,
+                    );
+                }
+            }
+            Err(error) => violations.push(Violation::UndecodableOutboxRow {
+                dedupe_id,
+                error: error.to_string(),
+            }),
+        }
+    }
+    let markers = transaction
+        .query(
+            "SELECT settlement_run_id, delivering_instruction_id, receiving_instruction_id,
+                    quantity
+             FROM instruction_settlements",
+            &[],
+        )
+        .await
+        .map_err(|error| HostDbError::from_postgres("audit: settled markers", error))?;
+    let (mut runs, mut instructions) = (Vec::new(), Vec::new());
+    for marker in &markers {
+        let run: i64 = marker.get(0);
+        let quantity: i64 = marker.get(3);
+        for instruction_id in [marker.get::<_, i64>(1), marker.get(2)] {
+            if confirmed.get(&(run, instruction_id)) != Some(&quantity) {
+                runs.push(run);
+                instructions.push(instruction_id);
+            }
+        }
+    }
+    if runs.is_empty() {
+        return Ok(());
+    }
+    for row in transaction
+        .query(WITHOUT_PLAIN_CONFIRMATION, &[&runs, &instructions])
+        .await
+        .map_err(|error| HostDbError::from_postgres("audit: settled without confirmation", error))?
+    {
+        violations.push(Violation::SettledWithoutConfirmation {
+            settlement_run_id: row.get(0),
+            instruction_id: row.get(1),
+        });
+    }
+    Ok(())
+}
+
+/// No pair has two markers of one run (V0013 dropped the key that refused them).
+const DUPLICATE_SETTLED_MARKERS: &str = "
+    SELECT match_id, settlement_run_id, count(*) FROM instruction_settlements
+    GROUP BY 1, 2 HAVING count(*) > 1 ORDER BY 1, 2 LIMIT 1000";
 
 const SETTLED_QUANTITY_WRONG: &str = "
     SELECT s.match_id, sum(s.quantity)::int8, max(d.quantity), bool_or(s.complete)
@@ -516,10 +606,12 @@ pub async fn run(pool: &Pool) -> Result<Vec<Violation>, HostDbError> {
             row_count: row.get(1),
         });
     }
-    for row in query("settled without confirmation", SETTLED_WITHOUT_CONFIRMATION).await? {
-        violations.push(Violation::SettledWithoutConfirmation {
-            settlement_run_id: row.get(0),
-            instruction_id: row.get(1),
+    settled_without_confirmation(&transaction, &mut violations).await?;
+    for row in query("duplicate settled markers", DUPLICATE_SETTLED_MARKERS).await? {
+        violations.push(Violation::DuplicateSettledMarker {
+            match_id: row.get(0),
+            settlement_run_id: row.get(1),
+            count: row.get(2),
         });
     }
     for row in query("settled quantities", SETTLED_QUANTITY_WRONG).await? {

@@ -199,20 +199,22 @@ pub async fn counts(pool: &Pool, settlement_date: Date) -> Result<DemoCounts, Ho
         {
             run.settled_value_minor.insert(row.get(0), row.get(1));
         }
-        let pattern = format!("bsr:{}:%:548", run.settlement_run_id);
-        for row in transaction
-            .query(
-                "SELECT substring(convert_from(payload, 'UTF8') FROM ':24B::PEND//([A-Z]{4})'),
-                        count(*)
-                 FROM outbox WHERE dedupe_id LIKE $1 GROUP BY 1 ORDER BY 1",
-                &[&pattern],
-            )
-            .await
-            .map_err(db("count pending advices"))?
+        // The run's MT548 pending, from its compact outbox rows (V0010), by reason.
+        // A row that does not decode is an audit violation, which fails the demo.
+        for (_, batch) in
+            super::outbox::confirmation_batches(&transaction, Some(run.settlement_run_id)).await?
         {
-            let reason: Option<String> = row.get(0);
-            run.pending_advices_by_reason
-                .insert(reason.unwrap_or_else(|| "none".to_owned()), row.get(1));
+            let Ok(batch) = batch else { continue };
+            for entry in &batch.entries {
+                let reason = match entry.pending {
+                    None => continue,
+                    Some(super::outbox::PendingReason::Securities) => "LACK",
+                    Some(super::outbox::PendingReason::Money) => "MONY",
+                };
+                *run.pending_advices_by_reason
+                    .entry(reason.to_owned())
+                    .or_default() += 1;
+            }
         }
     }
     let row = transaction

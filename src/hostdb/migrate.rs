@@ -90,6 +90,18 @@ pub fn embedded() -> Vec<Migration> {
             name: Cow::Borrowed("terminal"),
             sql: Cow::Borrowed(include_str!("migrations/V0009__terminal.sql")),
         },
+        Migration {
+            version: 10,
+            name: Cow::Borrowed("compact_run_confirmations"),
+            sql: Cow::Borrowed(include_str!(
+                "migrations/V0010__compact_run_confirmations.sql"
+            )),
+        },
+        Migration {
+            version: 13,
+            name: Cow::Borrowed("settlement_write_path"),
+            sql: Cow::Borrowed(include_str!("migrations/V0013__settlement_write_path.sql")),
+        },
     ]
 }
 

@@ -7,11 +7,13 @@
 //!   runs never overlap; the lock goes with the transaction (commit, rollback or a killed
 //!   process).
 //! - Everything a run writes (journals by COPY BINARY, balance deltas, settled markers, the
-//!   run record, outbox rows by COPY BINARY) is in that transaction: a run that does not
+//!   run record, compact confirmation rows in the outbox by COPY BINARY) is in that transaction: a run that does not
 //!   commit leaves no trace, and a pair with a complete marker is never loaded again.
 //! - Balances are loaded `FOR UPDATE`: nothing else changes them between load and commit.
 
+use futures::StreamExt as _;
 use time::Date;
+use tokio_postgres::binary_copy::BinaryCopyOutStream;
 use tokio_postgres::types::Type;
 
 use super::journal::{self, CashMovement, CopyIn, HoldingMovement};
@@ -43,6 +45,15 @@ pub(super) async fn apply_cash_deltas(
         .await
         .map_err(db("apply cash deltas"))?;
     Ok(())
+}
+
+/// Holding rows as the three arrays the set-based statements unnest.
+fn holding_columns(rows: &[HoldingRow]) -> (Vec<&str>, Vec<&str>, Vec<i64>) {
+    (
+        rows.iter().map(|row| row.account_id.as_str()).collect(),
+        rows.iter().map(|row| row.isin.as_str()).collect(),
+        rows.iter().map(|row| row.quantity).collect(),
+    )
 }
 
 /// A matched pair due for settlement, with what remains of it.
@@ -166,6 +177,30 @@ const DUE_PAIRS: &str = "
     ORDER BY d.settlement_date, m.match_id
     LIMIT $2";
 
+/// The column types of [`DUE_PAIRS`], in order (for its COPY BINARY).
+const DUE_PAIR_TYPES: [Type; 20] = [
+    Type::INT8,
+    Type::INT8,
+    Type::INT8,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::TEXT,
+    Type::INT8,
+    Type::DATE,
+    Type::DATE,
+    Type::INT8,
+    Type::INT8,
+    Type::TEXT,
+    Type::INT8,
+    Type::INT8,
+    Type::BOOL,
+    Type::INT2,
+];
+
 impl<'c> RunTransaction<'c> {
     /// Begins the run's transaction and takes the leader lock `leader_lock_key` without
     /// waiting; `None` when another run holds it. Records the run as `running` (number: the
@@ -209,43 +244,61 @@ impl<'c> RunTransaction<'c> {
 
     /// Every pair due on `settlement_date` (at most `limit`) whose two instructions were
     /// input (`instructions.created_at`, when intake stored them) by `input_cutoff`, oldest
-    /// settlement date first, then by match id.
+    /// settlement date first, then by match id. Read with COPY … TO STDOUT (FORMAT binary).
     pub async fn due_pairs(
         &self,
         settlement_date: Date,
         input_cutoff: time::OffsetDateTime,
         limit: i64,
     ) -> Result<Vec<DuePair>, HostDbError> {
-        let rows = self
+        // COPY takes no parameters: the three values are inlined from typed Rust values
+        // (a date, an integer, the cut-off in epoch microseconds), never from text.
+        let cutoff_micros = input_cutoff.unix_timestamp_nanos() / 1_000;
+        let statement = format!(
+            "COPY ({}) TO STDOUT (FORMAT binary)",
+            DUE_PAIRS
+                .replace("$1", &format!("'{settlement_date}'::date"))
+                .replace("$2", &limit.to_string())
+                .replace(
+                    "$3",
+                    &format!("to_timestamp({cutoff_micros}::float8 / 1000000)")
+                )
+        );
+        let stream = self
             .transaction
-            .query(DUE_PAIRS, &[&settlement_date, &limit, &input_cutoff])
+            .copy_out(&statement)
             .await
             .map_err(db("load due pairs"))?;
-        Ok(rows
-            .iter()
-            .map(|row| DuePair {
-                match_id: row.get(0),
-                delivering_instruction_id: row.get(1),
-                receiving_instruction_id: row.get(2),
-                deliverer_participant_id: row.get(3),
-                deliverer_account_id: row.get(4),
-                deliverer_reference: row.get(5),
-                receiver_participant_id: row.get(6),
-                receiver_account_id: row.get(7),
-                receiver_reference: row.get(8),
-                isin: row.get(9),
-                board_lot: row.get(10),
-                settlement_date: row.get(11),
-                trade_date: row.get(12),
-                quantity: row.get(13),
-                settled_quantity: row.get(14),
-                currency_code: row.get(15),
-                amount_minor: row.get(16),
-                settled_amount_minor: row.get(17),
-                partial_allowed: row.get(18),
-                currency_minor_units: row.get(19),
-            })
-            .collect())
+        let rows = BinaryCopyOutStream::new(stream, &DUE_PAIR_TYPES);
+        futures::pin_mut!(rows);
+        let mut pairs = Vec::new();
+        while let Some(row) = rows.next().await {
+            let row = row.map_err(db("load due pairs"))?;
+            let text = |index| row.try_get::<String>(index).map_err(db("decode due pair"));
+            pairs.push(DuePair {
+                match_id: row.try_get(0).map_err(db("decode due pair"))?,
+                delivering_instruction_id: row.try_get(1).map_err(db("decode due pair"))?,
+                receiving_instruction_id: row.try_get(2).map_err(db("decode due pair"))?,
+                deliverer_participant_id: text(3)?,
+                deliverer_account_id: text(4)?,
+                deliverer_reference: text(5)?,
+                receiver_participant_id: text(6)?,
+                receiver_account_id: text(7)?,
+                receiver_reference: text(8)?,
+                isin: text(9)?,
+                board_lot: row.try_get(10).map_err(db("decode due pair"))?,
+                settlement_date: row.try_get(11).map_err(db("decode due pair"))?,
+                trade_date: row.try_get(12).map_err(db("decode due pair"))?,
+                quantity: row.try_get(13).map_err(db("decode due pair"))?,
+                settled_quantity: row.try_get(14).map_err(db("decode due pair"))?,
+                currency_code: row.try_get(15).map_err(db("decode due pair"))?,
+                amount_minor: row.try_get(16).map_err(db("decode due pair"))?,
+                settled_amount_minor: row.try_get(17).map_err(db("decode due pair"))?,
+                partial_allowed: row.try_get(18).map_err(db("decode due pair"))?,
+                currency_minor_units: row.try_get(19).map_err(db("decode due pair"))?,
+            });
+        }
+        Ok(pairs)
     }
 
     /// The stored holdings of the (account, isin) keys, locked until the run ends. Keys
@@ -316,16 +369,25 @@ impl<'c> RunTransaction<'c> {
         holding_deltas: &[HoldingRow],
         cash_deltas: &[(String, String, i64)],
     ) -> Result<(), HostDbError> {
+        self.append_journals(holding_movements, cash_movements)
+            .await?;
+        self.apply_balance_deltas(holding_deltas, cash_deltas).await
+    }
+
+    /// Appends the journals with COPY BINARY.
+    pub async fn append_journals(
+        &self,
+        holding_movements: &[HoldingMovement],
+        cash_movements: &[CashMovement],
+    ) -> Result<(), HostDbError> {
         journal::append_holding_movements(&self.transaction, holding_movements).await?;
         journal::append_cash_movements(&self.transaction, cash_movements).await?;
-        let accounts: Vec<&str> = holding_deltas
-            .iter()
-            .map(|d| d.account_id.as_str())
-            .collect();
-        let isins: Vec<&str> = holding_deltas.iter().map(|d| d.isin.as_str()).collect();
-        let quantities: Vec<i64> = holding_deltas.iter().map(|d| d.quantity).collect();
-        // Existing rows first (a negative delta never meets the insert path), then the new
-        // rows, which only receive.
+        Ok(())
+    }
+
+    /// Adds each delta to its stored holding (one UPDATE, arrays unnested).
+    async fn update_holdings(&self, holding_deltas: &[HoldingRow]) -> Result<(), HostDbError> {
+        let (accounts, isins, quantities) = holding_columns(holding_deltas);
         self.transaction
             .execute(
                 "UPDATE holdings h SET quantity = h.quantity + d.delta, updated_at = now()
@@ -335,6 +397,20 @@ impl<'c> RunTransaction<'c> {
             )
             .await
             .map_err(db("apply holding deltas"))?;
+        Ok(())
+    }
+
+    /// Applies the net balance deltas: one statement per balance table (arrays unnested),
+    /// plus one insert of receivers' new holdings.
+    pub async fn apply_balance_deltas(
+        &self,
+        holding_deltas: &[HoldingRow],
+        cash_deltas: &[(String, String, i64)],
+    ) -> Result<(), HostDbError> {
+        let (accounts, isins, quantities) = holding_columns(holding_deltas);
+        // Existing rows first (a negative delta never meets the insert path), then the new
+        // rows, which only receive.
+        self.update_holdings(holding_deltas).await?;
         self.transaction
             .execute(
                 "INSERT INTO holdings (account_id, isin, quantity)
@@ -346,6 +422,31 @@ impl<'c> RunTransaction<'c> {
             )
             .await
             .map_err(db("insert new holdings"))?;
+        apply_cash_deltas(&self.transaction, cash_deltas).await
+    }
+
+    /// The run's balance deltas, whose holdings it loaded (locked): `holding_updates` have a
+    /// stored row (one UPDATE, arrays unnested), `new_holdings` had none (one INSERT, no
+    /// existence probe: a row that appeared since the load fails the run rather than losing
+    /// the delta), then the cash deltas (one UPDATE).
+    pub async fn apply_run_balance_deltas(
+        &self,
+        holding_updates: &[HoldingRow],
+        new_holdings: &[HoldingRow],
+        cash_deltas: &[(String, String, i64)],
+    ) -> Result<(), HostDbError> {
+        self.update_holdings(holding_updates).await?;
+        if !new_holdings.is_empty() {
+            let (accounts, isins, quantities) = holding_columns(new_holdings);
+            self.transaction
+                .execute(
+                    "INSERT INTO holdings (account_id, isin, quantity)
+                     SELECT * FROM unnest($1::text[], $2::text[], $3::int8[])",
+                    &[&accounts, &isins, &quantities],
+                )
+                .await
+                .map_err(db("insert new holdings"))?;
+        }
         apply_cash_deltas(&self.transaction, cash_deltas).await
     }
 
@@ -411,18 +512,29 @@ impl<'c> RunTransaction<'c> {
         copy.finish().await
     }
 
-    /// Appends outbox rows with COPY BINARY.
+    /// Appends plain outbox rows (one message each) with COPY BINARY (the CNS phases').
     pub async fn append_outbox(&self, rows: &[OutboxRow]) -> Result<u64, HostDbError> {
+        super::cns_settlement::append_outbox(&self.transaction, rows).await
+    }
+
+    /// Appends the run's compact confirmation rows (`expansion = 'bsr_confirmations'`,
+    /// V0010) with COPY BINARY.
+    pub async fn append_confirmation_rows(&self, rows: &[OutboxRow]) -> Result<u64, HostDbError> {
         let mut copy = CopyIn::start(
             &self.transaction,
-            "copy outbox rows",
-            "COPY outbox (subject, dedupe_id, payload) FROM STDIN BINARY",
-            &[Type::TEXT, Type::TEXT, Type::BYTEA],
+            "copy compact confirmation rows",
+            "COPY outbox (subject, dedupe_id, payload, expansion) FROM STDIN BINARY",
+            &[Type::TEXT, Type::TEXT, Type::BYTEA, Type::TEXT],
         )
         .await?;
         for outbox in rows {
-            copy.write(&[&outbox.subject, &outbox.dedupe_id, &outbox.payload])
-                .await?;
+            copy.write(&[
+                &outbox.subject,
+                &outbox.dedupe_id,
+                &outbox.payload,
+                &super::outbox::BSR_CONFIRMATIONS,
+            ])
+            .await?;
         }
         copy.finish().await
     }

@@ -451,7 +451,9 @@ pub async fn settle_one_transaction_each(
 /// table; a single pass that settles, in settlement order, each pair whose deliverer's stock
 /// and payer's money cover it and every earlier pair drawing on the same balances (running
 /// sums; receipts in the run are not used, so no balance goes negative); then journals,
-/// markers and confirmations by `INSERT … SELECT`, and each balance table by one `UPDATE …
+/// markers and the confirmations due (as the engine: one compact row per participant holding
+/// each side's instruction, quantity and amount, for the relay to expand) by `INSERT …
+/// SELECT`, and each balance table by one `UPDATE …
 /// FROM` aggregated deltas (plus an insert of receivers' new holdings). Returns pairs settled.
 pub async fn settle_set_based(pool: &Pool, settlement_date: Date) -> Result<i64, HostDbError> {
     let mut client = super::client(pool).await?;
@@ -522,14 +524,14 @@ pub async fn settle_set_based(pool: &Pool, settlement_date: Date) -> Result<i64,
              FROM settled;
              INSERT INTO outbox (subject, dedupe_id, payload)
              SELECT 'ccass.v1.outbound.' || participant,
-                    'bsr:{run_id}:' || instruction_id,
-                    convert_to(':20C::SEME//S{run_id}-' || instruction_id || E'\\r\\n'
-                        || ':35B:ISIN ' || isin || E'\\r\\n' || ':36B::ESTT//UNIT/'
-                        || quantity || E'\\r\\n' || ':97A::SAFE//' || account, 'UTF8')
+                    'bsr-confirmations:{run_id}:' || participant || ':0',
+                    string_agg(int8send(instruction_id) || int8send(quantity)
+                               || int8send(coalesce(amount_minor, 0)), ''::bytea)
              FROM settled,
-                  LATERAL (VALUES (from_participant, delivering, from_account),
-                                  (to_participant, receiving, to_account))
-                      AS side(participant, instruction_id, account);
+                  LATERAL (VALUES (from_participant, delivering),
+                                  (to_participant, receiving))
+                      AS side(participant, instruction_id)
+             GROUP BY participant;
              WITH delta AS (
                  SELECT account_id, isin, sum(change) AS change FROM (
                      SELECT from_account AS account_id, isin, -quantity AS change FROM settled

@@ -140,10 +140,11 @@ impl fmt::Display for BenchReport {
         )?;
         writeln!(
             f,
-            "  write = build messages {:.3} + journals and balances {:.3} + markers {:.3} + \
-             outbox {:.3}",
+            "  write = build confirmation rows {:.3} + journals {:.3} + balances {:.3} + markers \
+             {:.3} + outbox {:.3}",
             run.write_steps.build_messages.as_secs_f64(),
-            run.write_steps.journals_and_balances.as_secs_f64(),
+            run.write_steps.journals.as_secs_f64(),
+            run.write_steps.balances.as_secs_f64(),
             run.write_steps.markers.as_secs_f64(),
             run.write_steps.outbox.as_secs_f64()
         )?;
@@ -162,10 +163,12 @@ impl fmt::Display for BenchReport {
         )?;
         writeln!(
             f,
-            "  wrote {} holding and {} cash movements, {} settled markers, {} outbox messages",
+            "  wrote {} holding and {} cash movements, {} settled markers, {} confirmations in \
+             {} compact outbox rows",
             run.holding_movements_count,
             run.cash_movements_count,
             run.settled_count + run.partially_settled_count,
+            run.confirmations_count,
             run.outbox_count
         )?;
         let each = self.each_pairs_per_second();

@@ -67,7 +67,10 @@ pub fn describe_all() {
         BATCH_FAILURES_TOTAL,
         "intake batch transactions that failed (left for redelivery)"
     );
-    metrics::describe_counter!(RELAY_PUBLISHED_TOTAL, "outbox rows published");
+    metrics::describe_counter!(
+        RELAY_PUBLISHED_TOTAL,
+        "messages published from the outbox (a compact run row counts each message it expands to)"
+    );
     metrics::describe_counter!(
         RELAY_FAILURES_TOTAL,
         "relay batches that failed and were retried"

@@ -6,7 +6,9 @@
 //! each side's outbound subject through the outbox: MT544 (receive free), MT545 (receive
 //! against payment), MT546 (deliver free), MT547 (deliver against payment), for the quantity
 //! this run settled; a pair that stays pending gets an MT548 (`:25D::SETT//PEND`, reason
-//! `PEND//LACK` or `PEND//MONY`) to each side. Dedupe ids: `bsr:{run}:{instruction}`.
+//! `PEND//LACK` or `PEND//MONY`) to each side. The run writes them as compact rows (a few
+//! per participant, [`ConfirmationBatch`], V0010) that the relay expands at publish time with
+//! [`confirmation_messages`]; dedupe ids `bsr:{run}:{instruction}:{type}`.
 //!
 //! [`schedule`]: the loop `ccass up` runs: at each configured run time (local) it tries
 //! [`run_now`]; only the process holding the advisory lock runs, so with several processes
@@ -25,6 +27,10 @@ use super::metrics;
 use crate::bus::subjects;
 use crate::hostdb::journal::{
     CashMovement, CashMovementKind, HoldingMovement, HoldingMovementKind,
+};
+use crate::hostdb::outbox::{
+    CONFIRMATION_ENTRIES_PER_ROW_MAX, ConfirmationBatch, ConfirmationEntry, InstructionFacts,
+    PendingReason, confirmations_dedupe_id,
 };
 use crate::hostdb::settlement::{
     DuePair, HoldingRow, LogicalTerminals, OutboxRow, RunTotals, RunTransaction, SettledMarker,
@@ -83,7 +89,10 @@ pub struct RunReport {
     pub settled_value_minor: BTreeMap<String, i64>,
     pub holding_movements_count: usize,
     pub cash_movements_count: usize,
+    /// Compact outbox rows written (V0010).
     pub outbox_count: usize,
+    /// Messages those rows expand to (MT544–547 and MT548 pending, both sides).
+    pub confirmations_count: usize,
     pub load: Duration,
     pub settle: Duration,
     pub write: Duration,
@@ -95,13 +104,15 @@ pub struct RunReport {
 /// Where a run's write phase went.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WriteSteps {
-    /// Building the FIN confirmations and MT548s (all cores).
+    /// Building the compact confirmation rows (the FIN texts are built by the relay).
     pub build_messages: Duration,
-    /// Journals by COPY BINARY and the balance deltas.
-    pub journals_and_balances: Duration,
+    /// Journals by COPY BINARY.
+    pub journals: Duration,
+    /// The balance deltas (set-based updates).
+    pub balances: Duration,
     /// Settled markers by COPY BINARY.
     pub markers: Duration,
-    /// Outbox rows by COPY BINARY.
+    /// Compact outbox rows by COPY BINARY.
     pub outbox: Duration,
 }
 
@@ -135,10 +146,12 @@ impl std::fmt::Display for RunReport {
         )?;
         writeln!(
             f,
-            "value settled {:.2}% of due; {} holding and {} cash movement(s), {} outbox message(s)",
+            "value settled {:.2}% of due; {} holding and {} cash movement(s), {} confirmation \
+             message(s) in {} outbox row(s)",
             100.0 * self.value_efficiency(),
             self.holding_movements_count,
             self.cash_movements_count,
+            self.confirmations_count,
             self.outbox_count
         )?;
         write!(
@@ -162,11 +175,6 @@ pub enum RunError {
     /// The in-memory pass broke conservation or went negative: nothing was written.
     #[error("settlement run refused its own result: {0}")]
     Invariant(#[from] InvariantError),
-    #[error("build confirmation for instruction {instruction_id}: {source}")]
-    Build {
-        instruction_id: i64,
-        source: build::BuildError,
-    },
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[error("bad reference data in a due pair: {0}")]
@@ -302,7 +310,9 @@ async fn settle_and_commit(
             complete: result.shortage.is_none(),
         });
     }
-    let (holding_deltas, cash_deltas) = dense.deltas(&before, &after, &cash_keys);
+    let stored = dense.stored_stock(&holdings);
+    let (holding_updates, new_holdings, cash_deltas) =
+        dense.deltas(&before, &after, &stored, &cash_keys);
     let terminals = run.logical_terminals().await?;
     let mut step = Instant::now();
     let mut lap = || {
@@ -310,7 +320,7 @@ async fn settle_and_commit(
         step = Instant::now();
         elapsed
     };
-    let outbox = messages(
+    let (outbox, confirmations_count) = confirmation_rows(
         &pairs,
         &settlement.results,
         run.settlement_run_id,
@@ -318,21 +328,20 @@ async fn settle_and_commit(
         &terminals,
     )?;
     report.write_steps.build_messages = lap();
-    run.apply_movements(
-        &holding_movements,
-        &cash_movements,
-        &holding_deltas,
-        &cash_deltas,
-    )
-    .await?;
-    report.write_steps.journals_and_balances = lap();
+    run.append_journals(&holding_movements, &cash_movements)
+        .await?;
+    report.write_steps.journals = lap();
+    run.apply_run_balance_deltas(&holding_updates, &new_holdings, &cash_deltas)
+        .await?;
+    report.write_steps.balances = lap();
     run.append_markers(&markers).await?;
     report.write_steps.markers = lap();
-    run.append_outbox(&outbox).await?;
+    run.append_confirmation_rows(&outbox).await?;
     report.write_steps.outbox = lap();
     report.holding_movements_count = holding_movements.len();
     report.cash_movements_count = cash_movements.len();
     report.outbox_count = outbox.len();
+    report.confirmations_count = confirmations_count;
     // CNS long positions receive what the CCP received, after the SIs.
     crate::cns::bsr::settle_longs(&run, settlement_date).await?;
     report.write = write_started.elapsed();
@@ -506,25 +515,50 @@ impl<'p> Dense<'p> {
         (engine_pairs, ledger, cash_keys)
     }
 
-    /// Net changes per balance (non-zero only): holdings as rows, cash as
-    /// (participant, currency, delta); `cash_keys` names the ledger's cash balances.
+    /// Which stock keys have a stored holding (the rest start at 0 without a row).
+    fn stored_stock(&self, holdings: &[HoldingRow]) -> Vec<bool> {
+        let mut stored = vec![false; self.stock_keys.len()];
+        for row in holdings {
+            if let Some(&id) = self
+                .stock
+                .get(&(row.account_id.as_str(), row.isin.as_str()))
+            {
+                stored[id as usize] = true;
+            }
+        }
+        stored
+    }
+
+    /// Net changes per balance (non-zero only): holdings as rows, split into those with a
+    /// stored row (`stored`, updated) and new ones (inserted; a new holding only receives),
+    /// cash as (participant, currency, delta); `cash_keys` names the ledger's cash balances.
     fn deltas(
         &self,
         before: &Ledger,
         after: &Ledger,
+        stored: &[bool],
         cash_keys: &[(&str, &str)],
-    ) -> (Vec<HoldingRow>, Vec<(String, String, i64)>) {
-        let holdings = self
+    ) -> HoldingAndCashDeltas {
+        let (updates, inserts): (Vec<_>, Vec<_>) = self
             .stock_keys
             .iter()
             .enumerate()
             .filter(|(id, _)| after.stock[*id] != before.stock[*id])
-            .map(|(id, key)| HoldingRow {
-                account_id: key.0.to_owned(),
-                isin: key.1.to_owned(),
-                quantity: after.stock[id] - before.stock[id],
+            .map(|(id, key)| {
+                (
+                    stored[id],
+                    HoldingRow {
+                        account_id: key.0.to_owned(),
+                        isin: key.1.to_owned(),
+                        quantity: after.stock[id] - before.stock[id],
+                    },
+                )
             })
-            .collect();
+            .partition(|(stored, _)| *stored);
+        let holdings = (
+            updates.into_iter().map(|(_, row)| row).collect(),
+            inserts.into_iter().map(|(_, row)| row).collect(),
+        );
         let cash = cash_keys
             .iter()
             .enumerate()
@@ -537,9 +571,12 @@ impl<'p> Dense<'p> {
                 )
             })
             .collect();
-        (holdings, cash)
+        (holdings.0, holdings.1, cash)
     }
 }
+
+/// Holding deltas of stored rows, new holdings, cash deltas.
+type HoldingAndCashDeltas = (Vec<HoldingRow>, Vec<HoldingRow>, Vec<(String, String, i64)>);
 
 /// `n` in base 36 (upper case), for references that fit `:20C::SEME` (16 characters).
 fn base36(mut n: i64) -> String {
@@ -556,272 +593,259 @@ fn base36(mut n: i64) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Side {
-    Deliver,
-    Receive,
-}
-
-/// One side's view of a pair.
-struct SideView<'p> {
-    instruction_id: i64,
-    participant_id: &'p str,
-    account_id: &'p str,
-    reference: &'p str,
-    counterparty_id: &'p str,
-}
-
-fn side_view(pair: &DuePair, side: Side) -> SideView<'_> {
-    match side {
-        Side::Deliver => SideView {
-            instruction_id: pair.delivering_instruction_id,
-            participant_id: &pair.deliverer_participant_id,
-            account_id: &pair.deliverer_account_id,
-            reference: &pair.deliverer_reference,
-            counterparty_id: &pair.receiver_participant_id,
-        },
-        Side::Receive => SideView {
-            instruction_id: pair.receiving_instruction_id,
-            participant_id: &pair.receiver_participant_id,
-            account_id: &pair.receiver_account_id,
-            reference: &pair.receiver_reference,
-            counterparty_id: &pair.deliverer_participant_id,
-        },
+/// The compact outbox rows of a run (V0010, [`ConfirmationBatch`]): per participant, one row
+/// per [`CONFIRMATION_ENTRIES_PER_ROW_MAX`] sides this run settled (in part) or left pending,
+/// in pair order. The relay expands them with [`confirmation_messages`]. Returns the rows and
+/// the number of messages they expand to.
+fn confirmation_rows(
+    pairs: &[DuePair],
+    results: &[engine::PairResult],
+    settlement_run_id: i64,
+    config: &SettlementConfig,
+    terminals: &LogicalTerminals,
+) -> Result<(Vec<OutboxRow>, usize), RunError> {
+    // Without a CCP participant, the place of settlement's BIC names the system.
+    let sender = match &terminals.own {
+        Some(own) => own.clone(),
+        None => format!("{}AXXX", config.place_of_settlement_bic),
+    };
+    let mut by_participant: HashMap<&str, Vec<ConfirmationEntry>> = HashMap::new();
+    let mut message_count = 0;
+    for (pair, result) in pairs.iter().zip(results) {
+        if result.settled_quantity == 0 && result.shortage.is_none() {
+            continue;
+        }
+        let pending = result.shortage.map(|shortage| match shortage {
+            Shortage::Securities => PendingReason::Securities,
+            Shortage::Money => PendingReason::Money,
+        });
+        let remaining_quantity = pair.quantity - pair.settled_quantity - result.settled_quantity;
+        let remaining_amount_minor = pair.amount_minor.unwrap_or(0)
+            - pair.settled_amount_minor
+            - result.settled_amount_minor;
+        message_count +=
+            2 * (usize::from(result.settled_quantity > 0) + usize::from(pending.is_some()));
+        for (participant, instruction_id) in [
+            (
+                &pair.deliverer_participant_id,
+                pair.delivering_instruction_id,
+            ),
+            (&pair.receiver_participant_id, pair.receiving_instruction_id),
+        ] {
+            by_participant
+                .entry(participant.as_str())
+                .or_default()
+                .push(ConfirmationEntry {
+                    instruction_id,
+                    settled_quantity: result.settled_quantity,
+                    settled_amount_minor: result.settled_amount_minor,
+                    pending,
+                    remaining_quantity,
+                    remaining_amount_minor,
+                });
+        }
     }
+    let mut participants: Vec<_> = by_participant.into_iter().collect();
+    participants.sort_unstable_by_key(|(participant, _)| *participant);
+    let mut rows = Vec::new();
+    for (participant_id, entries) in participants {
+        let participant = ParticipantId::parse(participant_id).map_err(|error| {
+            RunError::Reference(format!("participant {participant_id}: {error}"))
+        })?;
+        let receiver = terminals
+            .by_participant
+            .get(participant_id)
+            .ok_or_else(|| {
+                RunError::Reference(format!(
+                    "participant {participant_id} has no logical terminal"
+                ))
+            })?;
+        let subject = subjects::outbound(&participant).as_str().to_owned();
+        for (chunk, entries) in entries.chunks(CONFIRMATION_ENTRIES_PER_ROW_MAX).enumerate() {
+            let batch = ConfirmationBatch {
+                settlement_run_id,
+                sender: sender.clone(),
+                receiver: receiver.clone(),
+                place_of_settlement_bic: config.place_of_settlement_bic.clone(),
+                entries: entries.to_vec(),
+            };
+            rows.push(OutboxRow {
+                subject: subject.clone(),
+                dedupe_id: confirmations_dedupe_id(settlement_run_id, participant_id, chunk),
+                payload: batch.encode(),
+            });
+        }
+    }
+    Ok((rows, message_count))
 }
 
-fn amount(pair: &DuePair, amount_minor: i64) -> Option<Amount> {
-    let currency = pair.currency_code.as_deref()?;
+/// Why a compact row's messages could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfirmationError {
+    #[error("instruction {instruction_id} of a confirmation is not stored")]
+    MissingInstruction { instruction_id: i64 },
+    #[error("instruction {instruction_id}: bad {field} {value}")]
+    Reference {
+        instruction_id: i64,
+        field: &'static str,
+        value: String,
+    },
+    #[error("build confirmation for instruction {instruction_id}: {source}")]
+    Build {
+        instruction_id: i64,
+        source: build::BuildError,
+    },
+}
+
+fn amount(facts: &InstructionFacts, amount_minor: i64) -> Option<Amount> {
+    let currency = facts.currency_code.as_deref()?;
     let mut code = [0u8; 3];
     code.copy_from_slice(currency.as_bytes().get(..3)?);
     Some(Amount {
         currency: code,
         value: Decimal::new(
             amount_minor,
-            u32::from(pair.currency_minor_units.unsigned_abs()),
+            u32::from(facts.currency_minor_units.unsigned_abs()),
         ),
     })
 }
 
-/// The outbox rows of a run: confirmations of what settled, MT548 pending for what remains.
-/// Built on every core (each message is validated by its builder).
-fn messages(
-    pairs: &[DuePair],
-    results: &[engine::PairResult],
-    settlement_run_id: i64,
-    config: &SettlementConfig,
-    terminals: &LogicalTerminals,
-) -> Result<Vec<OutboxRow>, RunError> {
-    let threads = std::thread::available_parallelism().map_or(1, |count| count.get());
-    let chunk = pairs.len().div_ceil(threads).max(1);
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = pairs
-            .chunks(chunk)
-            .zip(results.chunks(chunk))
-            .map(|(pairs, results)| {
-                scope.spawn(move || {
-                    let mut rows = Vec::new();
-                    for (pair, result) in pairs.iter().zip(results) {
-                        pair_messages(
-                            pair,
-                            result,
-                            settlement_run_id,
-                            config,
-                            terminals,
-                            &mut rows,
-                        )?;
-                    }
-                    Ok::<_, RunError>(rows)
-                })
-            })
-            .collect();
-        let mut rows = Vec::new();
-        for worker in workers {
-            match worker.join() {
-                Ok(built) => rows.extend(built?),
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        }
-        Ok(rows)
-    })
-}
-
-fn pair_messages(
-    pair: &DuePair,
-    result: &engine::PairResult,
-    settlement_run_id: i64,
-    config: &SettlementConfig,
-    terminals: &LogicalTerminals,
-    rows: &mut Vec<OutboxRow>,
-) -> Result<(), RunError> {
-    // Without a CCP participant, the place of settlement's BIC names the system.
-    let fallback;
-    let own_terminal = match &terminals.own {
-        Some(own) => own.as_str(),
-        None => {
-            fallback = format!("{}AXXX", config.place_of_settlement_bic);
-            fallback.as_str()
-        }
+/// The messages one side of a compact row stands for, as (dedupe id, FIN text): MT544
+/// (receive free), MT545 (receive against payment), MT546 (deliver free) or MT547 (deliver
+/// against payment) for what the run settled, and an MT548 (`:25D::SETT//PEND`, reason
+/// `PEND//LACK` or `PEND//MONY`) for what stays pending. Pure: `facts` are the instruction's
+/// stored fields. Dedupe ids `bsr:{run}:{instruction}:{type}`.
+pub fn confirmation_messages(
+    batch: &ConfirmationBatch,
+    entry: &ConfirmationEntry,
+    facts: &InstructionFacts,
+) -> Result<Vec<(String, String)>, ConfirmationError> {
+    let settlement_run_id = batch.settlement_run_id;
+    let instruction_id = entry.instruction_id;
+    let isin = Isin::parse(&facts.isin).map_err(|_| ConfirmationError::Reference {
+        instruction_id,
+        field: "isin",
+        value: facts.isin.clone(),
+    })?;
+    let build_error = |source| ConfirmationError::Build {
+        instruction_id,
+        source,
     };
-    let isin = Isin::parse(&pair.isin)
-        .map_err(|error| RunError::Reference(format!("isin {}: {error}", pair.isin)))?;
-    let dvp = pair.currency_code.is_some();
-    for side in [Side::Deliver, Side::Receive] {
-        let view = side_view(pair, side);
-        let participant = ParticipantId::parse(view.participant_id).map_err(|error| {
-            RunError::Reference(format!("participant {}: {error}", view.participant_id))
-        })?;
-        let subject = subjects::outbound(&participant).as_str().to_owned();
-        let build_error = |source| RunError::Build {
-            instruction_id: view.instruction_id,
-            source,
+    let dvp = facts.currency_code.is_some();
+    let envelope = Envelope {
+        sender: &batch.sender,
+        receiver: &batch.receiver,
+        session: 1,
+        sequence: 1,
+    };
+    let mut messages = Vec::with_capacity(2);
+    if entry.settled_quantity > 0 {
+        let number = match (facts.delivers, dvp) {
+            (false, false) => 544,
+            (false, true) => 545,
+            (true, false) => 546,
+            (true, true) => 547,
         };
-        let receiver = terminals
-            .by_participant
-            .get(view.participant_id)
-            .ok_or_else(|| {
-                RunError::Reference(format!(
-                    "participant {} has no logical terminal",
-                    view.participant_id
-                ))
-            })?;
-        let envelope = Envelope {
-            sender: own_terminal,
-            receiver,
-            session: 1,
-            sequence: 1,
+        let links = [Linkage {
+            qualifier: "RELA",
+            reference: &facts.sender_reference,
+        }];
+        let parties = [
+            Party {
+                role: if facts.delivers { "REAG" } else { "DEAG" },
+                id: PartyId::Proprietary {
+                    scheme: "CCAS",
+                    id: &facts.counterparty_participant_id,
+                },
+                safekeeping_account: None,
+            },
+            Party {
+                role: "PSET",
+                id: PartyId::Bic(&batch.place_of_settlement_bic),
+                safekeeping_account: None,
+            },
+        ];
+        let reference = format!("S{}-{}", base36(settlement_run_id), base36(instruction_id));
+        let text = build::settlement_instruction(
+            Some(&envelope),
+            &SettlementInstructionSpec {
+                message_type: MessageType(number),
+                function: Function {
+                    code: FunctionCode::Newm,
+                    subfunction: None,
+                },
+                reference: &reference,
+                links: &links,
+                prepared: None,
+                trade_date: facts.trade_date,
+                settlement_date: facts.settlement_date,
+                isin,
+                description: None,
+                quantity: Quantity {
+                    kind: QuantityKind::Unit,
+                    value: Decimal::from(entry.settled_quantity),
+                },
+                account: &facts.account_id,
+                transaction_type: "TRAD",
+                parties: &parties,
+                settlement_amount: amount(facts, entry.settled_amount_minor),
+            },
+        )
+        .map_err(build_error)?;
+        messages.push((
+            format!("bsr:{settlement_run_id}:{instruction_id}:{number}"),
+            text,
+        ));
+    }
+    if let Some(pending) = entry.pending {
+        let code = match pending {
+            PendingReason::Securities => ReasonCode::Lack,
+            PendingReason::Money => ReasonCode::Mony,
         };
-        if result.settled_quantity > 0 {
-            let number = match (side, dvp) {
-                (Side::Receive, false) => 544,
-                (Side::Receive, true) => 545,
-                (Side::Deliver, false) => 546,
-                (Side::Deliver, true) => 547,
-            };
-            let links = [Linkage {
-                qualifier: "RELA",
-                reference: view.reference,
-            }];
-            let parties = [
-                Party {
-                    role: if side == Side::Deliver {
-                        "REAG"
-                    } else {
-                        "DEAG"
-                    },
-                    id: PartyId::Proprietary {
-                        scheme: "CCAS",
-                        id: view.counterparty_id,
-                    },
-                    safekeeping_account: None,
+        let reasons = [ReasonSpec {
+            qualifier: "PEND",
+            code,
+            narrative: None,
+        }];
+        let statuses = [StatusSpec {
+            qualifier: "SETT",
+            code: "PEND",
+            reasons: &reasons,
+        }];
+        let reference = format!("P{}-{}", base36(settlement_run_id), base36(instruction_id));
+        let text = build::status_advice(
+            Some(&envelope),
+            &StatusAdviceSpec {
+                reference: &reference,
+                function: Function {
+                    code: FunctionCode::Inst,
+                    subfunction: None,
                 },
-                Party {
-                    role: "PSET",
-                    id: PartyId::Bic(&config.place_of_settlement_bic),
-                    safekeeping_account: None,
-                },
-            ];
-            let reference = format!(
-                "S{}-{}",
-                base36(settlement_run_id),
-                base36(view.instruction_id)
-            );
-            let text = build::settlement_instruction(
-                Some(&envelope),
-                &SettlementInstructionSpec {
-                    message_type: MessageType(number),
-                    function: Function {
-                        code: FunctionCode::Newm,
-                        subfunction: None,
-                    },
-                    reference: &reference,
-                    links: &links,
-                    prepared: None,
-                    trade_date: pair.trade_date,
-                    settlement_date: pair.settlement_date,
+                prepared: None,
+                related_reference: &facts.sender_reference,
+                statuses: &statuses,
+                transaction: Some(StatusTransactionSpec {
                     isin,
-                    description: None,
                     quantity: Quantity {
                         kind: QuantityKind::Unit,
-                        value: Decimal::from(result.settled_quantity),
+                        value: Decimal::from(entry.remaining_quantity),
                     },
-                    account: view.account_id,
+                    account: &facts.account_id,
                     transaction_type: "TRAD",
-                    parties: &parties,
-                    settlement_amount: amount(pair, result.settled_amount_minor),
-                },
-            )
-            .map_err(build_error)?;
-            rows.push(OutboxRow {
-                subject: subject.clone(),
-                dedupe_id: format!("bsr:{settlement_run_id}:{}:{number}", view.instruction_id),
-                payload: text.into_bytes(),
-            });
-        }
-        if let Some(shortage) = result.shortage {
-            let code = match shortage {
-                Shortage::Securities => ReasonCode::Lack,
-                Shortage::Money => ReasonCode::Mony,
-            };
-            let reasons = [ReasonSpec {
-                qualifier: "PEND",
-                code,
-                narrative: None,
-            }];
-            let statuses = [StatusSpec {
-                qualifier: "SETT",
-                code: "PEND",
-                reasons: &reasons,
-            }];
-            let remaining_quantity =
-                pair.quantity - pair.settled_quantity - result.settled_quantity;
-            let remaining_amount = pair.amount_minor.unwrap_or(0)
-                - pair.settled_amount_minor
-                - result.settled_amount_minor;
-            let reference = format!(
-                "P{}-{}",
-                base36(settlement_run_id),
-                base36(view.instruction_id)
-            );
-            let text = build::status_advice(
-                Some(&envelope),
-                &StatusAdviceSpec {
-                    reference: &reference,
-                    function: Function {
-                        code: FunctionCode::Inst,
-                        subfunction: None,
-                    },
-                    prepared: None,
-                    related_reference: view.reference,
-                    statuses: &statuses,
-                    transaction: Some(StatusTransactionSpec {
-                        isin,
-                        quantity: Quantity {
-                            kind: QuantityKind::Unit,
-                            value: Decimal::from(remaining_quantity),
-                        },
-                        account: view.account_id,
-                        transaction_type: "TRAD",
-                        receive_deliver: if side == Side::Deliver {
-                            "DELI"
-                        } else {
-                            "RECE"
-                        },
-                        payment: if dvp { "APMT" } else { "FREE" },
-                        settlement_date: pair.settlement_date,
-                        settlement_amount: amount(pair, remaining_amount),
-                    }),
-                },
-            )
-            .map_err(build_error)?;
-            rows.push(OutboxRow {
-                subject,
-                dedupe_id: format!("bsr:{settlement_run_id}:{}:548", view.instruction_id),
-                payload: text.into_bytes(),
-            });
-        }
+                    receive_deliver: if facts.delivers { "DELI" } else { "RECE" },
+                    payment: if dvp { "APMT" } else { "FREE" },
+                    settlement_date: facts.settlement_date,
+                    settlement_amount: amount(facts, entry.remaining_amount_minor),
+                }),
+            },
+        )
+        .map_err(build_error)?;
+        messages.push((
+            format!("bsr:{settlement_run_id}:{instruction_id}:548"),
+            text,
+        ));
     }
-    Ok(())
+    Ok(messages)
 }
 
 /// The scheduled runs of `ccass up`: at each configured run time (local) on each day, try to

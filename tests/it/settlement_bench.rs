@@ -37,7 +37,7 @@ async fn bench_settlement_smoke_run_settles_the_same_day_three_ways() {
     assert_eq!(report.each_pairs, 50);
     assert!(report.each_settled > 0, "{report}");
     assert_eq!(
-        report.run.outbox_count,
+        report.run.confirmations_count,
         2 * (report.run.settled_count + report.run.partially_settled_count)
             + 2 * report.run.recycled_count,
         "{report}"

@@ -68,20 +68,18 @@ fn options(abort_before_commit: bool) -> RunOptions {
     }
 }
 
-/// Outbox messages to `participant`: (dedupe id, FIN text), oldest first.
+/// Outbox messages to `participant` as the relay publishes them (compact run rows expanded):
+/// (dedupe id, FIN text), oldest first.
 async fn outbox(pool: &Pool, participant: &str) -> Vec<(String, String)> {
-    let client = hostdb::client(pool).await.unwrap();
-    client
-        .query(
-            "SELECT dedupe_id, payload FROM outbox WHERE subject = $1 ORDER BY outbox_id",
-            &[&format!("ccass.v1.outbound.{participant}")],
-        )
+    ccass::relay::messages_of_subject(pool, &format!("ccass.v1.outbound.{participant}"))
         .await
         .unwrap()
-        .iter()
-        .map(|row| {
-            let payload: Vec<u8> = row.get(1);
-            (row.get(0), String::from_utf8(payload).unwrap())
+        .into_iter()
+        .map(|message| {
+            (
+                message.dedupe_id,
+                String::from_utf8(message.payload).unwrap(),
+            )
         })
         .collect()
 }
@@ -379,7 +377,8 @@ async fn leader_aborted_before_commit_settles_nothing_and_the_rerun_settles_once
 #[tokio::test]
 async fn audit_fails_when_a_confirmation_is_missing() {
     // Goal: `ccass audit`'s settlement check catches a settled pair without confirmation.
-    // Method: settle a pair, delete the deliverer's MT547 from the outbox, audit.
+    // Method: settle a pair, delete the deliverer's compact confirmation row (its MT547) from
+    // the outbox, audit; then a compact row that does not decode.
     let Some(database) = seeded_database("bsr_audit").await else {
         return;
     };
@@ -402,7 +401,11 @@ async fn audit_fails_when_a_confirmation_is_missing() {
     assert_audit_clean(pool).await;
     let client = hostdb::client(pool).await.unwrap();
     client
-        .execute("DELETE FROM outbox WHERE dedupe_id LIKE 'bsr:%:547'", &[])
+        .execute(
+            "DELETE FROM outbox WHERE expansion = 'bsr_confirmations'
+               AND subject = 'ccass.v1.outbound.B01234'",
+            &[],
+        )
         .await
         .unwrap();
     let violations = hostdb::audit::run(pool).await.unwrap();
@@ -411,6 +414,22 @@ async fn audit_fails_when_a_confirmation_is_missing() {
             violations.as_slice(),
             [hostdb::audit::Violation::SettledWithoutConfirmation { .. }]
         ),
+        "{violations:?}"
+    );
+    client
+        .execute(
+            "INSERT INTO outbox (subject, dedupe_id, payload, expansion)
+             VALUES ('ccass.v1.outbound.B01234', 'bsr-confirmations:0:B01234:0', '\\x02',
+                     'bsr_confirmations')",
+            &[],
+        )
+        .await
+        .unwrap();
+    let violations = hostdb::audit::run(pool).await.unwrap();
+    assert!(
+        violations
+            .iter()
+            .any(|v| matches!(v, hostdb::audit::Violation::UndecodableOutboxRow { .. })),
         "{violations:?}"
     );
 }
@@ -468,5 +487,99 @@ async fn instructions_input_after_the_cutoff_wait_for_the_next_settlement_day() 
     assert_eq!((tomorrow.pairs_due, tomorrow.settled_count), (1, 1));
     assert_eq!(count(pool, &settled_late).await, 1);
     assert_eq!(holding(pool, "C00123-01", TENCENT).await, 1_000_300);
+    assert_audit_clean(pool).await;
+}
+
+#[tokio::test]
+async fn compact_confirmations_reach_outbound_each_once_also_when_the_relay_publishes_twice() {
+    // Goal: a run's compact outbox rows (V0010) are expanded by the relay into one message
+    // per confirmation or pending advice, each with its own dedupe id, and OUTBOUND holds
+    // each once even when a relay dies after publishing and before marking the rows.
+    // Method: 600 pairs between the same two participants (more than one compact row per
+    // participant), run, relay everything to a private nats-server, count OUTBOUND; mark the
+    // rows unpublished (the crash), relay again, count again.
+    let Some(database) = seeded_database("bsr_relay_compact").await else {
+        return;
+    };
+    let Some(nats) = crate::harness::nats::NatsServer::start().await else {
+        return;
+    };
+    let pool = &database.pool;
+    let pairs: Vec<NewMatchedPair> = (0..600)
+        .map(|n| {
+            pair(
+                &format!("RELAY{n}"),
+                "B01234-02",
+                "C00123-01",
+                TENCENT,
+                100,
+                Some(4_125_000),
+                false,
+            )
+        })
+        .collect();
+    sql::insert_matched_pairs(pool, &pairs).await.unwrap();
+    let report = settle(pool).await;
+    assert_eq!(report.pairs_due, 600);
+    // 600 sides per participant: two compact rows each.
+    assert_eq!(report.outbox_count, 4, "{report}");
+    let mut expected = outbox(pool, "B01234").await;
+    expected.extend(outbox(pool, "C00123").await);
+    assert_eq!(expected.len(), report.confirmations_count);
+    let mut ids: Vec<&str> = expected.iter().map(|(id, _)| id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), expected.len(), "dedupe ids are unique");
+    for (id, text) in &expected {
+        let number = id.rsplit(':').next().unwrap().parse().unwrap();
+        message_type(text, number);
+    }
+
+    let bus_config = nats.bus_config();
+    let client = ccass::bus::connect(&bus_config, "relay-test")
+        .await
+        .unwrap();
+    let jetstream = ccass::bus::jetstream(&bus_config, client);
+    let catalogue = ccass::bus::catalogue::Catalogue::embedded().unwrap();
+    ccass::bus::init::run(&bus_config, &jetstream, &catalogue)
+        .await
+        .unwrap();
+    let relay_all = || async {
+        let mut published = 0;
+        loop {
+            match ccass::relay::relay_once(pool, &jetstream, 1024)
+                .await
+                .unwrap()
+            {
+                0 => return published,
+                count => published += count,
+            }
+        }
+    };
+    let stored = || async {
+        let mut stream = jetstream.get_stream("OUTBOUND").await.unwrap();
+        stream.info().await.unwrap().state.messages
+    };
+    assert_eq!(relay_all().await, expected.len());
+    assert_eq!(stored().await, expected.len() as u64);
+    assert_eq!(
+        count(
+            pool,
+            "SELECT count(*) FROM outbox WHERE published_at IS NULL"
+        )
+        .await,
+        0
+    );
+    let client = hostdb::client(pool).await.unwrap();
+    client
+        .execute("UPDATE outbox SET published_at = NULL", &[])
+        .await
+        .unwrap();
+    assert_eq!(relay_all().await, expected.len());
+    assert_eq!(
+        stored().await,
+        expected.len() as u64,
+        "republished, stored once"
+    );
     assert_audit_clean(pool).await;
 }
