@@ -209,6 +209,8 @@ pub enum DemoError {
     #[error(transparent)]
     Plan(#[from] plan::PlanError),
     #[error(transparent)]
+    Relay(#[from] crate::relay::RelayError),
+    #[error(transparent)]
     Feed(#[from] cns::feed::FeedError),
     #[error("pss {participant}: {error}")]
     Pss {
@@ -734,12 +736,28 @@ async fn day(
     )
     .await?;
     let step = progress.step("messages out: read back from OUTBOUND", 0);
-    let outbound = hostdb::demo::outbound_dedupe_ids(pool, settlement_date).await?;
+    let mut outbound = hostdb::demo::outbound_dedupe_ids(pool, settlement_date).await?;
     let everyone: Vec<String> = reference
         .participants
         .iter()
         .map(|participant| participant.id.clone())
         .collect();
+    // The runs' confirmations: compact outbox rows, each the messages the relay expands it to.
+    let plain: std::collections::HashSet<String> = outbound
+        .iter()
+        .map(|(dedupe_id, _)| dedupe_id.clone())
+        .collect();
+    for participant in &everyone {
+        let Ok(id) = crate::ids::ParticipantId::parse(participant) else {
+            continue;
+        };
+        let subject = bus::subjects::outbound(&id);
+        for message in crate::relay::messages_of_subject(pool, subject.as_str()).await? {
+            if !plain.contains(&message.dedupe_id) {
+                outbound.push((message.dedupe_id, None));
+            }
+        }
+    }
     let on_stream = outbound_message_ids(jetstream, &everyone, demo).await?;
     for (dedupe_id, statement_type) in &outbound {
         if on_stream.contains(dedupe_id) {

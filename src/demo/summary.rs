@@ -221,7 +221,7 @@ impl Summary {
         rows.push(Row::new(
             "messages out to the PSS: on OUTBOUND / outbox",
             Some(count(observed.outbound_delivered)),
-            Some(counts.outbound_rows),
+            Some(counts.outbound_messages),
             None,
         ));
         Summary {

@@ -93,8 +93,9 @@ pub struct DemoCounts {
     /// type (`535`, `536`, `537`), and the participants that received all three.
     pub statement_pages_by_type: BTreeMap<String, i64>,
     pub statement_participants: i64,
-    /// Outbox rows on an outbound subject (messages to the PSS, not events).
-    pub outbound_rows: i64,
+    /// Messages to the PSS (not events) the outbox holds: plain rows on an outbound subject
+    /// plus the confirmations the runs' compact rows stand for.
+    pub outbound_messages: i64,
 }
 
 /// One Batch Settlement Run of the demo's settlement date.
@@ -281,12 +282,21 @@ pub async fn counts(pool: &Pool, settlement_date: Date) -> Result<DemoCounts, Ho
     counts.statement_participants = row.get(0);
     let row = transaction
         .query_one(
-            "SELECT count(*) FROM outbox WHERE subject LIKE $1",
+            "SELECT count(*) FROM outbox WHERE subject LIKE $1 AND expansion IS NULL",
             &[&outbound_subject_pattern()],
         )
         .await
         .map_err(db("count outbound rows"))?;
-    counts.outbound_rows = row.get(0);
+    counts.outbound_messages = row.get(0);
+    // Plus what the runs' compact rows stand for: a confirmation per side that settled
+    // something and an MT548 per side left pending.
+    for (_, batch) in super::outbox::confirmation_batches(&transaction, None).await? {
+        let Ok(batch) = batch else { continue };
+        for entry in &batch.entries {
+            counts.outbound_messages += i64::from(entry.settled_quantity > 0);
+            counts.outbound_messages += i64::from(entry.pending.is_some());
+        }
+    }
     transaction.commit().await.map_err(db("end demo counts"))?;
     Ok(counts)
 }
@@ -306,8 +316,10 @@ fn outbound_subject_pattern() -> String {
     crate::bus::subjects::pattern_wildcard(crate::bus::subjects::OUTBOUND.pattern).replace('*', "%")
 }
 
-/// The outbox dedupe ids of messages to the PSS, with their FIN message type where it is an
-/// end-of-day statement page of `settlement_date` (`535`, `536`, `537`), else `None`.
+/// The outbox dedupe ids of plain (one message per row) messages to the PSS, with their FIN
+/// message type where it is an end-of-day statement page of `settlement_date` (`535`, `536`,
+/// `537`), else `None`. A run's compact confirmation rows are not here: the relay expands them
+/// (`relay::messages_of_subject`).
 pub async fn outbound_dedupe_ids(
     pool: &Pool,
     settlement_date: Date,
@@ -321,7 +333,7 @@ pub async fn outbound_dedupe_ids(
                   AND j.message_type IN ('535', '536', '537')
                   AND substring(j.sender_reference FROM 4 FOR 6) = $2
                   AND o.dedupe_id = 'stmt.' || j.participant_id || '.' || j.sender_reference
-             WHERE o.subject LIKE $1 ORDER BY o.outbox_id",
+             WHERE o.subject LIKE $1 AND o.expansion IS NULL ORDER BY o.outbox_id",
             &[
                 &outbound_subject_pattern(),
                 &statement_reference_date(settlement_date),
