@@ -98,6 +98,11 @@ pub fn embedded() -> Vec<Migration> {
             )),
         },
         Migration {
+            version: 12,
+            name: Cow::Borrowed("system_identity"),
+            sql: Cow::Borrowed(include_str!("migrations/V0012__system_identity.sql")),
+        },
+        Migration {
             version: 13,
             name: Cow::Borrowed("settlement_write_path"),
             sql: Cow::Borrowed(include_str!("migrations/V0013__settlement_write_path.sql")),

@@ -395,6 +395,15 @@ pub(super) async fn confirmation_batches(
         .collect())
 }
 
+/// This database's instance id (V0012): the prefix of every `Nats-Msg-Id` the relay sets.
+pub async fn instance_id(client: &impl GenericClient) -> Result<String, HostDbError> {
+    let row = client
+        .query_one("SELECT instance_id FROM system_identity", &[])
+        .await
+        .map_err(db("read the database's instance id"))?;
+    Ok(row.get(0))
+}
+
 /// The dedupe id of a run's `chunk`-th compact row for `participant_id`.
 pub fn confirmations_dedupe_id(
     settlement_run_id: i64,

@@ -1,6 +1,6 @@
 //! The outbox relay: publishes committed `outbox` rows to JetStream at least once, with
-//! `Nats-Msg-Id` = the message's dedupe id so OUTBOUND and EVENTS hold each once, then marks
-//! the rows published.
+//! `Nats-Msg-Id` = the database's instance id and the message's dedupe id
+//! ([`stream_message_id`]) so OUTBOUND and EVENTS hold each once, then marks the rows published.
 //!
 //! One transaction per batch: take unpublished rows (`FOR UPDATE SKIP LOCKED`, so several
 //! relays share the queue) worth at most `relay_batch_max` messages (at least one row), turn
@@ -106,9 +106,17 @@ pub async fn messages_of_subject(pool: &Pool, subject: &str) -> Result<Vec<Messa
     expand(&**client, &rows).await
 }
 
+/// The `Nats-Msg-Id` a message is published with: the database's instance id (V0012) and the
+/// row's dedupe id, so two databases' equal dedupe ids never collide in a stream's duplicate
+/// window, while a republished row keeps its id.
+pub fn stream_message_id(instance_id: &str, dedupe_id: &str) -> String {
+    format!("{instance_id}:{dedupe_id}")
+}
+
 /// Publishes `messages` pipelined, at most `window` awaiting their acks at a time.
 async fn publish(
     jetstream: &jetstream::Context,
+    instance_id: &str,
     messages: &[Message],
     window: usize,
 ) -> Result<(), RelayError> {
@@ -116,7 +124,10 @@ async fn publish(
         let mut pending = Vec::with_capacity(slice.len());
         for message in slice {
             let mut headers = HeaderMap::new();
-            headers.insert("Nats-Msg-Id", message.dedupe_id.as_str());
+            headers.insert(
+                "Nats-Msg-Id",
+                stream_message_id(instance_id, &message.dedupe_id).as_str(),
+            );
             let ack = jetstream
                 .publish_with_headers(
                     message.subject.clone(),
@@ -161,8 +172,10 @@ pub async fn relay_once(
         return Ok(0);
     }
     let messages = expand(&*transaction, &rows).await?;
+    let instance_id = sql::instance_id(&*transaction).await?;
     publish(
         jetstream,
+        &instance_id,
         &messages,
         usize::try_from(batch_max).unwrap_or(1),
     )

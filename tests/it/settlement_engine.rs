@@ -494,10 +494,14 @@ async fn instructions_input_after_the_cutoff_wait_for_the_next_settlement_day() 
 async fn compact_confirmations_reach_outbound_each_once_also_when_the_relay_publishes_twice() {
     // Goal: a run's compact outbox rows (V0010) are expanded by the relay into one message
     // per confirmation or pending advice, each with its own dedupe id, and OUTBOUND holds
-    // each once even when a relay dies after publishing and before marking the rows.
+    // each once even when a relay dies after publishing and before marking the rows; and a
+    // second database whose ids start from 1 again (the demo's, recreated at each start)
+    // is not taken for copies of the first's messages (V0012 instance id).
     // Method: 600 pairs between the same two participants (more than one compact row per
     // participant), run, relay everything to a private nats-server, count OUTBOUND; mark the
-    // rows unpublished (the crash), relay again, count again.
+    // rows unpublished (the crash), relay again, count again; then the same day in a second
+    // database (same run and instruction ids, so the same dedupe ids), relayed to the same
+    // server: OUTBOUND holds both days.
     let Some(database) = seeded_database("bsr_relay_compact").await else {
         return;
     };
@@ -505,19 +509,7 @@ async fn compact_confirmations_reach_outbound_each_once_also_when_the_relay_publ
         return;
     };
     let pool = &database.pool;
-    let pairs: Vec<NewMatchedPair> = (0..600)
-        .map(|n| {
-            pair(
-                &format!("RELAY{n}"),
-                "B01234-02",
-                "C00123-01",
-                TENCENT,
-                100,
-                Some(4_125_000),
-                false,
-            )
-        })
-        .collect();
+    let pairs = relay_test_pairs();
     sql::insert_matched_pairs(pool, &pairs).await.unwrap();
     let report = settle(pool).await;
     assert_eq!(report.pairs_due, 600);
@@ -544,23 +536,11 @@ async fn compact_confirmations_reach_outbound_each_once_also_when_the_relay_publ
     ccass::bus::init::run(&bus_config, &jetstream, &catalogue)
         .await
         .unwrap();
-    let relay_all = || async {
-        let mut published = 0;
-        loop {
-            match ccass::relay::relay_once(pool, &jetstream, 1024)
-                .await
-                .unwrap()
-            {
-                0 => return published,
-                count => published += count,
-            }
-        }
-    };
     let stored = || async {
         let mut stream = jetstream.get_stream("OUTBOUND").await.unwrap();
         stream.info().await.unwrap().state.messages
     };
-    assert_eq!(relay_all().await, expected.len());
+    assert_eq!(relay_all(pool, &jetstream).await, expected.len());
     assert_eq!(stored().await, expected.len() as u64);
     assert_eq!(
         count(
@@ -575,11 +555,72 @@ async fn compact_confirmations_reach_outbound_each_once_also_when_the_relay_publ
         .execute("UPDATE outbox SET published_at = NULL", &[])
         .await
         .unwrap();
-    assert_eq!(relay_all().await, expected.len());
+    assert_eq!(relay_all(pool, &jetstream).await, expected.len());
     assert_eq!(
         stored().await,
         expected.len() as u64,
         "republished, stored once"
     );
     assert_audit_clean(pool).await;
+
+    let Some(second) = seeded_database("bsr_relay_compact_second").await else {
+        return;
+    };
+    sql::insert_matched_pairs(&second.pool, &relay_test_pairs())
+        .await
+        .unwrap();
+    assert_eq!(settle(&second.pool).await.pairs_due, 600);
+    let mut second_ids: Vec<String> = outbox(&second.pool, "B01234")
+        .await
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    second_ids.sort_unstable();
+    let mut first_ids: Vec<String> = outbox(pool, "B01234")
+        .await
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    first_ids.sort_unstable();
+    assert_eq!(
+        second_ids, first_ids,
+        "the second day repeats the dedupe ids"
+    );
+    assert_eq!(relay_all(&second.pool, &jetstream).await, expected.len());
+    assert_eq!(
+        stored().await,
+        2 * expected.len() as u64,
+        "the second database's messages are not taken for copies"
+    );
+}
+
+/// 600 DvP pairs between B01234 and C00123: more than one compact row per participant.
+fn relay_test_pairs() -> Vec<NewMatchedPair> {
+    (0..600)
+        .map(|n| {
+            pair(
+                &format!("RELAY{n}"),
+                "B01234-02",
+                "C00123-01",
+                TENCENT,
+                100,
+                Some(4_125_000),
+                false,
+            )
+        })
+        .collect()
+}
+
+/// Relays until the outbox is empty; returns how many messages were published.
+async fn relay_all(pool: &Pool, jetstream: &async_nats::jetstream::Context) -> usize {
+    let mut published = 0;
+    loop {
+        match ccass::relay::relay_once(pool, jetstream, 1024)
+            .await
+            .unwrap()
+        {
+            0 => return published,
+            count => published += count,
+        }
+    }
 }
