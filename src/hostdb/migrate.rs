@@ -90,6 +90,11 @@ pub fn embedded() -> Vec<Migration> {
             name: Cow::Borrowed("terminal"),
             sql: Cow::Borrowed(include_str!("migrations/V0009__terminal.sql")),
         },
+        Migration {
+            version: 11,
+            name: Cow::Borrowed("cns_position_deltas"),
+            sql: Cow::Borrowed(include_str!("migrations/V0011__cns_position_deltas.sql")),
+        },
     ]
 }
 
