@@ -419,46 +419,61 @@ pub async fn append_position_deltas(
     stock: &[StockDelta],
     money: &[MoneyDelta],
 ) -> Result<(), HostDbError> {
-    if !stock.is_empty() {
-        let mut copy = CopyIn::start(
-            transaction,
-            "copy stock position deltas",
-            STOCK_DELTA_COPY,
-            &DELTA_TYPES,
-        )
-        .await?;
-        for delta in stock {
-            copy.write(&[
-                &settlement_date,
-                &delta.participant_id,
-                &delta.isin,
-                &delta.net_quantity,
-                &delta.obligation_count,
-            ])
-            .await?;
-        }
-        copy.finish().await?;
+    let stock_rows = stock.iter().map(|d| {
+        let row: DeltaRow<'_> = (
+            &d.participant_id,
+            &d.isin,
+            d.net_quantity,
+            d.obligation_count,
+        );
+        row
+    });
+    copy_deltas(
+        transaction,
+        "copy stock position deltas",
+        STOCK_DELTA_COPY,
+        settlement_date,
+        stock_rows.collect(),
+    )
+    .await?;
+    let money_rows = money.iter().map(|d| {
+        let row: DeltaRow<'_> = (
+            &d.participant_id,
+            &d.currency_code,
+            d.net_amount_minor,
+            d.obligation_count,
+        );
+        row
+    });
+    copy_deltas(
+        transaction,
+        "copy money position deltas",
+        MONEY_DELTA_COPY,
+        settlement_date,
+        money_rows.collect(),
+    )
+    .await
+}
+
+/// (participant, isin or currency, net, obligation count) of one delta row.
+type DeltaRow<'a> = (&'a String, &'a String, i64, i32);
+
+async fn copy_deltas(
+    transaction: &tokio_postgres::Transaction<'_>,
+    context: &'static str,
+    statement: &str,
+    settlement_date: Date,
+    rows: Vec<DeltaRow<'_>>,
+) -> Result<(), HostDbError> {
+    if rows.is_empty() {
+        return Ok(());
     }
-    if !money.is_empty() {
-        let mut copy = CopyIn::start(
-            transaction,
-            "copy money position deltas",
-            MONEY_DELTA_COPY,
-            &DELTA_TYPES,
-        )
-        .await?;
-        for delta in money {
-            copy.write(&[
-                &settlement_date,
-                &delta.participant_id,
-                &delta.currency_code,
-                &delta.net_amount_minor,
-                &delta.obligation_count,
-            ])
+    let mut copy = CopyIn::start(transaction, context, statement, &DELTA_TYPES).await?;
+    for (participant_id, key, net, count) in &rows {
+        copy.write(&[&settlement_date, participant_id, key, net, count])
             .await?;
-        }
-        copy.finish().await?;
     }
+    copy.finish().await?;
     Ok(())
 }
 
