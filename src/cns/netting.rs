@@ -132,77 +132,10 @@ impl NettingBook {
         cell.obligation_count += 1;
     }
 
-    /// Nets many trades: [`NettingBook::add`] without a branch per posting. Whether a cell
-    /// is touched for the first time is unpredictable, and a mispredicted branch stalls the
-    /// loads of the next trades' cells (the array is far larger than the caches), so the
-    /// touched lists get a slot per posting in advance and advance by `count == 0`.
     pub fn add_all(&mut self, trades: &[NettableTrade]) {
-        let securities = self.security_count as usize;
-        let currencies = usize::from(self.currency_count);
-        let mut stock_len = self.stock_touched.len();
-        let mut money_len = self.money_touched.len();
-        self.stock_touched.resize(stock_len + 2 * trades.len(), 0);
-        self.money_touched.resize(money_len + 2 * trades.len(), 0);
         for trade in trades {
-            let security = trade.security as usize;
-            let currency = usize::from(trade.currency);
-            let postings_stock = [
-                (trade.buyer as usize * securities + security, trade.quantity),
-                (
-                    trade.seller as usize * securities + security,
-                    -trade.quantity,
-                ),
-            ];
-            for (index, amount) in postings_stock {
-                stock_len = Self::post_counted(
-                    &mut self.stock,
-                    &mut self.stock_touched,
-                    stock_len,
-                    index,
-                    amount,
-                );
-            }
-            let postings_money = [
-                (
-                    trade.buyer as usize * currencies + currency,
-                    -trade.amount_minor,
-                ),
-                (
-                    trade.seller as usize * currencies + currency,
-                    trade.amount_minor,
-                ),
-            ];
-            for (index, amount) in postings_money {
-                money_len = Self::post_counted(
-                    &mut self.money,
-                    &mut self.money_touched,
-                    money_len,
-                    index,
-                    amount,
-                );
-            }
+            self.add(trade);
         }
-        self.stock_touched.truncate(stock_len);
-        self.money_touched.truncate(money_len);
-    }
-
-    /// [`NettingBook::post`] into a pre-sized `touched`: writes the slot always, keeps it
-    /// only for a first touch. Returns the new length.
-    #[inline(always)]
-    fn post_counted(
-        cells: &mut [Cell],
-        touched: &mut [u32],
-        len: usize,
-        index: usize,
-        amount: i64,
-    ) -> usize {
-        let cell = &mut cells[index];
-        let first = usize::from(cell.obligation_count == 0);
-        // Fits: `new` sized the array from u32 x u32 and indices stay below it.
-        touched[len] = index as u32;
-        cell.net += amount;
-        cell.obligation_count += 1;
-        len + first
     }
 
     /// Every stock position with at least one obligation, in first-touched order.
