@@ -87,3 +87,52 @@ pub fn batch_message_id(market: &str, batch_id: &str) -> String {
 pub const TRADES_STREAM: &str = "TRADES";
 /// The durable consumer the capture workers share (`subjects/trades.toml`).
 pub const CAPTURE_CONSUMER: &str = "cns-capture";
+
+/// The stream `ccass bench cns` publishes to: its own, created and deleted by each run, so the
+/// benchmark neither depends on what others left in TRADES (whose `discard = new` byte limit
+/// refuses a large bench day once it is nearly full) nor disturbs it. Subjects are
+/// [`bench_trades_subject`], outside `ccass.v1.>`; payloads are the same [`TradeBatch`]es.
+pub const BENCH_STREAM: &str = "CNS_BENCH";
+/// Size limit of [`BENCH_STREAM`] (a 5 M trade day is ~1.3 GB of batches).
+const BENCH_STREAM_BYTES_MAX: i64 = 4 * 1024 * 1024 * 1024;
+
+/// `ccassbench.trades.{market}`: the trade subject of [`BENCH_STREAM`].
+pub fn bench_trades_subject(market: &super::subjects::Market) -> String {
+    format!("ccassbench.trades.{}", market.as_str())
+}
+
+/// Deletes [`BENCH_STREAM`] when present and creates it empty (file storage, as TRADES).
+pub async fn recreate_bench_stream(
+    jetstream: &async_nats::jetstream::Context,
+) -> Result<async_nats::jetstream::stream::Stream, super::BusError> {
+    let _ = jetstream.delete_stream(BENCH_STREAM).await;
+    jetstream
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: BENCH_STREAM.to_owned(),
+            subjects: vec!["ccassbench.trades.*".to_owned()],
+            storage: async_nats::jetstream::stream::StorageType::File,
+            discard: async_nats::jetstream::stream::DiscardPolicy::New,
+            max_bytes: BENCH_STREAM_BYTES_MAX,
+            max_message_size: 1024 * 1024,
+            ..Default::default()
+        })
+        .await
+        .map_err(|error| super::BusError::JetStream {
+            operation: format!("create stream {BENCH_STREAM}"),
+            message: error.to_string(),
+        })
+}
+
+/// Deletes [`BENCH_STREAM`] (end of a benchmark run).
+pub async fn delete_bench_stream(
+    jetstream: &async_nats::jetstream::Context,
+) -> Result<(), super::BusError> {
+    jetstream
+        .delete_stream(BENCH_STREAM)
+        .await
+        .map(|_| ())
+        .map_err(|error| super::BusError::JetStream {
+            operation: format!("delete stream {BENCH_STREAM}"),
+            message: error.to_string(),
+        })
+}

@@ -416,6 +416,46 @@ pub struct CaptureReport {
     pub rejections: Vec<ReportedRejection>,
 }
 
+/// Where capture time goes, summed over transactions (nanoseconds per phase), for
+/// `ccass bench cns`. Shared by the workers of one run.
+#[derive(Debug, Default)]
+pub struct CapturePhases {
+    pub fetch_ns: std::sync::atomic::AtomicU64,
+    pub decode_ns: std::sync::atomic::AtomicU64,
+    pub validate_ns: std::sync::atomic::AtomicU64,
+    pub prepare_ns: std::sync::atomic::AtomicU64,
+    pub copy_trades_ns: std::sync::atomic::AtomicU64,
+    pub positions_ns: std::sync::atomic::AtomicU64,
+    pub commit_ns: std::sync::atomic::AtomicU64,
+    pub ack_ns: std::sync::atomic::AtomicU64,
+}
+
+impl CapturePhases {
+    fn add(counter: &std::sync::atomic::AtomicU64, since: Instant) -> Instant {
+        let now = Instant::now();
+        let nanos = u64::try_from((now - since).as_nanos()).unwrap_or(u64::MAX);
+        counter.fetch_add(nanos, std::sync::atomic::Ordering::Relaxed);
+        now
+    }
+
+    /// (phase name, total time) in pipeline order.
+    pub fn totals(&self) -> [(&'static str, Duration); 8] {
+        let read = |counter: &std::sync::atomic::AtomicU64| {
+            Duration::from_nanos(counter.load(std::sync::atomic::Ordering::Relaxed))
+        };
+        [
+            ("fetch", read(&self.fetch_ns)),
+            ("decode", read(&self.decode_ns)),
+            ("validate", read(&self.validate_ns)),
+            ("prepare", read(&self.prepare_ns)),
+            ("copy trades", read(&self.copy_trades_ns)),
+            ("positions", read(&self.positions_ns)),
+            ("commit", read(&self.commit_ns)),
+            ("ack", read(&self.ack_ns)),
+        ]
+    }
+}
+
 struct Candidate<'a> {
     batch: usize,
     record: &'a TradeRecord,
@@ -432,6 +472,21 @@ pub async fn capture_batches(
     batches: &[TradeBatch],
     book: &mut NettingBook,
 ) -> Result<CaptureReport, CaptureError> {
+    let phases = CapturePhases::default();
+    capture_batches_timed(pool, reference, calendar, market, batches, book, &phases).await
+}
+
+/// [`capture_batches`], adding the time of each phase to `phases`.
+pub async fn capture_batches_timed(
+    pool: &Pool,
+    reference: &Reference,
+    calendar: &Calendar,
+    market: &str,
+    batches: &[TradeBatch],
+    book: &mut NettingBook,
+    phases: &CapturePhases,
+) -> Result<CaptureReport, CaptureError> {
+    let mut mark = Instant::now();
     for batch in batches {
         if batch.market != market {
             return Err(CaptureError::WrongMarket {
@@ -455,6 +510,7 @@ pub async fn capture_batches(
         }));
     }
     let batch_ids: Vec<&str> = seen_batches.into_iter().collect();
+    mark = CapturePhases::add(&phases.validate_ns, mark);
 
     let mut client = crate::hostdb::client(pool).await?;
     // Second pass only when the first COPY met a trade key already stored.
@@ -591,7 +647,8 @@ pub async fn capture_batches(
         let batch_rows: Vec<BatchRow> = batch_rows.into_values().collect();
         sql::insert_batches(&transaction, &batch_rows).await?;
         sql::insert_exceptions(&transaction, &exceptions).await?;
-        let rows: Vec<TradeRow> = accepted.iter().map(|t| t.row.clone()).collect();
+        mark = CapturePhases::add(&phases.prepare_ns, mark);
+        let rows: Vec<&TradeRow> = accepted.iter().map(|t| &t.row).collect();
         match sql::copy_trades(&transaction, &rows).await {
             Ok(_) => {}
             Err(error) if sql::is_duplicate_trade(&error) && !look_up_duplicates => {
@@ -601,13 +658,16 @@ pub async fn capture_batches(
             }
             Err(error) => return Err(error.into()),
         }
+        mark = CapturePhases::add(&phases.copy_trades_ns, mark);
         persist_netting(&transaction, reference, &accepted, book).await?;
         let outbox = rejection_outbox(&reference.ccp, market, &report.rejections)?;
         crate::hostdb::cns_settlement::append_outbox(&transaction, &outbox).await?;
+        mark = CapturePhases::add(&phases.positions_ns, mark);
         transaction
             .commit()
             .await
             .map_err(|error| HostDbError::from_postgres("commit capture", error))?;
+        CapturePhases::add(&phases.commit_ns, mark);
         return Ok(report);
     }
 }
@@ -660,7 +720,7 @@ async fn persist_netting(
             });
         }
         let (stock, money) = deltas(reference, book);
-        sql::add_position_deltas(transaction, date, &stock, &money).await?;
+        sql::append_position_deltas(transaction, date, &stock, &money).await?;
     }
     book.clear();
     Ok(())
@@ -762,7 +822,19 @@ pub async fn run_worker(
     config: CnsConfig,
     pool: Pool,
     consumer: jetstream::consumer::PullConsumer,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let phases = std::sync::Arc::new(CapturePhases::default());
+    run_worker_timed(config, pool, consumer, shutdown, phases).await
+}
+
+/// [`run_worker`], adding the time of each phase to `phases`.
+pub async fn run_worker_timed(
+    config: CnsConfig,
+    pool: Pool,
+    consumer: jetstream::consumer::PullConsumer,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
+    phases: std::sync::Arc<CapturePhases>,
 ) {
     let calendar = config.calendar();
     let retry_delay = Duration::from_millis(config.capture_retry_delay_ms);
@@ -795,6 +867,7 @@ pub async fn run_worker(
         let Some((reference, book, _)) = loaded.as_mut() else {
             continue;
         };
+        let mut mark = Instant::now();
         let fetched = consumer
             .fetch()
             .max_messages(config.capture_fetch_messages_max)
@@ -817,6 +890,7 @@ pub async fn run_worker(
                 _ = shutdown.changed() => None,
             };
             let Some(message) = next else { break };
+            mark = CapturePhases::add(&phases.fetch_ns, mark);
             let message = match message {
                 Ok(message) => message,
                 Err(error) => {
@@ -837,6 +911,7 @@ pub async fn run_worker(
                     }
                 }
             }
+            mark = CapturePhases::add(&phases.decode_ns, mark);
         }
         if batch.is_empty() {
             continue;
@@ -853,7 +928,10 @@ pub async fn run_worker(
         }
         let mut outcome: Result<CaptureReport, CaptureError> = Ok(CaptureReport::default());
         for (market, batches) in &by_market {
-            match capture_batches(&pool, reference, &calendar, market, batches, book).await {
+            let captured =
+                capture_batches_timed(&pool, reference, &calendar, market, batches, book, &phases)
+                    .await;
+            match captured {
                 Ok(report) => {
                     if let Ok(total) = outcome.as_mut() {
                         total.batches_captured += report.batches_captured;
@@ -883,7 +961,9 @@ pub async fn run_worker(
                         .increment(1);
                 }
                 // Committed: acknowledge every message (acks are sent, not awaited one by one).
+                let acking = Instant::now();
                 let acked = futures::future::join_all(acks.iter().map(|m| m.ack())).await;
+                CapturePhases::add(&phases.ack_ns, acking);
                 if let Some(Err(error)) = acked.into_iter().find(Result::is_err) {
                     // Redelivery is harmless: the batch markers make it a no-op.
                     tracing::warn!(%error, "cns capture: acknowledge captured batches");

@@ -176,6 +176,20 @@ pub async fn publish_batches(
     batches: impl IntoIterator<Item = TradeBatch>,
     in_flight_max: usize,
 ) -> Result<usize, FeedError> {
+    publish_batches_to(jetstream, batches, in_flight_max, |market| {
+        subjects::trades(market).as_str().to_owned()
+    })
+    .await
+}
+
+/// [`publish_batches`] to the subject `subject_of` names for a batch's market (the
+/// benchmark's own stream).
+pub async fn publish_batches_to(
+    jetstream: &jetstream::Context,
+    batches: impl IntoIterator<Item = TradeBatch>,
+    in_flight_max: usize,
+    subject_of: impl Fn(&Market) -> String,
+) -> Result<usize, FeedError> {
     let mut in_flight = futures::stream::FuturesUnordered::new();
     let mut published = 0;
     for batch in batches {
@@ -195,7 +209,7 @@ pub async fn publish_batches(
             message,
         };
         let ack = jetstream
-            .publish_with_headers(subjects::trades(&market), headers, Bytes::from(payload))
+            .publish_with_headers(subject_of(&market), headers, Bytes::from(payload))
             .await
             .map_err(|error| publish_error(error.to_string()))?;
         let batch_id = batch.batch_id.clone();

@@ -4,7 +4,8 @@
 //! ```text
 //!  feed (CSV file, generator) ──► TRADES ccass.v1.trades.{market} ──► capture workers
 //!      ──► one transaction per fetch: exchange_trades (COPY BINARY), cns_trade_exceptions,
-//!          cns_trade_batches, position deltas netted in memory ──► ack
+//!          cns_trade_batches, position deltas netted in memory (COPY BINARY into
+//!          cns_*_position_deltas, no position row updated) ──► ack
 //!          and reject events in the outbox (ccass.v1.events.{participant}.trade)
 //!  cut-off (per settlement date) ──► re-net every CNS trade in memory, check against the
 //!      incremental positions, mark them final in one transaction
@@ -22,6 +23,10 @@
 //! Invariants:
 //! - A trade is netted exactly once: its batch marker, the trade row and its position delta
 //!   commit in one transaction, and a redelivered batch finds its marker and changes nothing.
+//! - A position is its `cns_stock_positions`/`cns_money_positions` row plus its deltas not
+//!   folded yet; folding moves a date's deltas in one statement (each delta exactly once),
+//!   done by the cut-off under its exclusive lock and before every positions read, so the
+//!   Batch Settlement Run and the day-end (after the cut-off) see rows only.
 //! - A refused trade is stored with its reason and never netted.
 //! - Per security and settlement date, the participants' net positions sum to zero (the CCP
 //!   delivers what it receives); the cut-off re-nets every trade and refuses to finalise

@@ -301,7 +301,7 @@ const TRADE_TYPES: [Type; 12] = [
 /// with [`HostDbError::Constraint`] (the primary key), leaving the transaction aborted.
 pub async fn copy_trades(
     transaction: &tokio_postgres::Transaction<'_>,
-    trades: &[TradeRow],
+    trades: &[&TradeRow],
 ) -> Result<u64, HostDbError> {
     let mut copy = CopyIn::start(
         transaction,
@@ -404,54 +404,139 @@ pub struct MoneyDelta {
     pub obligation_count: i32,
 }
 
-/// Adds netted deltas to the provisional positions of `settlement_date` (creating them).
-pub async fn add_position_deltas(
+const STOCK_DELTA_COPY: &str = "COPY cns_stock_position_deltas (settlement_date, \
+    participant_id, isin, net_quantity, obligation_count) FROM STDIN BINARY";
+const MONEY_DELTA_COPY: &str = "COPY cns_money_position_deltas (settlement_date, \
+    participant_id, currency_code, net_amount_minor, obligation_count) FROM STDIN BINARY";
+const DELTA_TYPES: [Type; 5] = [Type::DATE, Type::TEXT, Type::TEXT, Type::INT8, Type::INT4];
+
+/// Appends netted deltas of `settlement_date` with COPY BINARY (V0011): no row of
+/// `cns_stock_positions` is touched, so capture transactions never wait on each other.
+/// The deltas count as part of the positions until [`fold_position_deltas`] moves them.
+pub async fn append_position_deltas(
     transaction: &tokio_postgres::Transaction<'_>,
     settlement_date: Date,
     stock: &[StockDelta],
     money: &[MoneyDelta],
 ) -> Result<(), HostDbError> {
-    let participants: Vec<&str> = stock.iter().map(|d| d.participant_id.as_str()).collect();
-    let isins: Vec<&str> = stock.iter().map(|d| d.isin.as_str()).collect();
-    let quantities: Vec<i64> = stock.iter().map(|d| d.net_quantity).collect();
-    let counts: Vec<i32> = stock.iter().map(|d| d.obligation_count).collect();
-    transaction
-        .execute(
-            "INSERT INTO cns_stock_positions
-                 (settlement_date, participant_id, isin, net_quantity, obligation_count, status)
-             SELECT $1, participant_id, isin, quantity, obligation_count, 'provisional'
-             FROM unnest($2::text[], $3::text[], $4::int8[], $5::int4[])
-                 AS d (participant_id, isin, quantity, obligation_count)
-             ORDER BY participant_id, isin
-             ON CONFLICT (settlement_date, participant_id, isin) DO UPDATE SET
-                 net_quantity = cns_stock_positions.net_quantity + EXCLUDED.net_quantity,
-                 obligation_count = cns_stock_positions.obligation_count + EXCLUDED.obligation_count,
-                 updated_at = now()",
-            &[&settlement_date, &participants, &isins, &quantities, &counts],
-        )
-        .await
-        .map_err(db("add stock position deltas"))?;
-    let participants: Vec<&str> = money.iter().map(|d| d.participant_id.as_str()).collect();
-    let currencies: Vec<&str> = money.iter().map(|d| d.currency_code.as_str()).collect();
-    let amounts: Vec<i64> = money.iter().map(|d| d.net_amount_minor).collect();
-    let counts: Vec<i32> = money.iter().map(|d| d.obligation_count).collect();
-    transaction
-        .execute(
-            "INSERT INTO cns_money_positions
-                 (settlement_date, participant_id, currency_code, net_amount_minor, obligation_count, status)
-             SELECT $1, participant_id, currency_code, amount, obligation_count, 'provisional'
-             FROM unnest($2::text[], $3::text[], $4::int8[], $5::int4[])
-                 AS d (participant_id, currency_code, amount, obligation_count)
-             ORDER BY participant_id, currency_code
-             ON CONFLICT (settlement_date, participant_id, currency_code) DO UPDATE SET
-                 net_amount_minor = cns_money_positions.net_amount_minor + EXCLUDED.net_amount_minor,
-                 obligation_count = cns_money_positions.obligation_count + EXCLUDED.obligation_count,
-                 updated_at = now()",
-            &[&settlement_date, &participants, &currencies, &amounts, &counts],
-        )
-        .await
-        .map_err(db("add money position deltas"))?;
+    let stock_rows = stock.iter().map(|d| {
+        let row: DeltaRow<'_> = (
+            &d.participant_id,
+            &d.isin,
+            d.net_quantity,
+            d.obligation_count,
+        );
+        row
+    });
+    copy_deltas(
+        transaction,
+        "copy stock position deltas",
+        STOCK_DELTA_COPY,
+        settlement_date,
+        stock_rows.collect(),
+    )
+    .await?;
+    let money_rows = money.iter().map(|d| {
+        let row: DeltaRow<'_> = (
+            &d.participant_id,
+            &d.currency_code,
+            d.net_amount_minor,
+            d.obligation_count,
+        );
+        row
+    });
+    copy_deltas(
+        transaction,
+        "copy money position deltas",
+        MONEY_DELTA_COPY,
+        settlement_date,
+        money_rows.collect(),
+    )
+    .await
+}
+
+/// (participant, isin or currency, net, obligation count) of one delta row.
+type DeltaRow<'a> = (&'a String, &'a String, i64, i32);
+
+async fn copy_deltas(
+    transaction: &tokio_postgres::Transaction<'_>,
+    context: &'static str,
+    statement: &str,
+    settlement_date: Date,
+    rows: Vec<DeltaRow<'_>>,
+) -> Result<(), HostDbError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut copy = CopyIn::start(transaction, context, statement, &DELTA_TYPES).await?;
+    for (participant_id, key, net, count) in &rows {
+        copy.write(&[&settlement_date, participant_id, key, net, count])
+            .await?;
+    }
+    copy.finish().await?;
     Ok(())
+}
+
+/// Moves every appended delta of `settlement_date` into the provisional position rows
+/// (creating them). Each table's move is one statement (the deleted deltas feed the upsert),
+/// so a delta is folded exactly once even when folds run concurrently. Returns the number of
+/// stock and money delta rows folded.
+pub async fn fold_position_deltas(
+    client: &impl tokio_postgres::GenericClient,
+    settlement_date: Date,
+) -> Result<(u64, u64), HostDbError> {
+    let stock = client
+        .query_one(
+            "WITH moved AS (
+                 DELETE FROM cns_stock_position_deltas WHERE settlement_date = $1
+                 RETURNING participant_id, isin, net_quantity, obligation_count
+             ), folded AS (
+                 INSERT INTO cns_stock_positions
+                     (settlement_date, participant_id, isin, net_quantity, obligation_count, status)
+                 SELECT $1, participant_id, isin, sum(net_quantity)::int8,
+                        sum(obligation_count)::int4, 'provisional'
+                 FROM moved GROUP BY participant_id, isin
+                 ORDER BY participant_id, isin
+                 ON CONFLICT (settlement_date, participant_id, isin) DO UPDATE SET
+                     net_quantity = cns_stock_positions.net_quantity + EXCLUDED.net_quantity,
+                     obligation_count = cns_stock_positions.obligation_count
+                         + EXCLUDED.obligation_count,
+                     updated_at = now()
+             )
+             SELECT count(*) FROM moved",
+            &[&settlement_date],
+        )
+        .await
+        .map_err(db("fold stock position deltas"))?;
+    let money = client
+        .query_one(
+            "WITH moved AS (
+                 DELETE FROM cns_money_position_deltas WHERE settlement_date = $1
+                 RETURNING participant_id, currency_code, net_amount_minor, obligation_count
+             ), folded AS (
+                 INSERT INTO cns_money_positions
+                     (settlement_date, participant_id, currency_code, net_amount_minor,
+                      obligation_count, status)
+                 SELECT $1, participant_id, currency_code, sum(net_amount_minor)::int8,
+                        sum(obligation_count)::int4, 'provisional'
+                 FROM moved GROUP BY participant_id, currency_code
+                 ORDER BY participant_id, currency_code
+                 ON CONFLICT (settlement_date, participant_id, currency_code) DO UPDATE SET
+                     net_amount_minor = cns_money_positions.net_amount_minor
+                         + EXCLUDED.net_amount_minor,
+                     obligation_count = cns_money_positions.obligation_count
+                         + EXCLUDED.obligation_count,
+                     updated_at = now()
+             )
+             SELECT count(*) FROM moved",
+            &[&settlement_date],
+        )
+        .await
+        .map_err(db("fold money position deltas"))?;
+    Ok((
+        u64::try_from(stock.get::<_, i64>(0)).unwrap_or(0),
+        u64::try_from(money.get::<_, i64>(0)).unwrap_or(0),
+    ))
 }
 
 /// One side of an isolated trade.
@@ -542,6 +627,7 @@ pub async fn positions(
     settlement_date: Date,
 ) -> Result<Vec<PositionRow>, HostDbError> {
     let client = super::client(pool).await?;
+    fold_position_deltas(&**client, settlement_date).await?;
     let rows = client
         .query(
             "SELECT settlement_date, participant_id, isin, NULL::text, net_quantity,
@@ -694,6 +780,8 @@ impl<'a> Cutoff<'a> {
         if closed {
             return Ok(None);
         }
+        // Under the exclusive lock no capture appends meanwhile: fold everything netted.
+        fold_position_deltas(&*transaction, settlement_date).await?;
         Ok(Some(Cutoff {
             transaction,
             settlement_date,
@@ -824,12 +912,38 @@ impl<'a> Cutoff<'a> {
 // ---------------------------------------------------------------------------------------
 // Benchmark baseline
 
+/// The straightforward SQL forms of netting: both turn each CNS trade into its two
+/// obligations and sum them per (participant, security, settlement date). The benchmark
+/// times each and compares against the faster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupByForm {
+    /// Buyer side and seller side as two scans glued with `UNION ALL`.
+    UnionAll,
+    /// One scan; each row unpivoted into its two obligations with `CROSS JOIN LATERAL`.
+    Lateral,
+}
+
+impl GroupByForm {
+    pub const ALL: [GroupByForm; 2] = [GroupByForm::UnionAll, GroupByForm::Lateral];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            GroupByForm::UnionAll => "union all",
+            GroupByForm::Lateral => "lateral",
+        }
+    }
+}
+
 /// Nets every CNS trade of `market` with one SQL `GROUP BY` (the set-based baseline the
 /// in-memory netting is measured against). Returns the number of stock positions.
-pub async fn group_by_netting(pool: &Pool, market: &str) -> Result<i64, HostDbError> {
+pub async fn group_by_netting(
+    pool: &Pool,
+    market: &str,
+    form: GroupByForm,
+) -> Result<i64, HostDbError> {
     let client = super::client(pool).await?;
-    let row = client
-        .query_one(
+    let sql = match form {
+        GroupByForm::UnionAll => {
             "SELECT count(*) FROM (
                  SELECT participant_id, isin, settlement_date, sum(quantity) AS net_quantity
                  FROM (
@@ -840,9 +954,22 @@ pub async fn group_by_netting(pool: &Pool, market: &str) -> Result<i64, HostDbEr
                      FROM exchange_trades WHERE market = $1 AND settlement_type = 'cns'
                  ) AS obligations
                  GROUP BY participant_id, isin, settlement_date
-             ) AS positions",
-            &[&market],
-        )
+             ) AS positions"
+        }
+        GroupByForm::Lateral => {
+            "SELECT count(*) FROM (
+                 SELECT o.participant_id, t.isin, t.settlement_date, sum(o.quantity) AS net_quantity
+                 FROM exchange_trades t
+                 CROSS JOIN LATERAL (VALUES (t.buyer_participant_id, t.quantity),
+                                            (t.seller_participant_id, -t.quantity))
+                     AS o (participant_id, quantity)
+                 WHERE t.market = $1 AND t.settlement_type = 'cns'
+                 GROUP BY o.participant_id, t.isin, t.settlement_date
+             ) AS positions"
+        }
+    };
+    let row = client
+        .query_one(sql, &[&market])
         .await
         .map_err(db("net trades with group by"))?;
     Ok(row.get(0))
@@ -861,9 +988,10 @@ pub async fn captured_batch_count(pool: &Pool, market: &str) -> Result<i64, Host
     Ok(row.get(0))
 }
 
-/// Stock positions stored for `settlement_date`.
+/// Stock positions of `settlement_date` (after folding its deltas).
 pub async fn stock_position_count(pool: &Pool, settlement_date: Date) -> Result<i64, HostDbError> {
     let client = super::client(pool).await?;
+    fold_position_deltas(&**client, settlement_date).await?;
     let row = client
         .query_one(
             "SELECT count(*) FROM cns_stock_positions WHERE settlement_date = $1",

@@ -98,6 +98,11 @@ pub fn embedded() -> Vec<Migration> {
             )),
         },
         Migration {
+            version: 11,
+            name: Cow::Borrowed("cns_position_deltas"),
+            sql: Cow::Borrowed(include_str!("migrations/V0011__cns_position_deltas.sql")),
+        },
+        Migration {
             version: 12,
             name: Cow::Borrowed("system_identity"),
             sql: Cow::Borrowed(include_str!("migrations/V0012__system_identity.sql")),
