@@ -355,6 +355,9 @@ async fn measure(
         let maximum = match options.rate_per_s {
             Some(_) => None,
             None => {
+                // Each phase starts from an empty INBOUND for the bench participants: a fast
+                // machine fills the stream's max_bytes within a run otherwise (NAK G03).
+                purge(jetstream).await;
                 let raw = load
                     .drive_jetstream(
                         jetstream,
@@ -365,6 +368,7 @@ async fn measure(
                     )
                     .await?;
                 let before = observed.stages();
+                purge(jetstream).await;
                 let gateway = load
                     .drive_gateway(
                         &pss_configs,
@@ -383,6 +387,7 @@ async fn measure(
             (None, None) => 1,
         };
         let per_sender = rate_per_s as f64 / options.sessions as f64;
+        purge(jetstream).await;
         let raw = load
             .drive_jetstream(
                 jetstream,
@@ -393,6 +398,7 @@ async fn measure(
             )
             .await?;
         let before = observed.stages();
+        purge(jetstream).await;
         let gateway = load
             .drive_gateway(
                 &pss_configs,
