@@ -18,22 +18,11 @@ use time::Date;
 use time::macros::date;
 
 use crate::harness::nats::NatsServer;
-use crate::harness::postgres::{self, TestDatabase};
+use crate::harness::postgres::{TestDatabase, seeded_database};
 use crate::harness::{repo_root, test_config};
 
 const MARKET: &str = "xhkg";
 const SETTLEMENT_DATE: Date = date!(2026 - 11 - 26);
-
-async fn seeded_database(test_name: &str) -> Option<TestDatabase> {
-    let database = postgres::database(test_name).await?;
-    hostdb::seed::apply_file(
-        &database.pool,
-        &repo_root().join("config/reference/demo.toml"),
-    )
-    .await
-    .unwrap();
-    Some(database)
-}
 
 async fn reference(pool: &Pool) -> Reference {
     Reference::load(pool, &test_config().cns.ccp_participant)

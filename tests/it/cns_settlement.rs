@@ -12,7 +12,7 @@ use time::Date;
 use time::macros::date;
 
 use crate::harness::balances::{self, cash, holding};
-use crate::harness::postgres::{self, TestDatabase};
+use crate::harness::postgres::{TestDatabase, seeded_database};
 use crate::harness::{repo_root, test_config};
 
 const MARKET: &str = "xhkg";
@@ -24,17 +24,6 @@ const AIA: &str = "HK0000069689";
 /// Tencent, board lot 100; C00123-01 opens with 1,000,000.
 const TENCENT: &str = "KYG875721634";
 const CCP_ACCOUNT: &str = "HKSCC0-01";
-
-async fn seeded_database(test_name: &str) -> Option<TestDatabase> {
-    let database = postgres::database(test_name).await?;
-    hostdb::seed::apply_file(
-        &database.pool,
-        &repo_root().join("config/reference/demo.toml"),
-    )
-    .await
-    .unwrap();
-    Some(database)
-}
 
 fn trade(
     id: &str,

@@ -11,7 +11,7 @@ use ccass::hostdb::seed::{self, ReferenceData, SeedError};
 use ccass::hostdb::{self, HostDbError, Pool, partitions};
 use time::macros::date;
 
-use crate::harness::postgres::{self, TestDatabase};
+use crate::harness::postgres::{self};
 
 const DEMO_FILE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/reference/demo.toml");
 
@@ -85,15 +85,6 @@ async fn execute(pool: &Pool, sql: &str) -> Result<u64, HostDbError> {
         .execute(sql, &[])
         .await
         .map_err(|error| HostDbError::from_postgres(sql.to_owned(), error))
-}
-
-async fn seeded(test_name: &str) -> Option<TestDatabase> {
-    let database = postgres::database(test_name).await?;
-    let data = seed::load_file(DEMO_FILE.as_ref()).expect("load the demo file");
-    seed::apply(&database.pool, &data)
-        .await
-        .expect("seed the demo data");
-    Some(database)
 }
 
 #[tokio::test]
@@ -203,7 +194,7 @@ async fn a_changed_or_unknown_applied_migration_is_an_error() {
 async fn append_only_tables_refuse_update_and_delete() {
     // Goal: journals, status history, message journal and audit trail cannot be changed.
     // Method: put a row in each, then try UPDATE and DELETE; expect a constraint error.
-    let Some(database) = seeded("append_only_tables").await else {
+    let Some(database) = postgres::seeded_database("append_only_tables").await else {
         return;
     };
     for insert in [
@@ -256,7 +247,7 @@ async fn append_only_tables_refuse_update_and_delete() {
 #[tokio::test]
 async fn constraint_errors_are_classified_with_their_name() {
     // Goal: callers can branch on a refused write. Method: insert a duplicate participant.
-    let Some(database) = seeded("constraint_errors").await else {
+    let Some(database) = postgres::seeded_database("constraint_errors").await else {
         return;
     };
     let error = execute(
@@ -388,7 +379,7 @@ async fn a_bad_reference_file_writes_nothing() {
 async fn a_changed_opening_is_refused_and_nothing_is_written() {
     // Goal: an opening is written once; a different value later is an error, not an
     // overwrite, and the rest of that file (a new name) is not applied either.
-    let Some(database) = seeded("a_changed_opening").await else {
+    let Some(database) = postgres::seeded_database("a_changed_opening").await else {
         return;
     };
     let counts_before = row_counts(&database.pool).await;
@@ -423,7 +414,7 @@ async fn audit_passes_on_the_demo_and_catches_corruption() {
     // Goal: the audit is clean on consistent data and names each kind of damage. Method:
     // seed, audit; then corrupt a stored balance and append a journal row for an unknown
     // account, audit again.
-    let Some(database) = seeded("audit").await else {
+    let Some(database) = postgres::seeded_database("audit").await else {
         return;
     };
     assert_eq!(audit::run(&database.pool).await.unwrap(), vec![]);
@@ -483,7 +474,7 @@ async fn copy_binary_appends_settlement_movements() {
     // journal plus balance updates in one transaction, audit still clean. Method: create
     // partitions, append 20,000 alternating transfers between two accounts, update the two
     // balances, commit, check counts, partition placement and the audit.
-    let Some(database) = seeded("copy_binary_append").await else {
+    let Some(database) = postgres::seeded_database("copy_binary_append").await else {
         return;
     };
     let created = partitions::create_monthly(&database.pool, date!(2026 - 11 - 01), 2)

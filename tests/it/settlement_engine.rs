@@ -9,24 +9,13 @@ use time::Date;
 use time::macros::date;
 
 use crate::harness::balances::{self, cash, holding};
-use crate::harness::postgres::{self, TestDatabase};
-use crate::harness::{repo_root, test_config};
+use crate::harness::postgres::seeded_database;
+use crate::harness::test_config;
 
 const SETTLEMENT_DATE: Date = date!(2026 - 11 - 26);
 const TENCENT: &str = "KYG875721634";
 const HKEX: &str = "HK0388045442";
 const HANG_SENG: &str = "HK0011000095";
-
-async fn seeded_database(test_name: &str) -> Option<TestDatabase> {
-    let database = postgres::database(test_name).await?;
-    hostdb::seed::apply_file(
-        &database.pool,
-        &repo_root().join("config/reference/demo.toml"),
-    )
-    .await
-    .unwrap();
-    Some(database)
-}
 
 /// A matched pair: `from` account delivers `quantity` of `isin` to `to` account.
 fn pair(

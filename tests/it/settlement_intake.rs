@@ -21,21 +21,10 @@ use rust_decimal::Decimal;
 use time::{Date, Duration as Days, OffsetDateTime};
 
 use crate::harness::nats::NatsServer;
-use crate::harness::postgres::{self, TestDatabase};
-use crate::harness::{repo_root, test_config};
+use crate::harness::postgres::seeded_database;
+use crate::harness::test_config;
 
 const ISIN: &str = "GB0005405286";
-
-async fn seeded_database(test_name: &str) -> Option<TestDatabase> {
-    let database = postgres::database(test_name).await?;
-    hostdb::seed::apply_file(
-        &database.pool,
-        &repo_root().join("config/reference/demo.toml"),
-    )
-    .await
-    .unwrap();
-    Some(database)
-}
 
 /// The first business day at least two days from today.
 fn settlement_date() -> Date {

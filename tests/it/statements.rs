@@ -24,23 +24,12 @@ use time::macros::date;
 
 use crate::harness::balances;
 use crate::harness::nats::NatsServer;
-use crate::harness::postgres::{self, TestDatabase};
+use crate::harness::postgres::seeded_database;
 use crate::harness::{repo_root, test_config};
 
 const SETTLEMENT_DATE: Date = date!(2026 - 11 - 26);
 const TENCENT: &str = "KYG875721634";
 const HKEX: &str = "HK0388045442";
-
-async fn seeded_database(test_name: &str) -> Option<TestDatabase> {
-    let database = postgres::database(test_name).await?;
-    hostdb::seed::apply_file(
-        &database.pool,
-        &repo_root().join("config/reference/demo.toml"),
-    )
-    .await
-    .unwrap();
-    Some(database)
-}
 
 fn pair(reference: &str, from: &str, to: &str, isin: &str, quantity: i64) -> NewMatchedPair {
     balances::matched_pair(

@@ -79,6 +79,18 @@ pub async fn database(test_name: &str) -> Option<TestDatabase> {
     Some(database)
 }
 
+/// A migrated database seeded with the demo reference data (`config/reference/demo.toml`).
+pub async fn seeded_database(test_name: &str) -> Option<TestDatabase> {
+    let database = database(test_name).await?;
+    hostdb::seed::apply_file(
+        &database.pool,
+        &super::repo_root().join("config/reference/demo.toml"),
+    )
+    .await
+    .unwrap_or_else(|error| panic!("seed {}: {error}", database.name));
+    Some(database)
+}
+
 async fn admin_connect(admin: &HostDbConfig) -> Result<tokio_postgres::Client, String> {
     let mut config = tokio_postgres::Config::new();
     config
