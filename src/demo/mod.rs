@@ -759,7 +759,7 @@ async fn day(
         }
     }
     let on_stream = outbound_message_ids(jetstream, &everyone, demo).await?;
-    let instance_id = hostdb::outbox::instance_id(&**hostdb::client(pool).await?).await?;
+    let instance_id = crate::relay::instance_id(pool).await?;
     for (dedupe_id, statement_type) in &outbound {
         if on_stream.contains(&crate::relay::stream_message_id(&instance_id, dedupe_id)) {
             observed.outbound_delivered += 1;

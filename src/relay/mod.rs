@@ -156,10 +156,19 @@ async fn publish(
     Ok(())
 }
 
-/// Publishes one batch; returns how many messages were published (0: the outbox is empty).
+/// The database's instance id (V0012), the prefix of every `Nats-Msg-Id` the relay sets. It
+/// never changes, so a relay reads it once.
+pub async fn instance_id(pool: &Pool) -> Result<String, RelayError> {
+    let client = crate::hostdb::client(pool).await?;
+    Ok(sql::instance_id(&**client).await?)
+}
+
+/// Publishes one batch with ids prefixed by `instance_id` ([`instance_id`]); returns how many
+/// messages were published (0: the outbox is empty).
 pub async fn relay_once(
     pool: &Pool,
     jetstream: &jetstream::Context,
+    instance_id: &str,
     batch_max: i64,
 ) -> Result<usize, RelayError> {
     let mut client = crate::hostdb::client(pool).await?;
@@ -172,10 +181,9 @@ pub async fn relay_once(
         return Ok(0);
     }
     let messages = expand(&*transaction, &rows).await?;
-    let instance_id = sql::instance_id(&*transaction).await?;
     publish(
         jetstream,
-        &instance_id,
+        instance_id,
         &messages,
         usize::try_from(batch_max).unwrap_or(1),
     )
@@ -198,8 +206,19 @@ pub async fn run(
     retry_delay: Duration,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
+    let mut instance: Option<String> = None;
     while !*shutdown.borrow() {
-        let delay = match relay_once(&pool, &jetstream, batch_max).await {
+        let relayed = match instance.as_deref() {
+            Some(id) => relay_once(&pool, &jetstream, id, batch_max).await,
+            None => match instance_id(&pool).await {
+                Ok(id) => {
+                    instance = Some(id);
+                    continue;
+                }
+                Err(error) => Err(error),
+            },
+        };
+        let delay = match relayed {
             Ok(0) => poll_interval,
             Ok(published) => {
                 metrics::counter!(names::RELAY_PUBLISHED_TOTAL).increment(published as u64);
