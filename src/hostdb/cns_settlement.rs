@@ -558,29 +558,7 @@ pub async fn lock_cash(
         )
         .await
         .map_err(db("open cash balances"))?;
-    let rows = transaction
-        .query(
-            "SELECT c.participant_id, c.currency_code, c.amount_minor,
-                    c.account_kind = 'ccp_settlement'
-             FROM cash_balances c
-             JOIN (SELECT DISTINCT * FROM unnest($1::text[], $2::text[]))
-                 AS k(participant_id, currency_code)
-               ON c.participant_id = k.participant_id AND c.currency_code = k.currency_code
-             ORDER BY 1, 2
-             FOR UPDATE OF c",
-            &[&participant_ids, &currency_codes],
-        )
-        .await
-        .map_err(db("load cash balances"))?;
-    Ok(rows
-        .iter()
-        .map(|row| CashRow {
-            participant_id: row.get(0),
-            currency_code: row.get(1),
-            amount_minor: row.get(2),
-            may_go_negative: row.get(3),
-        })
-        .collect())
+    super::settlement::lock_cash_rows(transaction, participant_ids, currency_codes).await
 }
 
 /// Appends outbox rows with one COPY BINARY in `transaction`.

@@ -25,6 +25,39 @@ fn db(context: &'static str) -> impl Fn(tokio_postgres::Error) -> HostDbError {
 
 /// Adds `(participant, currency, delta)` to the cash balances in one statement: the BSR's
 /// DvP legs and CNS day-end money settlement both move cash through here.
+/// The stored cash balances of the (participant, currency) keys, locked until the
+/// transaction ends, in key order (every locker takes them in the same order); keys without a
+/// balance row are absent.
+pub(super) async fn lock_cash_rows(
+    transaction: &tokio_postgres::Transaction<'_>,
+    participant_ids: &[&str],
+    currency_codes: &[&str],
+) -> Result<Vec<CashRow>, HostDbError> {
+    let rows = transaction
+        .query(
+            "SELECT c.participant_id, c.currency_code, c.amount_minor,
+                    c.account_kind = 'ccp_settlement'
+             FROM cash_balances c
+             JOIN (SELECT DISTINCT * FROM unnest($1::text[], $2::text[]))
+                 AS k(participant_id, currency_code)
+               ON c.participant_id = k.participant_id AND c.currency_code = k.currency_code
+             ORDER BY 1, 2
+             FOR UPDATE OF c",
+            &[&participant_ids, &currency_codes],
+        )
+        .await
+        .map_err(db("load cash balances"))?;
+    Ok(rows
+        .iter()
+        .map(|row| CashRow {
+            participant_id: row.get(0),
+            currency_code: row.get(1),
+            amount_minor: row.get(2),
+            may_go_negative: row.get(3),
+        })
+        .collect())
+}
+
 pub(super) async fn apply_cash_deltas(
     transaction: &tokio_postgres::Transaction<'_>,
     cash_deltas: &[(String, String, i64)],
@@ -337,28 +370,7 @@ impl<'c> RunTransaction<'c> {
         participant_ids: &[&str],
         currency_codes: &[&str],
     ) -> Result<Vec<CashRow>, HostDbError> {
-        let rows = self
-            .transaction
-            .query(
-                "SELECT c.participant_id, c.currency_code, c.amount_minor,
-                        c.account_kind = 'ccp_settlement'
-                 FROM cash_balances c
-                 JOIN unnest($1::text[], $2::text[]) AS k(participant_id, currency_code)
-                   ON c.participant_id = k.participant_id AND c.currency_code = k.currency_code
-                 FOR UPDATE OF c",
-                &[&participant_ids, &currency_codes],
-            )
-            .await
-            .map_err(db("load cash balances"))?;
-        Ok(rows
-            .iter()
-            .map(|row| CashRow {
-                participant_id: row.get(0),
-                currency_code: row.get(1),
-                amount_minor: row.get(2),
-                may_go_negative: row.get(3),
-            })
-            .collect())
+        lock_cash_rows(&self.transaction, participant_ids, currency_codes).await
     }
 
     /// Appends the journals (COPY BINARY) and applies the net balance deltas set-based.
