@@ -45,9 +45,10 @@ pub struct PhaseReport {
     pub outbox_count: usize,
 }
 
-/// Balances the phase touches, before and after.
-#[derive(Default)]
+/// Balances the phase touches, before and after, and what the phase moved.
 struct Book {
+    run_id: i64,
+    settlement_date: Date,
     holdings: HashMap<(String, String), i64>,
     holdings_before: HashMap<(String, String), i64>,
     cash: HashMap<(String, String), i64>,
@@ -61,12 +62,24 @@ struct Book {
 impl Book {
     async fn load(
         run: &RunTransaction<'_>,
+        settlement_date: Date,
         stock_keys: &[(String, String)],
         cash_keys: &[(String, String)],
     ) -> Result<Book, HostDbError> {
         let accounts: Vec<&str> = stock_keys.iter().map(|k| k.0.as_str()).collect();
         let isins: Vec<&str> = stock_keys.iter().map(|k| k.1.as_str()).collect();
-        let mut book = Book::default();
+        let mut book = Book {
+            run_id: run.settlement_run_id,
+            settlement_date,
+            holdings: HashMap::new(),
+            holdings_before: HashMap::new(),
+            cash: HashMap::new(),
+            cash_before: HashMap::new(),
+            holding_movements: Vec::new(),
+            cash_movements: Vec::new(),
+            settlements: Vec::new(),
+            outbox: Vec::new(),
+        };
         for key in stock_keys {
             book.holdings.insert(key.clone(), 0);
         }
@@ -101,17 +114,7 @@ impl Book {
             .copied()
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn move_stock(
-        &mut self,
-        run_id: i64,
-        settlement_date: Date,
-        from: &str,
-        to: &str,
-        isin: &str,
-        quantity: i64,
-        reference: String,
-    ) {
+    fn move_stock(&mut self, from: &str, to: &str, isin: &str, quantity: i64, reference: String) {
         *self
             .holdings
             .entry((from.to_owned(), isin.to_owned()))
@@ -121,8 +124,8 @@ impl Book {
             .entry((to.to_owned(), isin.to_owned()))
             .or_default() += quantity;
         self.holding_movements.push(HoldingMovement {
-            settlement_date,
-            settlement_run_id: Some(run_id),
+            settlement_date: self.settlement_date,
+            settlement_run_id: Some(self.run_id),
             from_account_id: Some(from.to_owned()),
             to_account_id: Some(to.to_owned()),
             isin: isin.to_owned(),
@@ -132,11 +135,8 @@ impl Book {
         });
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn move_cash(
         &mut self,
-        run_id: i64,
-        settlement_date: Date,
         from: &str,
         to: &str,
         currency: &str,
@@ -155,8 +155,8 @@ impl Book {
             .entry((to.to_owned(), currency.to_owned()))
             .or_default() += amount_minor;
         self.cash_movements.push(CashMovement {
-            settlement_date,
-            settlement_run_id: Some(run_id),
+            settlement_date: self.settlement_date,
+            settlement_run_id: Some(self.run_id),
             from_participant_id: Some(from.to_owned()),
             to_participant_id: Some(to.to_owned()),
             currency_code: currency.to_owned(),
@@ -164,6 +164,64 @@ impl Book {
             kind: CashMovementKind::Dvp,
             reference,
         });
+    }
+
+    /// `quantity` of `position` moves between its account and the CCP's (a short delivers,
+    /// a long receives), recorded with its event.
+    fn settle_position(
+        &mut self,
+        ccp: &Ccp,
+        position: &DuePosition,
+        account: &str,
+        direction: Direction,
+        quantity: i64,
+    ) {
+        let (from, to) = match direction {
+            Direction::Short => (account, ccp.account_id.as_str()),
+            Direction::Long => (ccp.account_id.as_str(), account),
+        };
+        self.move_stock(
+            from,
+            to,
+            &position.isin,
+            quantity,
+            position_reference(position),
+        );
+        record_position(self, position, account, direction, quantity);
+    }
+
+    /// An isolated trade settles whole against the CCP: a sell delivers the stock and is
+    /// paid, a buy pays and receives the stock.
+    fn settle_isolated(&mut self, ccp: &Ccp, side: &DueIsolated, account: &str) {
+        let ccp_account = ccp.account_id.as_str();
+        let ccp_participant = ccp.participant_id.as_str();
+        let ((stock_from, stock_to), (payer, payee)) = if side.side == "sell" {
+            (
+                (account, ccp_account),
+                (ccp_participant, side.participant_id.as_str()),
+            )
+        } else {
+            (
+                (ccp_account, account),
+                (side.participant_id.as_str(), ccp_participant),
+            )
+        };
+        let reference = isolated_reference(side);
+        self.move_stock(
+            stock_from,
+            stock_to,
+            &side.isin,
+            side.quantity,
+            reference.clone(),
+        );
+        self.move_cash(
+            payer,
+            payee,
+            &side.currency_code,
+            side.amount_minor,
+            reference,
+        );
+        record_isolated(self, side);
     }
 
     fn event(&mut self, participant_id: &str, dedupe_id: String, event: &PositionEvent) {
@@ -256,7 +314,6 @@ fn isolated_reference(side: &DueIsolated) -> String {
 /// Records what `quantity` did to `position` and its event.
 fn record_position(
     book: &mut Book,
-    run_id: i64,
     position: &DuePosition,
     account_id: &str,
     direction: Direction,
@@ -284,11 +341,11 @@ fn record_position(
         obligation_count: position.obligation_count,
         status: status.to_owned(),
     };
-    let dedupe_id = format!("bsr:{run_id}:{}", position_reference(position));
+    let dedupe_id = format!("bsr:{}:{}", book.run_id, position_reference(position));
     book.event(&position.participant_id, dedupe_id, &event);
 }
 
-fn record_isolated(book: &mut Book, run_id: i64, side: &DueIsolated) {
+fn record_isolated(book: &mut Book, side: &DueIsolated) {
     let sign = if side.side == "sell" { -1 } else { 1 };
     let event = PositionEvent {
         settlement_date: format_date(side.settlement_date),
@@ -300,7 +357,7 @@ fn record_isolated(book: &mut Book, run_id: i64, side: &DueIsolated) {
         obligation_count: 1,
         status: "settled".to_owned(),
     };
-    let dedupe_id = format!("bsr:{run_id}:{}", isolated_reference(side));
+    let dedupe_id = format!("bsr:{}:{}", book.run_id, isolated_reference(side));
     book.event(&side.participant_id, dedupe_id, &event);
 }
 
@@ -333,27 +390,58 @@ fn balance_keys(
     (stock_keys, cash_keys)
 }
 
+/// What a phase settles: the CCP, the date's due positions and isolated trades of one
+/// direction, and the balances they touch, locked.
+struct Phase {
+    ccp: Ccp,
+    positions: Vec<DuePosition>,
+    isolated: Vec<DueIsolated>,
+    book: Book,
+}
+
+/// Loads a phase; `None` when there is no CCP or nothing is due (`report` counts what is).
+async fn load_phase(
+    run: &RunTransaction<'_>,
+    settlement_date: Date,
+    direction: Direction,
+    isolated_side: &str,
+    report: &mut PhaseReport,
+) -> Result<Option<Phase>, HostDbError> {
+    let Some(ccp) = run.cns_ccp().await? else {
+        return Ok(None);
+    };
+    let positions = run.cns_due_positions(settlement_date, direction).await?;
+    let isolated = run.cns_due_isolated(settlement_date, isolated_side).await?;
+    report.positions_due = positions.len();
+    report.isolated_due = isolated.len();
+    if positions.is_empty() && isolated.is_empty() {
+        return Ok(None);
+    }
+    let (stock_keys, cash_keys) = balance_keys(&ccp, &positions, &isolated);
+    let book = Book::load(run, settlement_date, &stock_keys, &cash_keys).await?;
+    Ok(Some(Phase {
+        ccp,
+        positions,
+        isolated,
+        book,
+    }))
+}
+
 /// Phase 1 of a run: CNS short positions and isolated sells deliver to the CCP.
 pub async fn settle_shorts(
     run: &RunTransaction<'_>,
     settlement_date: Date,
 ) -> Result<PhaseReport, HostDbError> {
     let mut report = PhaseReport::default();
-    let Some(ccp) = run.cns_ccp().await? else {
+    let Some(Phase {
+        ccp,
+        positions: shorts,
+        isolated: sells,
+        mut book,
+    }) = load_phase(run, settlement_date, Direction::Short, "sell", &mut report).await?
+    else {
         return Ok(report);
     };
-    let shorts = run
-        .cns_due_positions(settlement_date, Direction::Short)
-        .await?;
-    let sells = run.cns_due_isolated(settlement_date, "sell").await?;
-    report.positions_due = shorts.len();
-    report.isolated_due = sells.len();
-    if shorts.is_empty() && sells.is_empty() {
-        return Ok(report);
-    }
-    let (stock_keys, cash_keys) = balance_keys(&ccp, &shorts, &sells);
-    let mut book = Book::load(run, &stock_keys, &cash_keys).await?;
-    let run_id = run.settlement_run_id;
     for position in &shorts {
         let Some(account) = &position.account_id else {
             continue;
@@ -364,23 +452,7 @@ pub async fn settle_shorts(
         if quantity == 0 {
             continue;
         }
-        book.move_stock(
-            run_id,
-            settlement_date,
-            account,
-            &ccp.account_id,
-            &position.isin,
-            quantity,
-            position_reference(position),
-        );
-        record_position(
-            &mut book,
-            run_id,
-            position,
-            account,
-            Direction::Short,
-            quantity,
-        );
+        book.settle_position(&ccp, position, account, Direction::Short, quantity);
     }
     let mut settled = Vec::new();
     for sell in &sells {
@@ -397,26 +469,7 @@ pub async fn settle_shorts(
         {
             continue;
         }
-        let reference = isolated_reference(sell);
-        book.move_stock(
-            run_id,
-            settlement_date,
-            account,
-            &ccp.account_id,
-            &sell.isin,
-            sell.quantity,
-            reference.clone(),
-        );
-        book.move_cash(
-            run_id,
-            settlement_date,
-            &ccp.participant_id,
-            &sell.participant_id,
-            &sell.currency_code,
-            sell.amount_minor,
-            reference,
-        );
-        record_isolated(&mut book, run_id, sell);
+        book.settle_isolated(&ccp, sell, account);
         settled.push(sell);
     }
     book.write(run, &settled, &mut report).await?;
@@ -431,21 +484,15 @@ pub async fn settle_longs(
     settlement_date: Date,
 ) -> Result<PhaseReport, HostDbError> {
     let mut report = PhaseReport::default();
-    let Some(ccp) = run.cns_ccp().await? else {
+    let Some(Phase {
+        ccp,
+        positions: longs,
+        isolated: buys,
+        mut book,
+    }) = load_phase(run, settlement_date, Direction::Long, "buy", &mut report).await?
+    else {
         return Ok(report);
     };
-    let longs = run
-        .cns_due_positions(settlement_date, Direction::Long)
-        .await?;
-    let buys = run.cns_due_isolated(settlement_date, "buy").await?;
-    report.positions_due = longs.len();
-    report.isolated_due = buys.len();
-    if longs.is_empty() && buys.is_empty() {
-        return Ok(report);
-    }
-    let (stock_keys, cash_keys) = balance_keys(&ccp, &longs, &buys);
-    let mut book = Book::load(run, &stock_keys, &cash_keys).await?;
-    let run_id = run.settlement_run_id;
 
     // Longs that can receive, grouped by (settlement date, isin) in date order.
     let mut groups: BTreeMap<(Date, &str), Vec<&DuePosition>> = BTreeMap::new();
@@ -490,23 +537,7 @@ pub async fn settle_longs(
             if quantity == 0 {
                 continue;
             }
-            book.move_stock(
-                run_id,
-                settlement_date,
-                &ccp.account_id,
-                account,
-                isin,
-                quantity,
-                position_reference(position),
-            );
-            record_position(
-                &mut book,
-                run_id,
-                position,
-                account,
-                Direction::Long,
-                quantity,
-            );
+            book.settle_position(&ccp, position, account, Direction::Long, quantity);
         }
     }
     let mut settled = Vec::new();
@@ -526,26 +557,7 @@ pub async fn settle_longs(
         {
             continue;
         }
-        let reference = isolated_reference(buy);
-        book.move_stock(
-            run_id,
-            settlement_date,
-            &ccp.account_id,
-            account,
-            &buy.isin,
-            buy.quantity,
-            reference.clone(),
-        );
-        book.move_cash(
-            run_id,
-            settlement_date,
-            &buy.participant_id,
-            &ccp.participant_id,
-            &buy.currency_code,
-            buy.amount_minor,
-            reference,
-        );
-        record_isolated(&mut book, run_id, buy);
+        book.settle_isolated(&ccp, buy, account);
         settled.push(buy);
     }
     book.write(run, &settled, &mut report).await?;
