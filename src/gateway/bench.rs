@@ -352,34 +352,17 @@ async fn measure(
             &run_tag(0),
         )
         .await?;
+        let phase = Phase {
+            load: &load,
+            jetstream,
+            pss_configs: &pss_configs,
+            sessions: options.sessions,
+            duration,
+            observed: &observed,
+        };
         let maximum = match options.rate_per_s {
             Some(_) => None,
-            None => {
-                // Each phase starts from an empty INBOUND for the bench participants: a fast
-                // machine fills the stream's max_bytes within a run otherwise (NAK G03).
-                purge(jetstream).await;
-                let raw = load
-                    .drive_jetstream(
-                        jetstream,
-                        options.sessions,
-                        Pace::Window(window),
-                        duration,
-                        &run_tag(1),
-                    )
-                    .await?;
-                let before = observed.stages();
-                purge(jetstream).await;
-                let gateway = load
-                    .drive_gateway(
-                        &pss_configs,
-                        options.sessions,
-                        Pace::Window(window),
-                        duration,
-                        &run_tag(2),
-                    )
-                    .await?;
-                Some((raw, gateway, observed.stages().since(&before)))
-            }
+            None => Some(phase.run(Pace::Window(window), 1).await?),
         };
         let rate_per_s = match (options.rate_per_s, &maximum) {
             (Some(rate), _) => rate,
@@ -387,28 +370,7 @@ async fn measure(
             (None, None) => 1,
         };
         let per_sender = rate_per_s as f64 / options.sessions as f64;
-        purge(jetstream).await;
-        let raw = load
-            .drive_jetstream(
-                jetstream,
-                options.sessions,
-                Pace::Rate(per_sender),
-                duration,
-                &run_tag(3),
-            )
-            .await?;
-        let before = observed.stages();
-        purge(jetstream).await;
-        let gateway = load
-            .drive_gateway(
-                &pss_configs,
-                options.sessions,
-                Pace::Rate(per_sender),
-                duration,
-                &run_tag(4),
-            )
-            .await?;
-        let paced_stages = observed.stages().since(&before);
+        let (raw, gateway, paced_stages) = phase.run(Pace::Rate(per_sender), 3).await?;
         let (maximum, maximum_stages) = match maximum {
             Some((raw, gateway, stages)) => (Some((raw, gateway)), Some(stages)),
             None => (None, None),
@@ -478,6 +440,52 @@ impl Load {
             .spawn(async move { drive_jetstream(&jetstream, senders, pace, duration, &tag).await })
             .await
             .map_err(|error| BenchError::Failed(format!("load task: {error}")))?
+    }
+}
+
+/// One measured phase: raw JetStream, then the gateway, at the same pace.
+struct Phase<'a> {
+    load: &'a Load,
+    jetstream: &'a async_nats::jetstream::Context,
+    pss_configs: &'a [PssConfig],
+    sessions: usize,
+    duration: Duration,
+    observed: &'a Gateway,
+}
+
+impl Phase<'_> {
+    /// Runs raw JetStream (run tag `first_tag`) then the gateway (`first_tag + 1`), each from
+    /// an empty INBOUND for the bench participants (a fast machine fills the stream's
+    /// max_bytes within a run otherwise: NAK G03); returns both and the gateway's stages.
+    async fn run(
+        &self,
+        pace: Pace,
+        first_tag: u32,
+    ) -> Result<(Measurement, Measurement, StageSnapshot), BenchError> {
+        purge(self.jetstream).await;
+        let raw = self
+            .load
+            .drive_jetstream(
+                self.jetstream,
+                self.sessions,
+                pace,
+                self.duration,
+                &run_tag(first_tag),
+            )
+            .await?;
+        purge(self.jetstream).await;
+        let before = self.observed.stages();
+        let gateway = self
+            .load
+            .drive_gateway(
+                self.pss_configs,
+                self.sessions,
+                pace,
+                self.duration,
+                &run_tag(first_tag + 1),
+            )
+            .await?;
+        Ok((raw, gateway, self.observed.stages().since(&before)))
     }
 }
 
