@@ -391,22 +391,66 @@ pub async fn insert_match(
     Ok(row.get(0))
 }
 
-/// The other instruction of the match `instruction_id` is in, if any.
-pub async fn matched_with(
+/// The match an instruction is in, and what runs have settled of it so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MatchState {
+    pub match_id: i64,
+    /// The other instruction of the pair.
+    pub counterpart_instruction_id: i64,
+    /// Settled by runs so far (0: nothing).
+    pub settled_quantity: i64,
+    /// Settled in full.
+    pub complete: bool,
+}
+
+/// The match `instruction_id` is in, if any, with its settlement so far. Call it after
+/// [`hold_off_settlement_runs`] when the answer decides a change to the pair.
+pub async fn match_state(
     transaction: &Transaction<'_>,
     instruction_id: i64,
-) -> Result<Option<i64>, HostDbError> {
+) -> Result<Option<MatchState>, HostDbError> {
     let row = transaction
         .query_opt(
-            "SELECT CASE WHEN delivering_instruction_id = $1 THEN receiving_instruction_id
-                         ELSE delivering_instruction_id END
-             FROM instruction_matches
-             WHERE delivering_instruction_id = $1 OR receiving_instruction_id = $1",
+            "SELECT m.match_id,
+                    CASE WHEN m.delivering_instruction_id = $1 THEN m.receiving_instruction_id
+                         ELSE m.delivering_instruction_id END,
+                    coalesce(s.quantity, 0)::int8, coalesce(s.complete, false)
+             FROM instruction_matches m
+             LEFT JOIN LATERAL (
+                 SELECT sum(quantity) AS quantity, bool_or(complete) AS complete
+                 FROM instruction_settlements WHERE match_id = m.match_id) s ON true
+             WHERE m.delivering_instruction_id = $1 OR m.receiving_instruction_id = $1",
             &[&instruction_id],
         )
         .await
         .map_err(db("look up match"))?;
-    Ok(row.map(|row| row.get(0)))
+    Ok(row.map(|row| MatchState {
+        match_id: row.get(0),
+        counterpart_instruction_id: row.get(1),
+        settled_quantity: row.get(2),
+        complete: row.get(3),
+    }))
+}
+
+/// Advisory lock (two-key form) that orders changes to matched pairs against Batch
+/// Settlement Runs: a run takes it exclusively for its whole transaction
+/// ([`super::settlement::RunTransaction::begin`]), a change to a matched pair shares it.
+pub(super) const SETTLEMENT_RUN_LOCK: (i32, i32) = (0x7365_7474, 1);
+
+/// Waits until no Batch Settlement Run is in progress and keeps the next one from starting
+/// until this transaction ends (shared: changes do not wait for each other). Take it before
+/// deciding a change to a matched pair (cancel, hold, exclude) so that a run never settles a
+/// pair that was cancelled, held or excluded under it, and a change never misses a
+/// settlement that committed meanwhile.
+pub async fn hold_off_settlement_runs(transaction: &Transaction<'_>) -> Result<(), HostDbError> {
+    transaction
+        .execute(
+            "SELECT pg_advisory_xact_lock_shared($1, $2)",
+            &[&SETTLEMENT_RUN_LOCK.0, &SETTLEMENT_RUN_LOCK.1],
+        )
+        .await
+        .map_err(db("wait for the settlement run"))?;
+    Ok(())
 }
 
 /// Removes the match of a bilaterally cancelled pair: a cancelled pair is no longer due.

@@ -284,16 +284,18 @@ pub enum ReasonCode {
     Cans,
     /// Cancelled by the system (CAND reason).
     Csub,
-    /// Cancellation denied: already settled.
+    /// Denied: the account servicer's deadline was missed.
     Adea,
-    /// Denied: cancellation not possible, transaction already matched / settled.
+    /// Denied: the instruction is already cancelled.
     Dcan,
-    /// Denied: other.
+    /// Denied: the instruction is in the course of settlement.
     Dprg,
+    /// Denied: the instruction has already settled (in full or in part).
+    Dset,
 }
 
 impl ReasonCode {
-    const ALL: [ReasonCode; 37] = [
+    const ALL: [ReasonCode; 38] = [
         ReasonCode::Lack,
         ReasonCode::Mony,
         ReasonCode::Cmis,
@@ -331,6 +333,7 @@ impl ReasonCode {
         ReasonCode::Adea,
         ReasonCode::Dcan,
         ReasonCode::Dprg,
+        ReasonCode::Dset,
     ];
 
     /// The four-letter code.
@@ -373,6 +376,7 @@ impl ReasonCode {
             ReasonCode::Adea => "ADEA",
             ReasonCode::Dcan => "DCAN",
             ReasonCode::Dprg => "DPRG",
+            ReasonCode::Dset => "DSET",
         }
     }
 

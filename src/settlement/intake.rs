@@ -799,13 +799,35 @@ pub async fn process_batch(
                 );
                 continue;
             };
-            let other = if target.status == "matched" {
-                sql::matched_with(&transaction, target.instruction_id).await?
+            let state = if target.status == "matched" {
+                // Decide against the settled state no run can change under us.
+                sql::hold_off_settlement_runs(&transaction).await?;
+                sql::match_state(&transaction, target.instruction_id).await?
             } else {
                 None
             };
-            let counterpart = match other {
-                Some(id) => sql::instruction_by_id(&transaction, id).await?,
+            if let Some(state) = state.filter(|state| state.settled_quantity > 0) {
+                // Stock and money have moved: a settled pair (even in part) is final.
+                report.rejected += 1;
+                let narrative = if state.complete {
+                    "instruction already settled".to_owned()
+                } else {
+                    format!("{} already settled", state.settled_quantity)
+                };
+                reports.add(
+                    &row.participant_id,
+                    own('D'),
+                    &reference_text,
+                    true,
+                    ("CPRC", "DEND"),
+                    Some(("DEND", ReasonCode::Dset, &narrative)),
+                );
+                continue;
+            }
+            let counterpart = match state {
+                Some(state) => {
+                    sql::instruction_by_id(&transaction, state.counterpart_instruction_id).await?
+                }
                 None => None,
             };
             let counterpart_request = match &counterpart {

@@ -4,7 +4,8 @@
 //! `instruction_matches` row (the BSR engine settles pairs neither on hold nor excluded),
 //! recorded in `instruction_status_history` (status stays `matched`, `detail` says what
 //! changed), reported to both sides by MT548 `:25D::SETT//PEND` with reason `NARR` and a
-//! narrative, and published as an instruction event.
+//! narrative, and published as an instruction event. A pair a run settled in full changes no
+//! more; a change waits for a run in progress (`hostdb::intake::hold_off_settlement_runs`).
 //!
 //! Not here: pending authorisation (maker–checker) belongs to terminal input (the terminal
 //! issue) and SIs from a PSS are authorised by the gateway's certificate.
@@ -47,6 +48,11 @@ pub enum LifecycleError {
         participant: String,
         reference: String,
     },
+    #[error("instruction {reference} of {participant} is already settled")]
+    AlreadySettled {
+        participant: String,
+        reference: String,
+    },
     #[error(transparent)]
     Db(#[from] HostDbError),
 }
@@ -80,6 +86,15 @@ pub async fn apply(
     };
     let pair = match instruction.status.as_str() {
         "matched" => {
+            // Decide against the settled state no run can change under us.
+            sql::hold_off_settlement_runs(&transaction).await?;
+            let state = sql::match_state(&transaction, instruction.instruction_id).await?;
+            if state.is_some_and(|state| state.complete) {
+                return Err(LifecycleError::AlreadySettled {
+                    participant: participant.to_owned(),
+                    reference: reference.to_owned(),
+                });
+            }
             sql::set_match_flag(&transaction, instruction.instruction_id, flag, value).await?
         }
         _ => None,

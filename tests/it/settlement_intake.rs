@@ -517,3 +517,122 @@ async fn a_redelivered_batch_changes_nothing_and_a_matched_pair_cancels_bilatera
     let violations = hostdb::audit::run(&database.pool).await.unwrap();
     assert!(violations.is_empty(), "audit: {violations:?}");
 }
+
+#[tokio::test]
+async fn a_settled_pair_can_no_longer_be_cancelled_or_held() {
+    // Goal: once a run moved stock and money for a pair, neither a bilateral cancellation
+    // nor a hold changes it (the cancellation is denied with DEND/DSET). Method: match a DvP
+    // pair through process_batch, settle it with run_now, then both sides send a CANC and
+    // one side asks for a hold; the pair keeps its match and marker, and the audit is clean.
+    let Some(database) = seeded_database("settlement_intake_settled_cancel").await else {
+        return;
+    };
+    let config = test_config();
+    let calendar = config.cns.calendar();
+    let reference = intake::Reference::load(&database.pool, "HKSCC0")
+        .await
+        .unwrap();
+    let inbound = |sequence: u64, participant: &str, number: &str, text: String| Inbound {
+        participant: participant.to_owned(),
+        message_type: number.to_owned(),
+        stream_sequence: sequence,
+        text,
+    };
+    let process = |batch: Vec<Inbound>| {
+        let pool = database.pool.clone();
+        let reference = reference.clone();
+        let calendar = calendar.clone();
+        let statements = config.statements.clone();
+        let config = config.intake.clone();
+        async move {
+            intake::process_batch(
+                &pool,
+                &reference,
+                &calendar,
+                &config,
+                &statements,
+                "INBOUND",
+                &batch,
+            )
+            .await
+            .unwrap()
+        }
+    };
+    // B01234-01 holds GB0005405286 and B05678 has HKD (config/reference/demo.toml).
+    let matched = process(vec![
+        inbound(
+            1,
+            "B01234",
+            "543",
+            instruction("B01234", "B05678", true, "D1", 100_000, None),
+        ),
+        inbound(
+            2,
+            "B05678",
+            "541",
+            instruction("B05678", "B01234", false, "R1", 100_000, None),
+        ),
+    ])
+    .await;
+    assert_eq!(matched.matched_pairs, 1);
+    let run = ccass::settlement::run::run_now(
+        &database.pool,
+        &config.settlement,
+        settlement_date(),
+        &ccass::settlement::run::RunOptions::leader("test"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(run.settled_count, 1);
+
+    let cancels = process(vec![
+        inbound(
+            3,
+            "B01234",
+            "543",
+            instruction("B01234", "B05678", true, "C1", 100_000, Some("D1")),
+        ),
+        inbound(
+            4,
+            "B05678",
+            "541",
+            instruction("B05678", "B01234", false, "C2", 100_000, Some("R1")),
+        ),
+    ])
+    .await;
+    assert_eq!((cancels.cancelled, cancels.rejected), (0, 2));
+    assert!(matches!(
+        lifecycle::apply(
+            &database.pool,
+            &reference,
+            "B05678",
+            "R1",
+            lifecycle::Change::Hold
+        )
+        .await,
+        Err(lifecycle::LifecycleError::AlreadySettled { .. })
+    ));
+
+    let client = hostdb::client(&database.pool).await.unwrap();
+    let row = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM instruction_matches WHERE NOT on_hold),
+                    (SELECT count(*) FROM instructions WHERE status = 'cancelled'),
+                    (SELECT count(*) FROM outbox
+                     WHERE position(convert_to(':24B::DEND//DSET', 'UTF8') IN payload) > 0),
+                    (SELECT count(*) FROM instruction_settlements WHERE complete)",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 1, "the match stays, not on hold");
+    assert_eq!(row.get::<_, i64>(1), 0, "nothing cancelled");
+    assert_eq!(
+        row.get::<_, i64>(2),
+        2,
+        "both cancellations denied as settled"
+    );
+    assert_eq!(row.get::<_, i64>(3), 1);
+    let violations = hostdb::audit::run(&database.pool).await.unwrap();
+    assert!(violations.is_empty(), "audit: {violations:?}");
+}
