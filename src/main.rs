@@ -414,7 +414,7 @@ enum BenchCommand {
     /// The Batch Settlement Run (run_now) against one SQL transaction per pair and the best
     /// set-based SQL, on the same generated day (own databases).
     Settlement {
-        /// Matched pairs to settle (each a deliver and a receive SI).
+        /// Settlement instructions to settle: half as many matched pairs (deliver + receive).
         #[arg(long, default_value_t = 1_000_000)]
         instructions: usize,
         #[arg(long, default_value_t = 1)]

@@ -83,7 +83,7 @@ impl Book {
         for key in stock_keys {
             book.holdings.insert(key.clone(), 0);
         }
-        for row in run.lock_holdings(&accounts, &isins).await? {
+        for row in run.holdings(&accounts, &isins).await? {
             book.holdings
                 .insert((row.account_id, row.isin), row.quantity);
         }

@@ -112,6 +112,11 @@ pub fn embedded() -> Vec<Migration> {
             name: Cow::Borrowed("settlement_write_path"),
             sql: Cow::Borrowed(include_str!("migrations/V0013__settlement_write_path.sql")),
         },
+        Migration {
+            version: 15,
+            name: Cow::Borrowed("run_balances"),
+            sql: Cow::Borrowed(include_str!("migrations/V0015__run_balances.sql")),
+        },
     ]
 }
 

@@ -94,11 +94,27 @@ pub struct RunReport {
     /// Messages those rows expand to (MT544–547 and MT548 pending, both sides).
     pub confirmations_count: usize,
     pub load: Duration,
+    /// Parts of `load`.
+    pub load_steps: LoadSteps,
     pub settle: Duration,
     pub write: Duration,
     /// Parts of `write`.
     pub write_steps: WriteSteps,
     pub commit: Duration,
+}
+
+/// Where a run's load phase went.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadSteps {
+    /// Beginning the transaction: leader lock, waiting for changes to matched pairs in
+    /// flight, freezing the balances, the run record.
+    pub begin: Duration,
+    /// The CNS short positions' phase (delivering to the CCP first).
+    pub cns_shorts: Duration,
+    /// The due pairs (four reads joined in memory).
+    pub pairs: Duration,
+    /// The holdings and cash balances the pairs touch.
+    pub balances: Duration,
 }
 
 /// Where a run's write phase went.
@@ -215,6 +231,12 @@ async fn settle_and_commit(
     let started = Instant::now();
     let input_cutoff = config.input_cutoff_at(settlement_date)?;
     let mut client = hostdb::client(pool).await?;
+    let mut step = Instant::now();
+    let mut lap = || {
+        let elapsed = step.elapsed();
+        step = Instant::now();
+        elapsed
+    };
     let run = RunTransaction::begin(
         &mut client,
         config.leader_lock_key,
@@ -223,18 +245,25 @@ async fn settle_and_commit(
     )
     .await?
     .ok_or(RunError::LeaderBusy)?;
+    let mut load_steps = LoadSteps {
+        begin: lap(),
+        ..LoadSteps::default()
+    };
     // CNS short positions deliver to the CCP before the SIs (src/cns/bsr.rs).
     crate::cns::bsr::settle_shorts(&run, settlement_date).await?;
+    load_steps.cns_shorts = lap();
     let pairs = run
         .due_pairs(settlement_date, input_cutoff, config.run_pairs_max)
         .await?;
+    load_steps.pairs = lap();
     let dense = Dense::new(&pairs);
     let holdings = run
-        .lock_holdings(&dense.stock_accounts(), &dense.stock_isins())
+        .holdings(&dense.stock_accounts(), &dense.stock_isins())
         .await?;
     let cash = run
         .lock_cash_balances(&dense.cash_participants(), &dense.cash_currencies())
         .await?;
+    load_steps.balances = lap();
     let load = started.elapsed();
 
     let settle_started = Instant::now();
@@ -253,6 +282,7 @@ async fn settle_and_commit(
         settled_count: settlement.settled_count,
         chain_retry_count: settlement.retry_count,
         load,
+        load_steps,
         settle,
         ..RunReport::default()
     };
@@ -314,12 +344,7 @@ async fn settle_and_commit(
     let (holding_updates, new_holdings, cash_deltas) =
         dense.deltas(&before, &after, &stored, &cash_keys);
     let terminals = run.logical_terminals().await?;
-    let mut step = Instant::now();
-    let mut lap = || {
-        let elapsed = step.elapsed();
-        step = Instant::now();
-        elapsed
-    };
+    lap(); // the write steps start here
     let (outbox, confirmations_count) = confirmation_rows(
         &pairs,
         &settlement.results,

@@ -7,15 +7,16 @@ use crate::harness::postgres;
 #[tokio::test]
 async fn bench_settlement_smoke_run_settles_the_same_day_three_ways() {
     // Goal: the benchmark's three contenders run on the same generated day and their
-    // outcomes are consistent. Method: 2,000 pairs with a 5 % short share; the engine settles
-    // most pairs (and at least as many as the single-pass set-based SQL, which never uses
-    // receipts), chain resolution adds some, the per-transaction baseline settles its subset.
+    // outcomes are consistent. Method: 4,000 SIs (2,000 pairs) with a 5 % short share; the
+    // engine settles most pairs (and at least as many as the single-pass set-based SQL,
+    // which never uses receipts), chain resolution adds some, the per-transaction baseline
+    // settles its subset.
     let Some(_reachable) = postgres::database("bench_settlement_probe").await else {
         return;
     };
     let config = crate::harness::test_config();
     let options = BenchOptions {
-        instructions: 2_000,
+        instructions: 4_000,
         seed: 3,
         participants: 40,
         securities: 30,
