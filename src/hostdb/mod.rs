@@ -24,6 +24,7 @@ pub mod audit;
 pub mod audit_trail;
 pub mod cns;
 pub mod cns_settlement;
+pub mod copy_rows;
 pub mod demo;
 pub mod intake;
 pub mod journal;
@@ -123,6 +124,9 @@ pub enum HostDbError {
         #[source]
         source: tokio_postgres::Error,
     },
+    /// The server sent data this client cannot read (a binary COPY row of another shape).
+    #[error("host database sent malformed data: {context}: {message}")]
+    MalformedData { context: String, message: String },
     /// Any other server error.
     #[error("host database query failed: {context}: {message}")]
     Query {

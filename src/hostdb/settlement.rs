@@ -16,13 +16,12 @@
 //!   per loaded balance: `SELECT … FOR UPDATE` wrote every locked row once more before the
 //!   run updated it.
 
-use std::collections::HashMap;
+use std::pin::Pin;
 
-use futures::StreamExt as _;
 use time::Date;
-use tokio_postgres::binary_copy::BinaryCopyOutStream;
 use tokio_postgres::types::Type;
 
+use super::copy_rows::CopyRows;
 use super::journal::{self, CashMovement, CopyIn, HoldingMovement};
 use super::{HostDbError, Pool};
 
@@ -137,7 +136,7 @@ struct DueInstruction {
 /// instructions name a few thousand distinct keys.
 #[derive(Default)]
 struct Interner {
-    ids: HashMap<String, u32>,
+    ids: foldhash::HashMap<String, u32>,
     names: Vec<String>,
 }
 
@@ -313,48 +312,34 @@ impl<'c> RunTransaction<'c> {
         // the cut-off in epoch microseconds), never from text.
         let cutoff_micros = input_cutoff.unix_timestamp_nanos() / 1_000;
         let mut interned = Interner::default();
-        let mut instructions: HashMap<i64, DueInstruction> = HashMap::new();
+        let mut instructions: foldhash::HashMap<i64, DueInstruction> = Default::default();
         let statement = format!(
-            "COPY (SELECT instruction_id, participant_id, account_id, isin, settlement_date,
-                          quantity, currency_code, amount_minor, partial_settlement_allowed
+            "COPY (SELECT instruction_id, account_id, isin, settlement_date, quantity,
+                          currency_code, amount_minor, partial_settlement_allowed
                    FROM instructions
                    WHERE status = 'matched' AND settlement_date <= '{settlement_date}'::date
                      AND created_at <= to_timestamp({cutoff_micros}::float8 / 1000000))
              TO STDOUT (FORMAT binary)"
         );
-        let types = [
-            Type::INT8,
-            Type::TEXT,
-            Type::TEXT,
-            Type::TEXT,
-            Type::DATE,
-            Type::INT8,
-            Type::TEXT,
-            Type::INT8,
-            Type::BOOL,
-        ];
-        let context = "load due instructions";
-        let rows = self.copy_out(&statement, &types, context).await?;
-        futures::pin_mut!(rows);
-        while let Some(row) = rows.next().await {
-            let row = row.map_err(db(context))?;
-            let text = |index| row.try_get::<&str>(index).map_err(db(context));
-            let currency: Option<&str> = row.try_get(6).map_err(db(context))?;
-            instructions.insert(
-                row.try_get(0).map_err(db(context))?,
-                DueInstruction {
-                    participant: interned.id(text(1)?),
-                    account: interned.id(text(2)?),
-                    isin: interned.id(text(3)?),
-                    settlement_date: row.try_get(4).map_err(db(context))?,
-                    quantity: row.try_get(5).map_err(db(context))?,
-                    currency: currency.map(|code| interned.id(code)),
-                    amount_minor: row.try_get(7).map_err(db(context))?,
-                    partial_allowed: row.try_get(8).map_err(db(context))?,
-                },
-            );
+        let mut rows = self.copy_out(&statement, "load due instructions").await?;
+        while let Some(mut row) = rows.next().await? {
+            let instruction_id = row.int8()?;
+            let account = row.text()?;
+            // instructions_check2: an account id starts with its participant's id.
+            let participant = account.get(..6).unwrap_or(account);
+            let instruction = DueInstruction {
+                participant: interned.id(participant),
+                account: interned.id(account),
+                isin: interned.id(row.text()?),
+                settlement_date: row.date()?,
+                quantity: row.int8()?,
+                currency: row.optional_text()?.map(|code| interned.id(code)),
+                amount_minor: row.optional_int8()?,
+                partial_allowed: row.boolean()?,
+            };
+            instructions.insert(instruction_id, instruction);
         }
-        let mut board_lots: HashMap<&str, i64> = HashMap::new();
+        let mut board_lots: foldhash::HashMap<&str, i64> = Default::default();
         let lot_rows = self
             .transaction
             .query("SELECT isin, board_lot::int8 FROM securities", &[])
@@ -364,46 +349,31 @@ impl<'c> RunTransaction<'c> {
             board_lots.insert(row.get(0), row.get(1));
         }
         // What earlier runs settled of each pair (partial settlements; complete pairs drop).
-        let mut settled: HashMap<i64, (i64, i64, bool)> = HashMap::new();
-        let context = "load settled so far";
-        let rows = self
+        let mut settled: foldhash::HashMap<i64, (i64, i64, bool)> = Default::default();
+        let mut rows = self
             .copy_out(
                 "COPY (SELECT match_id, sum(quantity)::int8, coalesce(sum(amount_minor), 0)::int8,
                               bool_or(complete)
                        FROM instruction_settlements GROUP BY match_id) TO STDOUT (FORMAT binary)",
-                &[Type::INT8, Type::INT8, Type::INT8, Type::BOOL],
-                context,
+                "load settled so far",
             )
             .await?;
-        futures::pin_mut!(rows);
-        while let Some(row) = rows.next().await {
-            let row = row.map_err(db(context))?;
-            settled.insert(
-                row.try_get(0).map_err(db(context))?,
-                (
-                    row.try_get(1).map_err(db(context))?,
-                    row.try_get(2).map_err(db(context))?,
-                    row.try_get(3).map_err(db(context))?,
-                ),
-            );
+        while let Some(mut row) = rows.next().await? {
+            settled.insert(row.int8()?, (row.int8()?, row.int8()?, row.boolean()?));
         }
         let mut pairs = Vec::new();
-        let context = "load due matches";
-        let rows = self
+        let mut rows = self
             .copy_out(
                 "COPY (SELECT match_id, delivering_instruction_id, receiving_instruction_id
                        FROM instruction_matches WHERE NOT on_hold AND NOT excluded_from_runs)
                  TO STDOUT (FORMAT binary)",
-                &[Type::INT8, Type::INT8, Type::INT8],
-                context,
+                "load due matches",
             )
             .await?;
-        futures::pin_mut!(rows);
-        while let Some(row) = rows.next().await {
-            let row = row.map_err(db(context))?;
-            let match_id: i64 = row.try_get(0).map_err(db(context))?;
-            let delivering_instruction_id: i64 = row.try_get(1).map_err(db(context))?;
-            let receiving_instruction_id: i64 = row.try_get(2).map_err(db(context))?;
+        while let Some(mut row) = rows.next().await? {
+            let match_id = row.int8()?;
+            let delivering_instruction_id = row.int8()?;
+            let receiving_instruction_id = row.int8()?;
             let (Some(deliver), Some(receive)) = (
                 instructions.get(&delivering_instruction_id),
                 instructions.get(&receiving_instruction_id),
@@ -444,19 +414,18 @@ impl<'c> RunTransaction<'c> {
         Ok(pairs)
     }
 
-    /// A COPY … TO STDOUT (FORMAT binary) of `statement` as typed rows.
+    /// The rows of `statement`, a COPY … TO STDOUT (FORMAT binary).
     async fn copy_out(
         &self,
         statement: &str,
-        types: &[Type],
         context: &'static str,
-    ) -> Result<BinaryCopyOutStream, HostDbError> {
+    ) -> Result<CopyRows<Pin<Box<tokio_postgres::CopyOutStream>>>, HostDbError> {
         let stream = self
             .transaction
             .copy_out(statement)
             .await
             .map_err(db(context))?;
-        Ok(BinaryCopyOutStream::new(stream, types))
+        Ok(CopyRows::new(Box::pin(stream), context))
     }
 
     /// The stored holdings of the (account, isin) keys (frozen until the run ends: see

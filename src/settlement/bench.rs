@@ -81,6 +81,9 @@ pub struct BenchReport {
     pub run: RunReport,
     /// `run_now` end to end (connect, lock, load, settle, write, commit).
     pub run_total: Duration,
+    /// CPU time this process spent during `run_now` (the client's share of the run; the
+    /// rest of `run_total` is the server's work or waiting for it). `None` without procfs.
+    pub run_client_cpu: Option<Duration>,
     pub each_pairs: usize,
     pub each_settled: usize,
     pub each: Duration,
@@ -146,6 +149,13 @@ impl fmt::Display for BenchReport {
             engine,
             2.0 * engine
         )?;
+        if let Some(cpu) = self.run_client_cpu {
+            writeln!(
+                f,
+                "  client CPU during the run {:.3} s (the rest: the server's work or waiting)",
+                cpu.as_secs_f64()
+            )?;
+        }
         writeln!(
             f,
             "  load = begin {:.3} + CNS shorts {:.3} + due pairs {:.3} + balances {:.3}",
@@ -388,9 +398,13 @@ async fn measure(
 
     let pool = hostdb::connect_as(&config.hostdb.with_database(RUN_DATABASE), "ccass-bench")?;
     let run_options = RunOptions::leader("bench".to_owned());
+    let cpu_before = process_cpu_time();
     let started = Instant::now();
     let run = run::run_now(&pool, &config.settlement, date, &run_options).await?;
     let run_total = started.elapsed();
+    let run_client_cpu = process_cpu_time()
+        .zip(cpu_before)
+        .map(|(after, before)| after.saturating_sub(before));
     pool.close();
 
     let pool = unbounded(EACH_DATABASE)?;
@@ -416,12 +430,23 @@ async fn measure(
         load,
         run,
         run_total,
+        run_client_cpu,
         each_pairs,
         each_settled,
         each,
         set_settled,
         set,
     })
+}
+
+/// User + system CPU time of this process so far, from `/proc/self/stat` (in USER_HZ ticks,
+/// 100 per second on Linux).
+fn process_cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may contain spaces) closed by ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
 }
 
 /// Copies the template once its last connection is gone (closing a pool ends its sessions

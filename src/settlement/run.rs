@@ -404,18 +404,18 @@ fn settled_value_json(values: &BTreeMap<String, i64>) -> String {
 
 /// Dense integer ids of the balances and securities a run touches.
 struct Dense<'p> {
-    stock: HashMap<(&'p str, &'p str), u32>,
+    stock: foldhash::HashMap<(&'p str, &'p str), u32>,
     stock_keys: Vec<(&'p str, &'p str)>,
-    cash: HashMap<(&'p str, &'p str), u32>,
+    cash: foldhash::HashMap<(&'p str, &'p str), u32>,
     cash_keys: Vec<(&'p str, &'p str)>,
 }
 
 impl<'p> Dense<'p> {
     fn new(pairs: &'p [DuePair]) -> Dense<'p> {
         let mut dense = Dense {
-            stock: HashMap::new(),
+            stock: Default::default(),
             stock_keys: Vec::new(),
-            cash: HashMap::new(),
+            cash: Default::default(),
             cash_keys: Vec::new(),
         };
         for pair in pairs {
