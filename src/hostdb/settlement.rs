@@ -95,17 +95,39 @@ fn holding_columns(rows: &[HoldingRow]) -> (Vec<&str>, Vec<&str>, Vec<i64>) {
     )
 }
 
+/// The pairs due for a run. Their text keys (participants, accounts, ISINs, currencies)
+/// are interned: a pair names them by [`KeyId`], [`DuePairs::name`] gives the text back.
+#[derive(Debug, Clone, Default)]
+pub struct DuePairs {
+    pub pairs: Vec<DuePair>,
+    keys: Interner,
+}
+
+/// A text key of [`DuePairs`].
+pub type KeyId = u32;
+
+impl DuePairs {
+    pub fn name(&self, id: KeyId) -> &str {
+        self.keys.name(id)
+    }
+
+    /// The id of a key the pairs name; `None` for any other text.
+    pub fn id(&self, name: &str) -> Option<KeyId> {
+        self.keys.ids.get(name).copied()
+    }
+}
+
 /// A matched pair due for settlement, with what remains of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DuePair {
     pub match_id: i64,
     pub delivering_instruction_id: i64,
     pub receiving_instruction_id: i64,
-    pub deliverer_participant_id: String,
-    pub deliverer_account_id: String,
-    pub receiver_participant_id: String,
-    pub receiver_account_id: String,
-    pub isin: String,
+    pub deliverer_participant: KeyId,
+    pub deliverer_account: KeyId,
+    pub receiver_participant: KeyId,
+    pub receiver_account: KeyId,
+    pub isin: KeyId,
     pub board_lot: i64,
     pub settlement_date: Date,
     /// The instructed quantity (the deliverer's; matching made both equal).
@@ -113,7 +135,7 @@ pub struct DuePair {
     /// Settled by earlier runs (partial settlements).
     pub settled_quantity: i64,
     /// `Some` for DvP: the deliverer's instructed amount and currency.
-    pub currency_code: Option<String>,
+    pub currency: Option<KeyId>,
     pub amount_minor: Option<i64>,
     pub settled_amount_minor: i64,
     /// Both instructions allow partial settlement.
@@ -134,7 +156,7 @@ struct DueInstruction {
 
 /// Text keys (participants, accounts, ISINs, currencies) read once each: a million due
 /// instructions name a few thousand distinct keys.
-#[derive(Default)]
+#[derive(Debug, Clone, Default)]
 struct Interner {
     ids: foldhash::HashMap<String, u32>,
     names: Vec<String>,
@@ -307,7 +329,7 @@ impl<'c> RunTransaction<'c> {
         settlement_date: Date,
         input_cutoff: time::OffsetDateTime,
         limit: i64,
-    ) -> Result<Vec<DuePair>, HostDbError> {
+    ) -> Result<DuePairs, HostDbError> {
         // COPY takes no parameters: the values are inlined from typed Rust values (a date,
         // the cut-off in epoch microseconds), never from text.
         let cutoff_micros = input_cutoff.unix_timestamp_nanos() / 1_000;
@@ -394,16 +416,16 @@ impl<'c> RunTransaction<'c> {
                 match_id,
                 delivering_instruction_id,
                 receiving_instruction_id,
-                deliverer_participant_id: interned.name(deliver.participant).to_owned(),
-                deliverer_account_id: interned.name(deliver.account).to_owned(),
-                receiver_participant_id: interned.name(receive.participant).to_owned(),
-                receiver_account_id: interned.name(receive.account).to_owned(),
-                isin: isin.to_owned(),
+                deliverer_participant: deliver.participant,
+                deliverer_account: deliver.account,
+                receiver_participant: receive.participant,
+                receiver_account: receive.account,
+                isin: deliver.isin,
                 board_lot,
                 settlement_date: deliver.settlement_date,
                 quantity: deliver.quantity,
                 settled_quantity,
-                currency_code: deliver.currency.map(|id| interned.name(id).to_owned()),
+                currency: deliver.currency,
                 amount_minor: deliver.amount_minor,
                 settled_amount_minor,
                 partial_allowed: deliver.partial_allowed && receive.partial_allowed,
@@ -411,7 +433,10 @@ impl<'c> RunTransaction<'c> {
         }
         pairs.sort_unstable_by_key(|pair| (pair.settlement_date, pair.match_id));
         pairs.truncate(usize::try_from(limit.max(0)).unwrap_or(usize::MAX));
-        Ok(pairs)
+        Ok(DuePairs {
+            pairs,
+            keys: interned,
+        })
     }
 
     /// The rows of `statement`, a COPY … TO STDOUT (FORMAT binary).

@@ -33,7 +33,8 @@ use crate::hostdb::outbox::{
     PendingReason, confirmations_dedupe_id,
 };
 use crate::hostdb::settlement::{
-    DuePair, HoldingRow, LogicalTerminals, OutboxRow, RunTotals, RunTransaction, SettledMarker,
+    DuePairs, HoldingRow, KeyId, LogicalTerminals, OutboxRow, RunTotals, RunTransaction,
+    SettledMarker,
 };
 use crate::hostdb::{self, HostDbError, Pool};
 use crate::ids::{Isin, ParticipantId};
@@ -252,11 +253,12 @@ async fn settle_and_commit(
     // CNS short positions deliver to the CCP before the SIs (src/cns/bsr.rs).
     crate::cns::bsr::settle_shorts(&run, settlement_date).await?;
     load_steps.cns_shorts = lap();
-    let pairs = run
+    let due = run
         .due_pairs(settlement_date, input_cutoff, config.run_pairs_max)
         .await?;
+    let pairs = &due.pairs;
     load_steps.pairs = lap();
-    let dense = Dense::new(&pairs);
+    let dense = Dense::new(&due);
     let holdings = run
         .holdings(&dense.stock_accounts(), &dense.stock_isins())
         .await?;
@@ -267,7 +269,7 @@ async fn settle_and_commit(
     let load = started.elapsed();
 
     let settle_started = Instant::now();
-    let (engine_pairs, before, cash_keys) = dense.ledger(&pairs, &holdings, &cash);
+    let (engine_pairs, before, cash_keys) = dense.ledger(&holdings, &cash);
     let mut after = before.clone();
     let settlement = engine::settle(&engine_pairs, &mut after, config.chain_retries_max);
     engine::check_invariants(&before, &after)?;
@@ -290,9 +292,12 @@ async fn settle_and_commit(
     let mut cash_movements = Vec::new();
     let mut markers = Vec::new();
     for (pair, result) in pairs.iter().zip(&settlement.results) {
-        if let (Some(currency), Some(amount)) = (&pair.currency_code, pair.amount_minor) {
-            *report.due_value_minor.entry(currency.clone()).or_default() +=
-                amount - pair.settled_amount_minor;
+        let currency = pair.currency.map(|id| due.name(id));
+        if let (Some(currency), Some(amount)) = (currency, pair.amount_minor) {
+            *report
+                .due_value_minor
+                .entry(currency.to_owned())
+                .or_default() += amount - pair.settled_amount_minor;
         }
         if result.shortage.is_some() {
             report.recycled_count += 1;
@@ -307,25 +312,25 @@ async fn settle_and_commit(
         holding_movements.push(HoldingMovement {
             settlement_date,
             settlement_run_id: Some(run.settlement_run_id),
-            from_account_id: Some(pair.deliverer_account_id.clone()),
-            to_account_id: Some(pair.receiver_account_id.clone()),
-            isin: pair.isin.clone(),
+            from_account_id: Some(due.name(pair.deliverer_account).to_owned()),
+            to_account_id: Some(due.name(pair.receiver_account).to_owned()),
+            isin: due.name(pair.isin).to_owned(),
             quantity: result.settled_quantity,
             kind: HoldingMovementKind::Settlement,
             reference: reference.clone(),
         });
         let amount_minor = (result.settled_amount_minor > 0).then_some(result.settled_amount_minor);
-        if let (Some(currency), Some(amount)) = (&pair.currency_code, amount_minor) {
+        if let (Some(currency), Some(amount)) = (currency, amount_minor) {
             *report
                 .settled_value_minor
-                .entry(currency.clone())
+                .entry(currency.to_owned())
                 .or_default() += amount;
             cash_movements.push(CashMovement {
                 settlement_date,
                 settlement_run_id: Some(run.settlement_run_id),
-                from_participant_id: Some(pair.receiver_participant_id.clone()),
-                to_participant_id: Some(pair.deliverer_participant_id.clone()),
-                currency_code: currency.clone(),
+                from_participant_id: Some(due.name(pair.receiver_participant).to_owned()),
+                to_participant_id: Some(due.name(pair.deliverer_participant).to_owned()),
+                currency_code: currency.to_owned(),
                 amount_minor: amount,
                 kind: CashMovementKind::Dvp,
                 reference,
@@ -346,7 +351,7 @@ async fn settle_and_commit(
     let terminals = run.logical_terminals().await?;
     lap(); // the write steps start here
     let (outbox, confirmations_count) = confirmation_rows(
-        &pairs,
+        &due,
         &settlement.results,
         run.settlement_run_id,
         config,
@@ -402,37 +407,39 @@ fn settled_value_json(values: &BTreeMap<String, i64>) -> String {
     format!("{{{}}}", fields.join(","))
 }
 
-/// Dense integer ids of the balances and securities a run touches.
+/// Dense integer ids of the balances and securities a run touches, over the due pairs'
+/// interned keys.
 struct Dense<'p> {
-    stock: foldhash::HashMap<(&'p str, &'p str), u32>,
-    stock_keys: Vec<(&'p str, &'p str)>,
-    cash: foldhash::HashMap<(&'p str, &'p str), u32>,
-    cash_keys: Vec<(&'p str, &'p str)>,
+    due: &'p DuePairs,
+    /// (account, isin) -> stock balance id.
+    stock: foldhash::HashMap<(KeyId, KeyId), u32>,
+    stock_keys: Vec<(KeyId, KeyId)>,
+    /// (participant, currency) -> cash key id.
+    cash: foldhash::HashMap<(KeyId, KeyId), u32>,
+    cash_keys: Vec<(KeyId, KeyId)>,
 }
 
 impl<'p> Dense<'p> {
-    fn new(pairs: &'p [DuePair]) -> Dense<'p> {
+    fn new(due: &'p DuePairs) -> Dense<'p> {
         let mut dense = Dense {
+            due,
             stock: Default::default(),
             stock_keys: Vec::new(),
             cash: Default::default(),
             cash_keys: Vec::new(),
         };
-        for pair in pairs {
-            for account in [&pair.deliverer_account_id, &pair.receiver_account_id] {
-                let key = (account.as_str(), pair.isin.as_str());
+        for pair in &due.pairs {
+            for account in [pair.deliverer_account, pair.receiver_account] {
+                let key = (account, pair.isin);
                 let next = dense.stock_keys.len() as u32;
                 dense.stock.entry(key).or_insert_with(|| {
                     dense.stock_keys.push(key);
                     next
                 });
             }
-            if let Some(currency) = &pair.currency_code {
-                for participant in [
-                    &pair.deliverer_participant_id,
-                    &pair.receiver_participant_id,
-                ] {
-                    let key = (participant.as_str(), currency.as_str());
+            if let Some(currency) = pair.currency {
+                for participant in [pair.deliverer_participant, pair.receiver_participant] {
+                    let key = (participant, currency);
                     let next = dense.cash_keys.len() as u32;
                     dense.cash.entry(key).or_insert_with(|| {
                         dense.cash_keys.push(key);
@@ -444,30 +451,42 @@ impl<'p> Dense<'p> {
         dense
     }
 
+    fn names(&self, keys: &[(KeyId, KeyId)], first: bool) -> Vec<&'p str> {
+        let due = self.due;
+        keys.iter()
+            .map(|key| due.name(if first { key.0 } else { key.1 }))
+            .collect()
+    }
+
     fn stock_accounts(&self) -> Vec<&'p str> {
-        self.stock_keys.iter().map(|key| key.0).collect()
+        self.names(&self.stock_keys, true)
     }
 
     fn stock_isins(&self) -> Vec<&'p str> {
-        self.stock_keys.iter().map(|key| key.1).collect()
+        self.names(&self.stock_keys, false)
     }
 
     fn cash_participants(&self) -> Vec<&'p str> {
-        self.cash_keys.iter().map(|key| key.0).collect()
+        self.names(&self.cash_keys, true)
     }
 
     fn cash_currencies(&self) -> Vec<&'p str> {
-        self.cash_keys.iter().map(|key| key.1).collect()
+        self.names(&self.cash_keys, false)
+    }
+
+    /// The stock balance id of a stored holding, if the run touches it.
+    fn stock_id(&self, row: &HoldingRow) -> Option<u32> {
+        let key = (self.due.id(&row.account_id)?, self.due.id(&row.isin)?);
+        self.stock.get(&key).copied()
     }
 
     /// The engine's pairs and ledger. A cash key without a stored balance has no account.
     fn ledger(
         &self,
-        pairs: &[DuePair],
         holdings: &[HoldingRow],
         cash: &[hostdb::settlement::CashRow],
     ) -> (Vec<Pair>, Ledger, Vec<(&'p str, &'p str)>) {
-        let mut security_ids: HashMap<&str, u32> = HashMap::new();
+        let mut security_ids: foldhash::HashMap<KeyId, u32> = Default::default();
         let stock_security = self
             .stock_keys
             .iter()
@@ -478,17 +497,14 @@ impl<'p> Dense<'p> {
             .collect();
         let mut stock = vec![0; self.stock_keys.len()];
         for row in holdings {
-            if let Some(&id) = self
-                .stock
-                .get(&(row.account_id.as_str(), row.isin.as_str()))
-            {
+            if let Some(id) = self.stock_id(row) {
                 stock[id as usize] = row.quantity;
             }
         }
         // Cash ids: only keys with a stored balance; the rest map to `None`.
         let mut cash_index: Vec<Option<u32>> = vec![None; self.cash_keys.len()];
         let mut cash_keys = Vec::with_capacity(cash.len());
-        let mut currency_ids: HashMap<&str, u32> = HashMap::new();
+        let mut currency_ids: foldhash::HashMap<KeyId, u32> = Default::default();
         let mut ledger = Ledger {
             stock,
             stock_security,
@@ -497,36 +513,38 @@ impl<'p> Dense<'p> {
             cash_may_go_negative: Vec::with_capacity(cash.len()),
         };
         for row in cash {
-            if let Some(&id) = self
-                .cash
-                .get(&(row.participant_id.as_str(), row.currency_code.as_str()))
-            {
+            let key = self
+                .due
+                .id(&row.participant_id)
+                .zip(self.due.id(&row.currency_code));
+            if let Some(&id) = key.and_then(|key| self.cash.get(&key)) {
+                let (participant, currency) = self.cash_keys[id as usize];
                 cash_index[id as usize] = Some(ledger.cash.len() as u32);
-                cash_keys.push(self.cash_keys[id as usize]);
+                cash_keys.push((self.due.name(participant), self.due.name(currency)));
                 let next = currency_ids.len() as u32;
-                ledger.cash_currency.push(
-                    *currency_ids
-                        .entry(self.cash_keys[id as usize].1)
-                        .or_insert(next),
-                );
+                ledger
+                    .cash_currency
+                    .push(*currency_ids.entry(currency).or_insert(next));
                 ledger.cash.push(row.amount_minor);
                 ledger.cash_may_go_negative.push(row.may_go_negative);
             }
         }
-        let engine_pairs = pairs
+        let engine_pairs = self
+            .due
+            .pairs
             .iter()
             .map(|pair| {
-                let stock_id = |account: &str| self.stock[&(account, pair.isin.as_str())];
-                let cash_id = |participant: &str, currency: &str| {
+                let stock_id = |account: KeyId| self.stock[&(account, pair.isin)];
+                let cash_id = |participant: KeyId, currency: KeyId| {
                     cash_index[self.cash[&(participant, currency)] as usize]
                 };
                 Pair {
-                    deliverer_stock: stock_id(&pair.deliverer_account_id),
-                    receiver_stock: stock_id(&pair.receiver_account_id),
-                    cash: pair.currency_code.as_deref().map(|currency| {
+                    deliverer_stock: stock_id(pair.deliverer_account),
+                    receiver_stock: stock_id(pair.receiver_account),
+                    cash: pair.currency.map(|currency| {
                         (
-                            cash_id(&pair.receiver_participant_id, currency),
-                            cash_id(&pair.deliverer_participant_id, currency),
+                            cash_id(pair.receiver_participant, currency),
+                            cash_id(pair.deliverer_participant, currency),
                         )
                     }),
                     remaining_quantity: pair.quantity - pair.settled_quantity,
@@ -544,10 +562,7 @@ impl<'p> Dense<'p> {
     fn stored_stock(&self, holdings: &[HoldingRow]) -> Vec<bool> {
         let mut stored = vec![false; self.stock_keys.len()];
         for row in holdings {
-            if let Some(&id) = self
-                .stock
-                .get(&(row.account_id.as_str(), row.isin.as_str()))
-            {
+            if let Some(id) = self.stock_id(row) {
                 stored[id as usize] = true;
             }
         }
@@ -573,8 +588,8 @@ impl<'p> Dense<'p> {
                 (
                     stored[id],
                     HoldingRow {
-                        account_id: key.0.to_owned(),
-                        isin: key.1.to_owned(),
+                        account_id: self.due.name(key.0).to_owned(),
+                        isin: self.due.name(key.1).to_owned(),
                         quantity: after.stock[id] - before.stock[id],
                     },
                 )
@@ -623,7 +638,7 @@ fn base36(mut n: i64) -> String {
 /// in pair order. The relay expands them with [`confirmation_messages`]. Returns the rows and
 /// the number of messages they expand to.
 fn confirmation_rows(
-    pairs: &[DuePair],
+    due: &DuePairs,
     results: &[engine::PairResult],
     settlement_run_id: i64,
     config: &SettlementConfig,
@@ -636,7 +651,7 @@ fn confirmation_rows(
     };
     let mut by_participant: HashMap<&str, Vec<ConfirmationEntry>> = HashMap::new();
     let mut message_count = 0;
-    for (pair, result) in pairs.iter().zip(results) {
+    for (pair, result) in due.pairs.iter().zip(results) {
         if result.settled_quantity == 0 && result.shortage.is_none() {
             continue;
         }
@@ -652,13 +667,16 @@ fn confirmation_rows(
             2 * (usize::from(result.settled_quantity > 0) + usize::from(pending.is_some()));
         for (participant, instruction_id) in [
             (
-                &pair.deliverer_participant_id,
+                due.name(pair.deliverer_participant),
                 pair.delivering_instruction_id,
             ),
-            (&pair.receiver_participant_id, pair.receiving_instruction_id),
+            (
+                due.name(pair.receiver_participant),
+                pair.receiving_instruction_id,
+            ),
         ] {
             by_participant
-                .entry(participant.as_str())
+                .entry(participant)
                 .or_default()
                 .push(ConfirmationEntry {
                     instruction_id,
