@@ -424,6 +424,7 @@ pub struct CapturePhases {
     pub decode_ns: std::sync::atomic::AtomicU64,
     pub validate_ns: std::sync::atomic::AtomicU64,
     pub prepare_ns: std::sync::atomic::AtomicU64,
+    pub claim_ns: std::sync::atomic::AtomicU64,
     pub copy_trades_ns: std::sync::atomic::AtomicU64,
     pub positions_ns: std::sync::atomic::AtomicU64,
     pub commit_ns: std::sync::atomic::AtomicU64,
@@ -439,7 +440,7 @@ impl CapturePhases {
     }
 
     /// (phase name, total time) in pipeline order.
-    pub fn totals(&self) -> [(&'static str, Duration); 8] {
+    pub fn totals(&self) -> [(&'static str, Duration); 9] {
         let read = |counter: &std::sync::atomic::AtomicU64| {
             Duration::from_nanos(counter.load(std::sync::atomic::Ordering::Relaxed))
         };
@@ -448,6 +449,7 @@ impl CapturePhases {
             ("decode", read(&self.decode_ns)),
             ("validate", read(&self.validate_ns)),
             ("prepare", read(&self.prepare_ns)),
+            ("claim ids", read(&self.claim_ns)),
             ("copy trades", read(&self.copy_trades_ns)),
             ("positions", read(&self.positions_ns)),
             ("commit", read(&self.commit_ns)),
@@ -513,8 +515,8 @@ pub async fn capture_batches_timed(
     mark = CapturePhases::add(&phases.validate_ns, mark);
 
     let mut client = crate::hostdb::client(pool).await?;
-    // Second pass only when the first COPY met a trade key already stored.
-    let mut look_up_duplicates = false;
+    // A second pass only when a trade id was claimed by another transaction between this
+    // one's read of the claims and its own claim (a duplicate in flight in two workers).
     loop {
         let transaction = client
             .transaction()
@@ -532,24 +534,40 @@ pub async fn capture_batches_timed(
         dates.sort();
         dates.dedup();
         let closed = sql::lock_open_settlement_dates(&transaction, &dates).await?;
-        let stored = if look_up_duplicates {
-            let keys: Vec<(Date, String)> = candidates
-                .iter()
-                .filter(live)
-                .filter_map(|c| c.outcome.as_ref().ok())
-                .map(|t| (t.row.trade_date, t.row.trade_id.clone()))
-                .collect();
-            sql::existing_trades(&transaction, market, &keys).await?
-        } else {
-            HashSet::new()
-        };
+
+        // Duplicates: a trade id repeated within this call, or claimed by a committed
+        // transaction (read without locks; the accepted trades claim their ids just before the
+        // commit, which refuses a claim made meanwhile).
+        let mut keys_in_call: HashSet<(Date, &str)> = HashSet::new();
+        let mut first_seen: Vec<(Date, &str)> = Vec::new();
+        // Per live candidate: the valid trade and its entry in `first_seen`, or why it is
+        // refused already.
+        type Pending<'t> = Result<(&'t ValidTrade, usize), Rejection>;
+        let mut pending: Vec<(&Candidate<'_>, Pending<'_>)> = Vec::new();
+        for candidate in candidates.iter().filter(live) {
+            let outcome = match &candidate.outcome {
+                Err(rejection) => Err(rejection.clone()),
+                Ok(trade) => {
+                    let key = (trade.row.trade_date, trade.row.trade_id.as_str());
+                    if keys_in_call.insert(key) {
+                        first_seen.push(key);
+                        Ok((trade, first_seen.len() - 1))
+                    } else {
+                        Err(duplicate(trade))
+                    }
+                }
+            };
+            pending.push((candidate, outcome));
+        }
+        mark = CapturePhases::add(&phases.prepare_ns, mark);
+        let claimed = sql::claimed_trade_ids(&transaction, market, &first_seen).await?;
+        mark = CapturePhases::add(&phases.claim_ns, mark);
 
         let mut report = CaptureReport::default();
         let mut accepted: Vec<&ValidTrade> = Vec::new();
         let mut exceptions: Vec<ExceptionRow> = Vec::new();
         let mut batch_rows: BTreeMap<usize, BatchRow> = BTreeMap::new();
-        let mut keys_in_call: HashSet<(Date, &str)> = HashSet::new();
-        for candidate in candidates.iter().filter(live) {
+        for (candidate, outcome) in pending {
             let batch = &batches[candidate.batch];
             let marker = batch_rows
                 .entry(candidate.batch)
@@ -560,31 +578,21 @@ pub async fn capture_batches_timed(
                     accepted_count: 0,
                 });
             marker.trade_count += 1;
-            let outcome = match &candidate.outcome {
-                Err(rejection) => Err(rejection.clone()),
-                Ok(trade) => {
-                    let key = (trade.row.trade_date, trade.row.trade_id.as_str());
-                    if stored.contains(&(key.0, key.1.to_owned())) || !keys_in_call.insert(key) {
-                        Err(reject(
-                            RejectReason::DuplicateTrade,
-                            format!(
-                                "trade {} of {} was already received",
-                                trade.row.trade_id, trade.row.trade_date
-                            ),
-                        ))
-                    } else if closed.contains(&trade.row.settlement_date) {
-                        Err(reject(
-                            RejectReason::SettlementDateClosed,
-                            format!(
-                                "netting of settlement date {} is closed",
-                                trade.row.settlement_date
-                            ),
-                        ))
-                    } else {
-                        Ok(trade)
-                    }
+            let outcome = outcome.and_then(|(trade, entry)| {
+                if claimed[entry] {
+                    Err(duplicate(trade))
+                } else if closed.contains(&trade.row.settlement_date) {
+                    Err(reject(
+                        RejectReason::SettlementDateClosed,
+                        format!(
+                            "netting of settlement date {} is closed",
+                            trade.row.settlement_date
+                        ),
+                    ))
+                } else {
+                    Ok(trade)
                 }
-            };
+            });
             match outcome {
                 Ok(trade) => {
                     marker.accepted_count += 1;
@@ -649,20 +657,31 @@ pub async fn capture_batches_timed(
         sql::insert_exceptions(&transaction, &exceptions).await?;
         mark = CapturePhases::add(&phases.prepare_ns, mark);
         let rows: Vec<&TradeRow> = accepted.iter().map(|t| &t.row).collect();
-        match sql::copy_trades(&transaction, &rows).await {
-            Ok(_) => {}
-            Err(error) if sql::is_duplicate_trade(&error) && !look_up_duplicates => {
-                drop(transaction);
-                look_up_duplicates = true;
-                continue;
-            }
-            Err(error) => return Err(error.into()),
-        }
+        sql::copy_trades(&transaction, &rows).await?;
         mark = CapturePhases::add(&phases.copy_trades_ns, mark);
-        persist_netting(&transaction, reference, &accepted, book).await?;
+        let isolated = persist_netting(&transaction, reference, &accepted, book).await?;
         let outbox = rejection_outbox(&reference.ccp, market, &report.rejections)?;
         crate::hostdb::cns_settlement::append_outbox(&transaction, &outbox).await?;
         mark = CapturePhases::add(&phases.positions_ns, mark);
+        // Claim last: the blocks stay locked only from here to the commit.
+        let ids: Vec<(Date, &str)> = accepted
+            .iter()
+            .map(|t| (t.row.trade_date, t.row.trade_id.as_str()))
+            .collect();
+        let taken_meanwhile = sql::claim_trade_ids(&transaction, market, &ids).await?;
+        mark = CapturePhases::add(&phases.claim_ns, mark);
+        if taken_meanwhile.contains(&true) {
+            // Another transaction committed one of these ids after our read: start over (the
+            // read now sees it, and the trade is refused as a duplicate).
+            transaction
+                .rollback()
+                .await
+                .map_err(|error| HostDbError::from_postgres("roll back capture", error))?;
+            metrics::counter!(names::CAPTURE_RETRIES_TOTAL).increment(1);
+            continue;
+        }
+        // Keyed by trade id, so written only once the ids are this transaction's.
+        sql::insert_isolated_obligations(&transaction, &isolated).await?;
         transaction
             .commit()
             .await
@@ -672,14 +691,25 @@ pub async fn capture_batches_timed(
     }
 }
 
-/// Nets the accepted CNS trades per settlement date in memory and adds the deltas to the
-/// stored positions; writes isolated trades' obligations.
+fn duplicate(trade: &ValidTrade) -> Rejection {
+    reject(
+        RejectReason::DuplicateTrade,
+        format!(
+            "trade {} of {} was already received",
+            trade.row.trade_id, trade.row.trade_date
+        ),
+    )
+}
+
+/// Nets the accepted CNS trades per settlement date in memory and appends the deltas to
+/// the stored positions; returns isolated trades' obligations, for the caller to insert
+/// after it claimed their trade ids.
 async fn persist_netting(
     transaction: &tokio_postgres::Transaction<'_>,
     reference: &Reference,
     accepted: &[&ValidTrade],
     book: &mut NettingBook,
-) -> Result<(), CaptureError> {
+) -> Result<Vec<IsolatedObligationRow>, CaptureError> {
     let mut by_date: BTreeMap<Date, Vec<NettableTrade>> = BTreeMap::new();
     let mut isolated: Vec<IsolatedObligationRow> = Vec::new();
     for trade in accepted {
@@ -709,7 +739,6 @@ async fn persist_netting(
                 .push(trade.nettable());
         }
     }
-    sql::insert_isolated_obligations(transaction, &isolated).await?;
     for (date, trades) in by_date {
         book.clear();
         book.add_all(&trades);
@@ -723,7 +752,7 @@ async fn persist_netting(
         sql::append_position_deltas(transaction, date, &stock, &money).await?;
     }
     book.clear();
-    Ok(())
+    Ok(isolated)
 }
 
 /// The book's positions as rows keyed by participant id, sorted by key (lock order).

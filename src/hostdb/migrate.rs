@@ -112,6 +112,11 @@ pub fn embedded() -> Vec<Migration> {
             name: Cow::Borrowed("settlement_write_path"),
             sql: Cow::Borrowed(include_str!("migrations/V0013__settlement_write_path.sql")),
         },
+        Migration {
+            version: 14,
+            name: Cow::Borrowed("cns_trade_id_claims"),
+            sql: Cow::Borrowed(include_str!("migrations/V0014__cns_trade_id_claims.sql")),
+        },
     ]
 }
 
