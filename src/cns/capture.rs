@@ -748,8 +748,24 @@ async fn persist_netting(
                 isin: reference.isin(security).to_owned(),
             });
         }
-        let (stock, money) = deltas(reference, book);
-        sql::append_position_deltas(transaction, date, &stock, &money).await?;
+        // Straight from the book: ids borrowed from the reference data, no sort (appends).
+        let stock = book.stock_positions().map(|p| {
+            (
+                reference.participant_id(p.participant),
+                reference.isin(p.security),
+                p.cell.net,
+                i32::try_from(p.cell.obligation_count).unwrap_or(i32::MAX),
+            )
+        });
+        let money = book.money_positions().map(|p| {
+            (
+                reference.participant_id(p.participant),
+                reference.currency_code(p.currency),
+                p.cell.net,
+                i32::try_from(p.cell.obligation_count).unwrap_or(i32::MAX),
+            )
+        });
+        sql::append_position_deltas(transaction, date, stock, money).await?;
     }
     book.clear();
     Ok(isolated)

@@ -359,69 +359,52 @@ const STOCK_DELTA_COPY: &str = "COPY cns_stock_position_deltas (settlement_date,
     participant_id, isin, net_quantity, obligation_count) FROM STDIN BINARY";
 const MONEY_DELTA_COPY: &str = "COPY cns_money_position_deltas (settlement_date, \
     participant_id, currency_code, net_amount_minor, obligation_count) FROM STDIN BINARY";
-/// Appends netted deltas of `settlement_date` with COPY BINARY (V0011): no row of
-/// `cns_stock_positions` is touched, so capture transactions never wait on each other.
-/// The deltas count as part of the positions until [`fold_position_deltas`] moves them.
+/// One netted delta, borrowed: (participant, isin or currency code, net, obligation count).
+pub type DeltaRow<'a> = (&'a str, &'a str, i64, i32);
+
+/// Appends netted deltas of `settlement_date` with COPY BINARY (V0011), in any order: no
+/// row of `cns_stock_positions` is touched, so capture transactions never wait on each
+/// other. The deltas count as part of the positions until [`fold_position_deltas`] moves
+/// them.
 pub async fn append_position_deltas(
     transaction: &tokio_postgres::Transaction<'_>,
     settlement_date: Date,
-    stock: &[StockDelta],
-    money: &[MoneyDelta],
+    stock: impl IntoIterator<Item = DeltaRow<'_>>,
+    money: impl IntoIterator<Item = DeltaRow<'_>>,
 ) -> Result<(), HostDbError> {
-    let stock_rows = stock.iter().map(|d| {
-        let row: DeltaRow<'_> = (
-            &d.participant_id,
-            &d.isin,
-            d.net_quantity,
-            d.obligation_count,
-        );
-        row
-    });
     copy_deltas(
         transaction,
         "copy stock position deltas",
         STOCK_DELTA_COPY,
         settlement_date,
-        stock_rows.collect(),
+        stock,
     )
     .await?;
-    let money_rows = money.iter().map(|d| {
-        let row: DeltaRow<'_> = (
-            &d.participant_id,
-            &d.currency_code,
-            d.net_amount_minor,
-            d.obligation_count,
-        );
-        row
-    });
     copy_deltas(
         transaction,
         "copy money position deltas",
         MONEY_DELTA_COPY,
         settlement_date,
-        money_rows.collect(),
+        money,
     )
     .await
 }
-
-/// (participant, isin or currency, net, obligation count) of one delta row.
-type DeltaRow<'a> = (&'a String, &'a String, i64, i32);
 
 async fn copy_deltas(
     transaction: &tokio_postgres::Transaction<'_>,
     context: &'static str,
     statement: &str,
     settlement_date: Date,
-    rows: Vec<DeltaRow<'_>>,
+    rows: impl IntoIterator<Item = DeltaRow<'_>>,
 ) -> Result<(), HostDbError> {
     let mut copy = CopyRows::<5>::new();
-    for (participant_id, key, net, count) in &rows {
+    for (participant_id, key, net, count) in rows {
         copy.push([
             Field::Date(settlement_date),
             Field::Text(participant_id),
             Field::Text(key),
-            Field::Int8(*net),
-            Field::Int4(*count),
+            Field::Int8(net),
+            Field::Int4(count),
         ]);
     }
     copy_rows(transaction, context, statement, copy).await?;
