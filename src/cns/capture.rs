@@ -18,7 +18,7 @@ use super::calendar::Calendar;
 use super::netting::{NettableTrade, NettingBook, parse_price_micros, trade_amount_minor};
 use super::{CnsConfig, metrics as names, parse_date};
 use crate::bus::subjects::{self, EventKind};
-use crate::bus::trades::{TradeBatch, TradeRecord, TradeRejectedEvent};
+use crate::bus::trades::{TradeBatch, TradeBatchView, TradeRecordView, TradeRejectedEvent};
 use crate::hostdb::cns::{
     self as sql, BatchRow, ExceptionRow, IsolatedObligationRow, MoneyDelta, ReferenceRows,
     StockDelta, TradeRow,
@@ -234,10 +234,10 @@ impl Reference {
     }
 }
 
-/// A trade that passed validation.
+/// A trade that passed validation (its strings borrowed from the record and the reference).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ValidTrade {
-    pub row: TradeRow,
+pub struct ValidTrade<'a> {
+    pub row: TradeRow<'a>,
     pub buyer: u32,
     pub seller: u32,
     pub security: u32,
@@ -246,7 +246,7 @@ pub struct ValidTrade {
     pub isolated: bool,
 }
 
-impl ValidTrade {
+impl ValidTrade<'_> {
     pub fn nettable(&self) -> NettableTrade {
         NettableTrade {
             buyer: self.buyer,
@@ -261,12 +261,12 @@ impl ValidTrade {
 
 /// Checks one trade against reference data and the calendar (everything that needs no
 /// database: duplicates and closed dates are checked in the capture transaction).
-pub fn validate(
-    reference: &Reference,
+pub fn validate<'a>(
+    reference: &'a Reference,
     calendar: &Calendar,
-    market: &str,
-    record: &TradeRecord,
-) -> Result<ValidTrade, Rejection> {
+    market: &'a str,
+    record: &'a TradeRecordView<'_>,
+) -> Result<ValidTrade<'a>, Rejection> {
     let malformed = |field: &str, value: &str| {
         reject(
             RejectReason::MalformedField,
@@ -283,7 +283,7 @@ pub fn validate(
         time::macros::format_description!("[hour]:[minute]:[second]"),
     )
     .map_err(|_| malformed("trade_time", &record.trade_time))?;
-    let isolated = match record.settlement_type.as_str() {
+    let isolated = match record.settlement_type.as_ref() {
         "cns" => false,
         "isolated" => true,
         other => return Err(malformed("settlement_type", other)),
@@ -357,16 +357,16 @@ pub fn validate(
     })?;
     Ok(ValidTrade {
         row: TradeRow {
-            market: market.to_owned(),
+            market,
             trade_date,
-            trade_id: record.trade_id.clone(),
+            trade_id: &record.trade_id,
             trade_time,
-            isin: info.isin.clone(),
-            buyer_participant_id: record.buyer.clone(),
-            seller_participant_id: record.seller.clone(),
+            isin: &info.isin,
+            buyer_participant_id: &record.buyer,
+            seller_participant_id: &record.seller,
             quantity: record.quantity,
             price_micros,
-            currency_code: record.currency.clone(),
+            currency_code: &record.currency,
             settlement_type: if isolated { "isolated" } else { "cns" },
             settlement_date: calendar.settlement_date(trade_date),
         },
@@ -460,8 +460,8 @@ impl CapturePhases {
 
 struct Candidate<'a> {
     batch: usize,
-    record: &'a TradeRecord,
-    outcome: Result<ValidTrade, Rejection>,
+    record: &'a TradeRecordView<'a>,
+    outcome: Result<ValidTrade<'a>, Rejection>,
 }
 
 /// Captures `batches` of `market` in one transaction (see the module docs). `book` is
@@ -475,7 +475,8 @@ pub async fn capture_batches(
     book: &mut NettingBook,
 ) -> Result<CaptureReport, CaptureError> {
     let phases = CapturePhases::default();
-    capture_batches_timed(pool, reference, calendar, market, batches, book, &phases).await
+    let views: Vec<TradeBatchView<'_>> = batches.iter().map(TradeBatch::view).collect();
+    capture_batches_timed(pool, reference, calendar, market, &views, book, &phases).await
 }
 
 /// [`capture_batches`], adding the time of each phase to `phases`.
@@ -484,7 +485,7 @@ pub async fn capture_batches_timed(
     reference: &Reference,
     calendar: &Calendar,
     market: &str,
-    batches: &[TradeBatch],
+    batches: &[TradeBatchView<'_>],
     book: &mut NettingBook,
     phases: &CapturePhases,
 ) -> Result<CaptureReport, CaptureError> {
@@ -492,8 +493,8 @@ pub async fn capture_batches_timed(
     for batch in batches {
         if batch.market != market {
             return Err(CaptureError::WrongMarket {
-                batch_id: batch.batch_id.clone(),
-                batch_market: batch.market.clone(),
+                batch_id: batch.batch_id.to_string(),
+                batch_market: batch.market.to_string(),
                 market: market.to_owned(),
             });
         }
@@ -502,7 +503,7 @@ pub async fn capture_batches_timed(
     let mut seen_batches: HashSet<&str> = HashSet::new();
     let mut candidates: Vec<Candidate<'_>> = Vec::new();
     for (index, batch) in batches.iter().enumerate() {
-        if !seen_batches.insert(batch.batch_id.as_str()) {
+        if !seen_batches.insert(&batch.batch_id) {
             continue;
         }
         candidates.extend(batch.trades.iter().map(|record| Candidate {
@@ -524,7 +525,7 @@ pub async fn capture_batches_timed(
             .map_err(|error| HostDbError::from_postgres("begin capture", error))?;
         let captured = sql::captured_batches(&transaction, market, &batch_ids).await?;
         let live = |candidate: &&Candidate<'_>| {
-            !captured.contains(batches[candidate.batch].batch_id.as_str())
+            !captured.contains(batches[candidate.batch].batch_id.as_ref())
         };
         let mut dates: Vec<Date> = candidates
             .iter()
@@ -542,13 +543,13 @@ pub async fn capture_batches_timed(
         let mut first_seen: Vec<(Date, &str)> = Vec::new();
         // Per live candidate: the valid trade and its entry in `first_seen`, or why it is
         // refused already.
-        type Pending<'t> = Result<(&'t ValidTrade, usize), Rejection>;
+        type Pending<'t> = Result<(&'t ValidTrade<'t>, usize), Rejection>;
         let mut pending: Vec<(&Candidate<'_>, Pending<'_>)> = Vec::new();
         for candidate in candidates.iter().filter(live) {
             let outcome = match &candidate.outcome {
                 Err(rejection) => Err(rejection.clone()),
                 Ok(trade) => {
-                    let key = (trade.row.trade_date, trade.row.trade_id.as_str());
+                    let key = (trade.row.trade_date, trade.row.trade_id);
                     if keys_in_call.insert(key) {
                         first_seen.push(key);
                         Ok((trade, first_seen.len() - 1))
@@ -573,7 +574,7 @@ pub async fn capture_batches_timed(
                 .entry(candidate.batch)
                 .or_insert_with(|| BatchRow {
                     market: market.to_owned(),
-                    batch_id: batch.batch_id.clone(),
+                    batch_id: batch.batch_id.to_string(),
                     trade_count: 0,
                     accepted_count: 0,
                 });
@@ -602,20 +603,20 @@ pub async fn capture_batches_timed(
                     let record = candidate.record;
                     exceptions.push(ExceptionRow {
                         market: market.to_owned(),
-                        batch_id: batch.batch_id.clone(),
-                        trade_id: record.trade_id.clone(),
+                        batch_id: batch.batch_id.to_string(),
+                        trade_id: record.trade_id.to_string(),
                         trade_date: parse_date(&record.trade_date),
                         reason_code: rejection.reason.code(),
                         detail: rejection.detail.clone(),
                         trade: serde_json::to_value(record).unwrap_or(serde_json::Value::Null),
                     });
                     report.rejections.push(ReportedRejection {
-                        buyer: record.buyer.clone(),
-                        seller: record.seller.clone(),
+                        buyer: record.buyer.to_string(),
+                        seller: record.seller.to_string(),
                         event: TradeRejectedEvent {
                             market: market.to_owned(),
-                            batch_id: batch.batch_id.clone(),
-                            trade_id: record.trade_id.clone(),
+                            batch_id: batch.batch_id.to_string(),
+                            trade_id: record.trade_id.to_string(),
                             reason_code: rejection.reason.code().to_owned(),
                             detail: rejection.detail,
                         },
@@ -625,7 +626,7 @@ pub async fn capture_batches_timed(
         }
         // Batches with no trades still get their marker.
         for (index, batch) in batches.iter().enumerate() {
-            if !captured.contains(batch.batch_id.as_str())
+            if !captured.contains(batch.batch_id.as_ref())
                 && !batch_rows
                     .values()
                     .any(|row| row.batch_id == batch.batch_id)
@@ -634,7 +635,7 @@ pub async fn capture_batches_timed(
                     index,
                     BatchRow {
                         market: market.to_owned(),
-                        batch_id: batch.batch_id.clone(),
+                        batch_id: batch.batch_id.to_string(),
                         trade_count: 0,
                         accepted_count: 0,
                     },
@@ -666,7 +667,7 @@ pub async fn capture_batches_timed(
         // Claim last: the blocks stay locked only from here to the commit.
         let ids: Vec<(Date, &str)> = accepted
             .iter()
-            .map(|t| (t.row.trade_date, t.row.trade_id.as_str()))
+            .map(|t| (t.row.trade_date, t.row.trade_id))
             .collect();
         let taken_meanwhile = sql::claim_trade_ids(&transaction, market, &ids).await?;
         mark = CapturePhases::add(&phases.claim_ns, mark);
@@ -707,7 +708,7 @@ fn duplicate(trade: &ValidTrade) -> Rejection {
 async fn persist_netting(
     transaction: &tokio_postgres::Transaction<'_>,
     reference: &Reference,
-    accepted: &[&ValidTrade],
+    accepted: &[&ValidTrade<'_>],
     book: &mut NettingBook,
 ) -> Result<Vec<IsolatedObligationRow>, CaptureError> {
     let mut by_date: BTreeMap<Date, Vec<NettableTrade>> = BTreeMap::new();
@@ -719,15 +720,15 @@ async fn persist_netting(
                 ("sell", &trade.row.seller_participant_id),
             ] {
                 isolated.push(IsolatedObligationRow {
-                    market: trade.row.market.clone(),
+                    market: trade.row.market.to_owned(),
                     trade_date: trade.row.trade_date,
-                    trade_id: trade.row.trade_id.clone(),
+                    trade_id: trade.row.trade_id.to_owned(),
                     side,
-                    participant_id: participant.clone(),
+                    participant_id: (*participant).to_owned(),
                     settlement_date: trade.row.settlement_date,
-                    isin: trade.row.isin.clone(),
+                    isin: trade.row.isin.to_owned(),
                     quantity: trade.row.quantity,
-                    currency_code: trade.row.currency_code.clone(),
+                    currency_code: trade.row.currency_code.to_owned(),
                     amount_minor: trade.amount_minor,
                     status: "provisional",
                 });
@@ -928,7 +929,7 @@ pub async fn run_worker_timed(
                 continue;
             }
         };
-        let mut batch: Vec<(jetstream::Message, TradeBatch)> = Vec::new();
+        let mut fetched: Vec<jetstream::Message> = Vec::new();
         loop {
             let next = tokio::select! {
                 next = messages.next() => next,
@@ -936,17 +937,28 @@ pub async fn run_worker_timed(
             };
             let Some(message) = next else { break };
             mark = CapturePhases::add(&phases.fetch_ns, mark);
-            let message = match message {
-                Ok(message) => message,
+            match message {
+                Ok(message) => fetched.push(message),
                 Err(error) => {
                     // A fetch also ends this way when the next message would pass
                     // `capture_fetch_bytes_max` (status 409): capture what arrived, fetch again.
                     tracing::debug!(%error, "cns capture: fetch ended early");
                     break;
                 }
-            };
-            match serde_json::from_slice::<TradeBatch>(&message.payload) {
-                Ok(decoded) => batch.push((message, decoded)),
+            }
+        }
+        // Decoded in place: the views borrow their strings from the fetched payloads.
+        let mut by_market: BTreeMap<String, Vec<TradeBatchView<'_>>> = BTreeMap::new();
+        let mut acks: Vec<&jetstream::Message> = Vec::new();
+        for message in &fetched {
+            match serde_json::from_slice::<TradeBatchView<'_>>(&message.payload) {
+                Ok(decoded) => {
+                    acks.push(message);
+                    by_market
+                        .entry(decoded.market.to_string())
+                        .or_default()
+                        .push(decoded);
+                }
                 Err(error) => {
                     // Not a trade batch: never capturable, so terminate it (no redelivery).
                     tracing::error!(%error, subject = %message.subject, "cns capture: malformed trade batch terminated");
@@ -956,21 +968,12 @@ pub async fn run_worker_timed(
                     }
                 }
             }
-            mark = CapturePhases::add(&phases.decode_ns, mark);
         }
-        if batch.is_empty() {
+        CapturePhases::add(&phases.decode_ns, mark);
+        if acks.is_empty() {
             continue;
         }
         let started = Instant::now();
-        let mut by_market: BTreeMap<String, Vec<TradeBatch>> = BTreeMap::new();
-        let mut acks: Vec<jetstream::Message> = Vec::new();
-        for (message, decoded) in batch {
-            by_market
-                .entry(decoded.market.clone())
-                .or_default()
-                .push(decoded);
-            acks.push(message);
-        }
         let mut outcome: Result<CaptureReport, CaptureError> = Ok(CaptureReport::default());
         for (market, batches) in &by_market {
             let captured =

@@ -176,20 +176,21 @@ pub async fn insert_reference(pool: &Pool, rows: &ReferenceRows) -> Result<(), H
 // ---------------------------------------------------------------------------------------
 // Capture
 
-/// A validated trade, as `exchange_trades` stores it.
+/// A validated trade, as `exchange_trades` stores it (strings borrowed from the feed record
+/// and the reference data).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TradeRow {
-    pub market: String,
+pub struct TradeRow<'a> {
+    pub market: &'a str,
     pub trade_date: Date,
-    pub trade_id: String,
+    pub trade_id: &'a str,
     pub trade_time: Time,
-    pub isin: String,
-    pub buyer_participant_id: String,
-    pub seller_participant_id: String,
+    pub isin: &'a str,
+    pub buyer_participant_id: &'a str,
+    pub seller_participant_id: &'a str,
     pub quantity: i64,
     /// Millionths of a major unit (`price_micros`, V0014).
     pub price_micros: i64,
-    pub currency_code: String,
+    pub currency_code: &'a str,
     /// `cns` or `isolated`.
     pub settlement_type: &'static str,
     pub settlement_date: Date,
@@ -265,21 +266,21 @@ const TRADE_COPY: &str = "COPY exchange_trades (market, trade_date, trade_id, tr
 /// has no key since V0014: the caller claims the trade ids first ([`claim_trade_ids`]).
 pub async fn copy_trades(
     transaction: &tokio_postgres::Transaction<'_>,
-    trades: &[&TradeRow],
+    trades: &[&TradeRow<'_>],
 ) -> Result<u64, HostDbError> {
     let mut rows = CopyRows::<12>::new();
     for trade in trades {
         rows.push([
-            Field::Text(&trade.market),
+            Field::Text(trade.market),
             Field::Date(trade.trade_date),
-            Field::Text(&trade.trade_id),
+            Field::Text(trade.trade_id),
             Field::Time(trade.trade_time),
-            Field::Text(&trade.isin),
-            Field::Text(&trade.buyer_participant_id),
-            Field::Text(&trade.seller_participant_id),
+            Field::Text(trade.isin),
+            Field::Text(trade.buyer_participant_id),
+            Field::Text(trade.seller_participant_id),
             Field::Int8(trade.quantity),
             Field::Int8(trade.price_micros),
-            Field::Text(&trade.currency_code),
+            Field::Text(trade.currency_code),
             Field::Text(trade.settlement_type),
             Field::Date(trade.settlement_date),
         ]);

@@ -703,7 +703,7 @@ async fn a_trade_file_flows_from_the_feed_to_positions_and_rejects_are_reported(
     let calendar = test_config().cns.calendar();
     for (market, trade) in &generated {
         assert_eq!(market, MARKET);
-        capture::validate(&reference, &calendar, market, trade).unwrap();
+        capture::validate(&reference, &calendar, market, &trade.view()).unwrap();
     }
 
     let _ = stop.send(true);
