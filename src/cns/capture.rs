@@ -1,9 +1,12 @@
 //! Capture: validate feed trades, persist them, net them into provisional positions.
 //!
 //! [`capture_batches`] is the whole write path for a group of batches and runs in ONE
-//! transaction: batch markers, trades (COPY BINARY), exceptions, isolated obligations and
-//! the position deltas netted in memory. [`run_worker`] feeds it from the TRADES stream and
-//! acknowledges the messages only after that transaction committed. Refused trades are
+//! transaction: batch markers, trades (COPY BINARY), exceptions, the position deltas netted
+//! in memory, then the trade id claims and isolated obligations (V0014: duplicates are found
+//! against the claims read at the start, the accepted ids claimed last, just before the
+//! commit; a claim another transaction made meanwhile starts the transaction over).
+//! [`run_worker`] decodes the fetched messages in place as borrowed `TradeBatchView`s, feeds
+//! them to it and acknowledges the messages only after that transaction committed. Refused trades are
 //! reported on `ccass.v1.events.{participant}.trade` through the outbox, written in the same
 //! transaction (the exceptions table is the record; the relay publishes the events).
 
