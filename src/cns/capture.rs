@@ -1,9 +1,12 @@
 //! Capture: validate feed trades, persist them, net them into provisional positions.
 //!
 //! [`capture_batches`] is the whole write path for a group of batches and runs in ONE
-//! transaction: batch markers, trades (COPY BINARY), exceptions, isolated obligations and
-//! the position deltas netted in memory. [`run_worker`] feeds it from the TRADES stream and
-//! acknowledges the messages only after that transaction committed. Refused trades are
+//! transaction: batch markers, trades (COPY BINARY), exceptions, the position deltas netted
+//! in memory, then the trade id claims and isolated obligations (V0014: duplicates are found
+//! against the claims read at the start, the accepted ids claimed last, just before the
+//! commit; a claim another transaction made meanwhile starts the transaction over).
+//! [`run_worker`] decodes the fetched messages in place as borrowed `TradeBatchView`s, feeds
+//! them to it and acknowledges the messages only after that transaction committed. Refused trades are
 //! reported on `ccass.v1.events.{participant}.trade` through the outbox, written in the same
 //! transaction (the exceptions table is the record; the relay publishes the events).
 
@@ -18,7 +21,7 @@ use super::calendar::Calendar;
 use super::netting::{NettableTrade, NettingBook, parse_price_micros, trade_amount_minor};
 use super::{CnsConfig, metrics as names, parse_date};
 use crate::bus::subjects::{self, EventKind};
-use crate::bus::trades::{TradeBatch, TradeRecord, TradeRejectedEvent};
+use crate::bus::trades::{TradeBatch, TradeBatchView, TradeRecordView, TradeRejectedEvent};
 use crate::hostdb::cns::{
     self as sql, BatchRow, ExceptionRow, IsolatedObligationRow, MoneyDelta, ReferenceRows,
     StockDelta, TradeRow,
@@ -234,10 +237,10 @@ impl Reference {
     }
 }
 
-/// A trade that passed validation.
+/// A trade that passed validation (its strings borrowed from the record and the reference).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ValidTrade {
-    pub row: TradeRow,
+pub struct ValidTrade<'a> {
+    pub row: TradeRow<'a>,
     pub buyer: u32,
     pub seller: u32,
     pub security: u32,
@@ -246,7 +249,7 @@ pub struct ValidTrade {
     pub isolated: bool,
 }
 
-impl ValidTrade {
+impl ValidTrade<'_> {
     pub fn nettable(&self) -> NettableTrade {
         NettableTrade {
             buyer: self.buyer,
@@ -261,12 +264,12 @@ impl ValidTrade {
 
 /// Checks one trade against reference data and the calendar (everything that needs no
 /// database: duplicates and closed dates are checked in the capture transaction).
-pub fn validate(
-    reference: &Reference,
+pub fn validate<'a>(
+    reference: &'a Reference,
     calendar: &Calendar,
-    market: &str,
-    record: &TradeRecord,
-) -> Result<ValidTrade, Rejection> {
+    market: &'a str,
+    record: &'a TradeRecordView<'_>,
+) -> Result<ValidTrade<'a>, Rejection> {
     let malformed = |field: &str, value: &str| {
         reject(
             RejectReason::MalformedField,
@@ -283,7 +286,7 @@ pub fn validate(
         time::macros::format_description!("[hour]:[minute]:[second]"),
     )
     .map_err(|_| malformed("trade_time", &record.trade_time))?;
-    let isolated = match record.settlement_type.as_str() {
+    let isolated = match record.settlement_type.as_ref() {
         "cns" => false,
         "isolated" => true,
         other => return Err(malformed("settlement_type", other)),
@@ -357,16 +360,16 @@ pub fn validate(
     })?;
     Ok(ValidTrade {
         row: TradeRow {
-            market: market.to_owned(),
+            market,
             trade_date,
-            trade_id: record.trade_id.clone(),
+            trade_id: &record.trade_id,
             trade_time,
-            isin: info.isin.clone(),
-            buyer_participant_id: record.buyer.clone(),
-            seller_participant_id: record.seller.clone(),
+            isin: &info.isin,
+            buyer_participant_id: &record.buyer,
+            seller_participant_id: &record.seller,
             quantity: record.quantity,
             price_micros,
-            currency_code: record.currency.clone(),
+            currency_code: &record.currency,
             settlement_type: if isolated { "isolated" } else { "cns" },
             settlement_date: calendar.settlement_date(trade_date),
         },
@@ -424,6 +427,7 @@ pub struct CapturePhases {
     pub decode_ns: std::sync::atomic::AtomicU64,
     pub validate_ns: std::sync::atomic::AtomicU64,
     pub prepare_ns: std::sync::atomic::AtomicU64,
+    pub claim_ns: std::sync::atomic::AtomicU64,
     pub copy_trades_ns: std::sync::atomic::AtomicU64,
     pub positions_ns: std::sync::atomic::AtomicU64,
     pub commit_ns: std::sync::atomic::AtomicU64,
@@ -439,7 +443,7 @@ impl CapturePhases {
     }
 
     /// (phase name, total time) in pipeline order.
-    pub fn totals(&self) -> [(&'static str, Duration); 8] {
+    pub fn totals(&self) -> [(&'static str, Duration); 9] {
         let read = |counter: &std::sync::atomic::AtomicU64| {
             Duration::from_nanos(counter.load(std::sync::atomic::Ordering::Relaxed))
         };
@@ -448,6 +452,7 @@ impl CapturePhases {
             ("decode", read(&self.decode_ns)),
             ("validate", read(&self.validate_ns)),
             ("prepare", read(&self.prepare_ns)),
+            ("claim ids", read(&self.claim_ns)),
             ("copy trades", read(&self.copy_trades_ns)),
             ("positions", read(&self.positions_ns)),
             ("commit", read(&self.commit_ns)),
@@ -458,8 +463,8 @@ impl CapturePhases {
 
 struct Candidate<'a> {
     batch: usize,
-    record: &'a TradeRecord,
-    outcome: Result<ValidTrade, Rejection>,
+    record: &'a TradeRecordView<'a>,
+    outcome: Result<ValidTrade<'a>, Rejection>,
 }
 
 /// Captures `batches` of `market` in one transaction (see the module docs). `book` is
@@ -473,7 +478,8 @@ pub async fn capture_batches(
     book: &mut NettingBook,
 ) -> Result<CaptureReport, CaptureError> {
     let phases = CapturePhases::default();
-    capture_batches_timed(pool, reference, calendar, market, batches, book, &phases).await
+    let views: Vec<TradeBatchView<'_>> = batches.iter().map(TradeBatch::view).collect();
+    capture_batches_timed(pool, reference, calendar, market, &views, book, &phases).await
 }
 
 /// [`capture_batches`], adding the time of each phase to `phases`.
@@ -482,7 +488,7 @@ pub async fn capture_batches_timed(
     reference: &Reference,
     calendar: &Calendar,
     market: &str,
-    batches: &[TradeBatch],
+    batches: &[TradeBatchView<'_>],
     book: &mut NettingBook,
     phases: &CapturePhases,
 ) -> Result<CaptureReport, CaptureError> {
@@ -490,8 +496,8 @@ pub async fn capture_batches_timed(
     for batch in batches {
         if batch.market != market {
             return Err(CaptureError::WrongMarket {
-                batch_id: batch.batch_id.clone(),
-                batch_market: batch.market.clone(),
+                batch_id: batch.batch_id.to_string(),
+                batch_market: batch.market.to_string(),
                 market: market.to_owned(),
             });
         }
@@ -500,7 +506,7 @@ pub async fn capture_batches_timed(
     let mut seen_batches: HashSet<&str> = HashSet::new();
     let mut candidates: Vec<Candidate<'_>> = Vec::new();
     for (index, batch) in batches.iter().enumerate() {
-        if !seen_batches.insert(batch.batch_id.as_str()) {
+        if !seen_batches.insert(&batch.batch_id) {
             continue;
         }
         candidates.extend(batch.trades.iter().map(|record| Candidate {
@@ -513,8 +519,8 @@ pub async fn capture_batches_timed(
     mark = CapturePhases::add(&phases.validate_ns, mark);
 
     let mut client = crate::hostdb::client(pool).await?;
-    // Second pass only when the first COPY met a trade key already stored.
-    let mut look_up_duplicates = false;
+    // A second pass only when a trade id was claimed by another transaction between this
+    // one's read of the claims and its own claim (a duplicate in flight in two workers).
     loop {
         let transaction = client
             .transaction()
@@ -522,7 +528,7 @@ pub async fn capture_batches_timed(
             .map_err(|error| HostDbError::from_postgres("begin capture", error))?;
         let captured = sql::captured_batches(&transaction, market, &batch_ids).await?;
         let live = |candidate: &&Candidate<'_>| {
-            !captured.contains(batches[candidate.batch].batch_id.as_str())
+            !captured.contains(batches[candidate.batch].batch_id.as_ref())
         };
         let mut dates: Vec<Date> = candidates
             .iter()
@@ -532,59 +538,65 @@ pub async fn capture_batches_timed(
         dates.sort();
         dates.dedup();
         let closed = sql::lock_open_settlement_dates(&transaction, &dates).await?;
-        let stored = if look_up_duplicates {
-            let keys: Vec<(Date, String)> = candidates
-                .iter()
-                .filter(live)
-                .filter_map(|c| c.outcome.as_ref().ok())
-                .map(|t| (t.row.trade_date, t.row.trade_id.clone()))
-                .collect();
-            sql::existing_trades(&transaction, market, &keys).await?
-        } else {
-            HashSet::new()
-        };
+
+        // Duplicates: a trade id repeated within this call, or claimed by a committed
+        // transaction (read without locks; the accepted trades claim their ids just before the
+        // commit, which refuses a claim made meanwhile).
+        let mut keys_in_call: HashSet<(Date, &str)> = HashSet::new();
+        let mut first_seen: Vec<(Date, &str)> = Vec::new();
+        // Per live candidate: the valid trade and its entry in `first_seen`, or why it is
+        // refused already.
+        type Pending<'t> = Result<(&'t ValidTrade<'t>, usize), Rejection>;
+        let mut pending: Vec<(&Candidate<'_>, Pending<'_>)> = Vec::new();
+        for candidate in candidates.iter().filter(live) {
+            let outcome = match &candidate.outcome {
+                Err(rejection) => Err(rejection.clone()),
+                Ok(trade) => {
+                    let key = (trade.row.trade_date, trade.row.trade_id);
+                    if keys_in_call.insert(key) {
+                        first_seen.push(key);
+                        Ok((trade, first_seen.len() - 1))
+                    } else {
+                        Err(duplicate(trade))
+                    }
+                }
+            };
+            pending.push((candidate, outcome));
+        }
+        mark = CapturePhases::add(&phases.prepare_ns, mark);
+        let claimed = sql::claimed_trade_ids(&transaction, market, &first_seen).await?;
+        mark = CapturePhases::add(&phases.claim_ns, mark);
 
         let mut report = CaptureReport::default();
         let mut accepted: Vec<&ValidTrade> = Vec::new();
         let mut exceptions: Vec<ExceptionRow> = Vec::new();
         let mut batch_rows: BTreeMap<usize, BatchRow> = BTreeMap::new();
-        let mut keys_in_call: HashSet<(Date, &str)> = HashSet::new();
-        for candidate in candidates.iter().filter(live) {
+        for (candidate, outcome) in pending {
             let batch = &batches[candidate.batch];
             let marker = batch_rows
                 .entry(candidate.batch)
                 .or_insert_with(|| BatchRow {
                     market: market.to_owned(),
-                    batch_id: batch.batch_id.clone(),
+                    batch_id: batch.batch_id.to_string(),
                     trade_count: 0,
                     accepted_count: 0,
                 });
             marker.trade_count += 1;
-            let outcome = match &candidate.outcome {
-                Err(rejection) => Err(rejection.clone()),
-                Ok(trade) => {
-                    let key = (trade.row.trade_date, trade.row.trade_id.as_str());
-                    if stored.contains(&(key.0, key.1.to_owned())) || !keys_in_call.insert(key) {
-                        Err(reject(
-                            RejectReason::DuplicateTrade,
-                            format!(
-                                "trade {} of {} was already received",
-                                trade.row.trade_id, trade.row.trade_date
-                            ),
-                        ))
-                    } else if closed.contains(&trade.row.settlement_date) {
-                        Err(reject(
-                            RejectReason::SettlementDateClosed,
-                            format!(
-                                "netting of settlement date {} is closed",
-                                trade.row.settlement_date
-                            ),
-                        ))
-                    } else {
-                        Ok(trade)
-                    }
+            let outcome = outcome.and_then(|(trade, entry)| {
+                if claimed[entry] {
+                    Err(duplicate(trade))
+                } else if closed.contains(&trade.row.settlement_date) {
+                    Err(reject(
+                        RejectReason::SettlementDateClosed,
+                        format!(
+                            "netting of settlement date {} is closed",
+                            trade.row.settlement_date
+                        ),
+                    ))
+                } else {
+                    Ok(trade)
                 }
-            };
+            });
             match outcome {
                 Ok(trade) => {
                     marker.accepted_count += 1;
@@ -594,20 +606,20 @@ pub async fn capture_batches_timed(
                     let record = candidate.record;
                     exceptions.push(ExceptionRow {
                         market: market.to_owned(),
-                        batch_id: batch.batch_id.clone(),
-                        trade_id: record.trade_id.clone(),
+                        batch_id: batch.batch_id.to_string(),
+                        trade_id: record.trade_id.to_string(),
                         trade_date: parse_date(&record.trade_date),
                         reason_code: rejection.reason.code(),
                         detail: rejection.detail.clone(),
                         trade: serde_json::to_value(record).unwrap_or(serde_json::Value::Null),
                     });
                     report.rejections.push(ReportedRejection {
-                        buyer: record.buyer.clone(),
-                        seller: record.seller.clone(),
+                        buyer: record.buyer.to_string(),
+                        seller: record.seller.to_string(),
                         event: TradeRejectedEvent {
                             market: market.to_owned(),
-                            batch_id: batch.batch_id.clone(),
-                            trade_id: record.trade_id.clone(),
+                            batch_id: batch.batch_id.to_string(),
+                            trade_id: record.trade_id.to_string(),
                             reason_code: rejection.reason.code().to_owned(),
                             detail: rejection.detail,
                         },
@@ -617,7 +629,7 @@ pub async fn capture_batches_timed(
         }
         // Batches with no trades still get their marker.
         for (index, batch) in batches.iter().enumerate() {
-            if !captured.contains(batch.batch_id.as_str())
+            if !captured.contains(batch.batch_id.as_ref())
                 && !batch_rows
                     .values()
                     .any(|row| row.batch_id == batch.batch_id)
@@ -626,7 +638,7 @@ pub async fn capture_batches_timed(
                     index,
                     BatchRow {
                         market: market.to_owned(),
-                        batch_id: batch.batch_id.clone(),
+                        batch_id: batch.batch_id.to_string(),
                         trade_count: 0,
                         accepted_count: 0,
                     },
@@ -649,20 +661,31 @@ pub async fn capture_batches_timed(
         sql::insert_exceptions(&transaction, &exceptions).await?;
         mark = CapturePhases::add(&phases.prepare_ns, mark);
         let rows: Vec<&TradeRow> = accepted.iter().map(|t| &t.row).collect();
-        match sql::copy_trades(&transaction, &rows).await {
-            Ok(_) => {}
-            Err(error) if sql::is_duplicate_trade(&error) && !look_up_duplicates => {
-                drop(transaction);
-                look_up_duplicates = true;
-                continue;
-            }
-            Err(error) => return Err(error.into()),
-        }
+        sql::copy_trades(&transaction, &rows).await?;
         mark = CapturePhases::add(&phases.copy_trades_ns, mark);
-        persist_netting(&transaction, reference, &accepted, book).await?;
+        let isolated = persist_netting(&transaction, reference, &accepted, book).await?;
         let outbox = rejection_outbox(&reference.ccp, market, &report.rejections)?;
         crate::hostdb::cns_settlement::append_outbox(&transaction, &outbox).await?;
         mark = CapturePhases::add(&phases.positions_ns, mark);
+        // Claim last: the blocks stay locked only from here to the commit.
+        let ids: Vec<(Date, &str)> = accepted
+            .iter()
+            .map(|t| (t.row.trade_date, t.row.trade_id))
+            .collect();
+        let taken_meanwhile = sql::claim_trade_ids(&transaction, market, &ids).await?;
+        mark = CapturePhases::add(&phases.claim_ns, mark);
+        if taken_meanwhile.contains(&true) {
+            // Another transaction committed one of these ids after our read: start over (the
+            // read now sees it, and the trade is refused as a duplicate).
+            transaction
+                .rollback()
+                .await
+                .map_err(|error| HostDbError::from_postgres("roll back capture", error))?;
+            metrics::counter!(names::CAPTURE_RETRIES_TOTAL).increment(1);
+            continue;
+        }
+        // Keyed by trade id, so written only once the ids are this transaction's.
+        sql::insert_isolated_obligations(&transaction, &isolated).await?;
         transaction
             .commit()
             .await
@@ -672,14 +695,25 @@ pub async fn capture_batches_timed(
     }
 }
 
-/// Nets the accepted CNS trades per settlement date in memory and adds the deltas to the
-/// stored positions; writes isolated trades' obligations.
+fn duplicate(trade: &ValidTrade) -> Rejection {
+    reject(
+        RejectReason::DuplicateTrade,
+        format!(
+            "trade {} of {} was already received",
+            trade.row.trade_id, trade.row.trade_date
+        ),
+    )
+}
+
+/// Nets the accepted CNS trades per settlement date in memory and appends the deltas to
+/// the stored positions; returns isolated trades' obligations, for the caller to insert
+/// after it claimed their trade ids.
 async fn persist_netting(
     transaction: &tokio_postgres::Transaction<'_>,
     reference: &Reference,
-    accepted: &[&ValidTrade],
+    accepted: &[&ValidTrade<'_>],
     book: &mut NettingBook,
-) -> Result<(), CaptureError> {
+) -> Result<Vec<IsolatedObligationRow>, CaptureError> {
     let mut by_date: BTreeMap<Date, Vec<NettableTrade>> = BTreeMap::new();
     let mut isolated: Vec<IsolatedObligationRow> = Vec::new();
     for trade in accepted {
@@ -689,15 +723,15 @@ async fn persist_netting(
                 ("sell", &trade.row.seller_participant_id),
             ] {
                 isolated.push(IsolatedObligationRow {
-                    market: trade.row.market.clone(),
+                    market: trade.row.market.to_owned(),
                     trade_date: trade.row.trade_date,
-                    trade_id: trade.row.trade_id.clone(),
+                    trade_id: trade.row.trade_id.to_owned(),
                     side,
-                    participant_id: participant.clone(),
+                    participant_id: (*participant).to_owned(),
                     settlement_date: trade.row.settlement_date,
-                    isin: trade.row.isin.clone(),
+                    isin: trade.row.isin.to_owned(),
                     quantity: trade.row.quantity,
-                    currency_code: trade.row.currency_code.clone(),
+                    currency_code: trade.row.currency_code.to_owned(),
                     amount_minor: trade.amount_minor,
                     status: "provisional",
                 });
@@ -709,7 +743,6 @@ async fn persist_netting(
                 .push(trade.nettable());
         }
     }
-    sql::insert_isolated_obligations(transaction, &isolated).await?;
     for (date, trades) in by_date {
         book.clear();
         book.add_all(&trades);
@@ -719,11 +752,27 @@ async fn persist_netting(
                 isin: reference.isin(security).to_owned(),
             });
         }
-        let (stock, money) = deltas(reference, book);
-        sql::append_position_deltas(transaction, date, &stock, &money).await?;
+        // Straight from the book: ids borrowed from the reference data, no sort (appends).
+        let stock = book.stock_positions().map(|p| {
+            (
+                reference.participant_id(p.participant),
+                reference.isin(p.security),
+                p.cell.net,
+                i32::try_from(p.cell.obligation_count).unwrap_or(i32::MAX),
+            )
+        });
+        let money = book.money_positions().map(|p| {
+            (
+                reference.participant_id(p.participant),
+                reference.currency_code(p.currency),
+                p.cell.net,
+                i32::try_from(p.cell.obligation_count).unwrap_or(i32::MAX),
+            )
+        });
+        sql::append_position_deltas(transaction, date, stock, money).await?;
     }
     book.clear();
-    Ok(())
+    Ok(isolated)
 }
 
 /// The book's positions as rows keyed by participant id, sorted by key (lock order).
@@ -883,7 +932,7 @@ pub async fn run_worker_timed(
                 continue;
             }
         };
-        let mut batch: Vec<(jetstream::Message, TradeBatch)> = Vec::new();
+        let mut fetched: Vec<jetstream::Message> = Vec::new();
         loop {
             let next = tokio::select! {
                 next = messages.next() => next,
@@ -891,17 +940,28 @@ pub async fn run_worker_timed(
             };
             let Some(message) = next else { break };
             mark = CapturePhases::add(&phases.fetch_ns, mark);
-            let message = match message {
-                Ok(message) => message,
+            match message {
+                Ok(message) => fetched.push(message),
                 Err(error) => {
                     // A fetch also ends this way when the next message would pass
                     // `capture_fetch_bytes_max` (status 409): capture what arrived, fetch again.
                     tracing::debug!(%error, "cns capture: fetch ended early");
                     break;
                 }
-            };
-            match serde_json::from_slice::<TradeBatch>(&message.payload) {
-                Ok(decoded) => batch.push((message, decoded)),
+            }
+        }
+        // Decoded in place: the views borrow their strings from the fetched payloads.
+        let mut by_market: BTreeMap<String, Vec<TradeBatchView<'_>>> = BTreeMap::new();
+        let mut acks: Vec<&jetstream::Message> = Vec::new();
+        for message in &fetched {
+            match serde_json::from_slice::<TradeBatchView<'_>>(&message.payload) {
+                Ok(decoded) => {
+                    acks.push(message);
+                    by_market
+                        .entry(decoded.market.to_string())
+                        .or_default()
+                        .push(decoded);
+                }
                 Err(error) => {
                     // Not a trade batch: never capturable, so terminate it (no redelivery).
                     tracing::error!(%error, subject = %message.subject, "cns capture: malformed trade batch terminated");
@@ -911,21 +971,12 @@ pub async fn run_worker_timed(
                     }
                 }
             }
-            mark = CapturePhases::add(&phases.decode_ns, mark);
         }
-        if batch.is_empty() {
+        CapturePhases::add(&phases.decode_ns, mark);
+        if acks.is_empty() {
             continue;
         }
         let started = Instant::now();
-        let mut by_market: BTreeMap<String, Vec<TradeBatch>> = BTreeMap::new();
-        let mut acks: Vec<jetstream::Message> = Vec::new();
-        for (message, decoded) in batch {
-            by_market
-                .entry(decoded.market.clone())
-                .or_default()
-                .push(decoded);
-            acks.push(message);
-        }
         let mut outcome: Result<CaptureReport, CaptureError> = Ok(CaptureReport::default());
         for (market, batches) in &by_market {
             let captured =

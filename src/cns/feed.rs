@@ -170,7 +170,9 @@ pub fn content_id(bytes: &[u8]) -> String {
 
 /// Publishes batches to `ccass.v1.trades.{market}` with `Nats-Msg-Id` = market:batch_id,
 /// keeping at most `in_flight_max` publish acks outstanding (pipelined, never awaited one by
-/// one). Returns once JetStream stored every batch.
+/// one). A batch the stream refuses as "too many requests" (its ingest queue is full) is
+/// published again, at most `TOO_MANY_REQUESTS_ATTEMPTS_MAX` times, 100 ms apart; any other
+/// refusal is an error. Returns once JetStream stored every batch.
 pub async fn publish_batches(
     jetstream: &jetstream::Context,
     batches: impl IntoIterator<Item = TradeBatch>,
@@ -208,12 +210,20 @@ pub async fn publish_batches_to(
             batch_id: batch.batch_id.clone(),
             message,
         };
+        let subject = subject_of(&market);
+        let payload = Bytes::from(payload);
         let ack = jetstream
-            .publish_with_headers(subject_of(&market), headers, Bytes::from(payload))
+            .publish_with_headers(subject.clone(), headers.clone(), payload.clone())
             .await
             .map_err(|error| publish_error(error.to_string()))?;
-        let batch_id = batch.batch_id.clone();
-        in_flight.push(async move { ack.await.map_err(|error| (batch_id, error.to_string())) });
+        let resend = Resend {
+            jetstream: jetstream.clone(),
+            subject,
+            headers,
+            payload,
+            batch_id: batch.batch_id.clone(),
+        };
+        in_flight.push(resend.acked(ack));
         published += 1;
         while in_flight.len() >= in_flight_max.max(1) {
             wait_one(&mut in_flight).await?;
@@ -223,6 +233,59 @@ pub async fn publish_batches_to(
         wait_one(&mut in_flight).await?;
     }
     Ok(published)
+}
+
+/// Attempts of one batch while the stream answers "too many requests" (429, error code
+/// 10167: its ingest queue is full, nothing was stored), and the wait between them.
+const TOO_MANY_REQUESTS_ATTEMPTS_MAX: u32 = 50;
+const TOO_MANY_REQUESTS_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// What it takes to publish a batch again (same `Nats-Msg-Id`: a copy the stream did store
+/// is dropped as a duplicate).
+struct Resend {
+    jetstream: jetstream::Context,
+    subject: String,
+    headers: async_nats::HeaderMap,
+    payload: Bytes,
+    batch_id: String,
+}
+
+impl Resend {
+    /// Waits for the stream's ack of the batch; publishes again (bounded) while the stream is
+    /// too busy to take it.
+    async fn acked(
+        self,
+        mut ack: jetstream::context::PublishAckFuture,
+    ) -> Result<jetstream::publish::PublishAck, (String, String)> {
+        let mut attempt = 1;
+        loop {
+            match ack.await {
+                Ok(stored) => return Ok(stored),
+                Err(error)
+                    if is_too_many_requests(&error) && attempt < TOO_MANY_REQUESTS_ATTEMPTS_MAX =>
+                {
+                    attempt += 1;
+                    tokio::time::sleep(TOO_MANY_REQUESTS_DELAY).await;
+                    ack = self
+                        .jetstream
+                        .publish_with_headers(
+                            self.subject.clone(),
+                            self.headers.clone(),
+                            self.payload.clone(),
+                        )
+                        .await
+                        .map_err(|error| (self.batch_id.clone(), error.to_string()))?;
+                }
+                Err(error) => return Err((self.batch_id, error.to_string())),
+            }
+        }
+    }
+}
+
+fn is_too_many_requests(error: &jetstream::context::PublishError) -> bool {
+    std::error::Error::source(error)
+        .and_then(|source| source.downcast_ref::<jetstream::Error>())
+        .is_some_and(|error| error.error_code() == jetstream::ErrorCode::STREAM_TOO_MANY_REQUESTS)
 }
 
 async fn wait_one<F>(in_flight: &mut futures::stream::FuturesUnordered<F>) -> Result<(), FeedError>

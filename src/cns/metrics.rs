@@ -7,6 +7,7 @@ pub const BATCHES_REDELIVERED_TOTAL: &str = "ccass_cns_batches_redelivered_total
 pub const BATCHES_MALFORMED_TOTAL: &str = "ccass_cns_batches_malformed_total";
 pub const CAPTURE_TRANSACTION_SECONDS: &str = "ccass_cns_capture_transaction_seconds";
 pub const CAPTURE_FAILURES_TOTAL: &str = "ccass_cns_capture_failures_total";
+pub const CAPTURE_RETRIES_TOTAL: &str = "ccass_cns_capture_retries_total";
 
 pub fn describe_all() {
     metrics::describe_counter!(TRADES_CAPTURED_TOTAL, "trades captured and netted");
@@ -31,5 +32,9 @@ pub fn describe_all() {
     metrics::describe_counter!(
         CAPTURE_FAILURES_TOTAL,
         "capture transactions that failed and were retried"
+    );
+    metrics::describe_counter!(
+        CAPTURE_RETRIES_TOTAL,
+        "capture transactions started over because another transaction claimed one of their trade ids meanwhile"
     );
 }

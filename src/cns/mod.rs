@@ -3,9 +3,10 @@
 //!
 //! ```text
 //!  feed (CSV file, generator) ──► TRADES ccass.v1.trades.{market} ──► capture workers
-//!      ──► one transaction per fetch: exchange_trades (COPY BINARY), cns_trade_exceptions,
-//!          cns_trade_batches, position deltas netted in memory (COPY BINARY into
-//!          cns_*_position_deltas, no position row updated) ──► ack
+//!      ──► one transaction per fetch: exchange_trades (COPY BINARY, no index),
+//!          cns_trade_exceptions, cns_trade_batches, position deltas netted in memory
+//!          (COPY BINARY into cns_*_position_deltas, no position row updated), and last the
+//!          trade id claims (bitmap blocks, V0014) ──► commit ──► ack
 //!          and reject events in the outbox (ccass.v1.events.{participant}.trade)
 //!  cut-off (per settlement date) ──► re-net every CNS trade in memory, check against the
 //!      incremental positions, mark them final in one transaction
@@ -28,6 +29,13 @@
 //!   done by the cut-off under its exclusive lock and before every positions read, so the
 //!   Batch Settlement Run and the day-end (after the cut-off) see rows only.
 //! - A refused trade is stored with its reason and never netted.
+//! - A trade id is accepted once per (market, trade date): duplicates are found against the
+//!   claims read at the start of the transaction (no lock), and the accepted trades claim
+//!   their ids just before the commit (`hostdb::cns::claim_trade_ids`: bits of
+//!   `cns_trade_id_blocks` locked in key order, or rows of `cns_trade_ids` for ids that are
+//!   not `<prefix><digits>`). A claim another transaction committed in between makes the
+//!   transaction start over, and the trade is then refused as `duplicate_trade`. Isolated
+//!   obligations (keyed by trade id) are written after the claim.
 //! - Per security and settlement date, the participants' net positions sum to zero (the CCP
 //!   delivers what it receives); the cut-off re-nets every trade and refuses to finalise
 //!   positions that disagree with the incremental ones.

@@ -1,17 +1,16 @@
 //! SQL of CNS clearing: captured trades, batches, exceptions, positions, cut-offs.
 //!
 //! Guarantees: every write runs inside the caller's transaction (capture writes a batch's
-//! trades, exceptions, batch marker and position deltas in one); position deltas are applied
-//! in key order, so concurrent capture transactions never deadlock on each other; trades are
-//! appended with COPY BINARY.
+//! trades, trade id claims, exceptions, batch marker and position deltas in one); trades and
+//! position deltas are appended with COPY BINARY encoded in bulk (`super::copy`); a trade id
+//! is claimed once per (market, trade date) ([`claim_trade_ids`], V0014), with locks taken in
+//! key order, so concurrent capture transactions never deadlock on each other.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
-use rust_decimal::Decimal;
 use time::{Date, Time};
-use tokio_postgres::types::Type;
 
-use super::journal::CopyIn;
+use super::copy::{CopyRows, Field, copy_rows};
 use super::{HostDbError, Pool};
 
 /// Advisory lock namespace of settlement-date cut-offs ("cnscut" in ASCII); the date's
@@ -177,20 +176,21 @@ pub async fn insert_reference(pool: &Pool, rows: &ReferenceRows) -> Result<(), H
 // ---------------------------------------------------------------------------------------
 // Capture
 
-/// A validated trade, as `exchange_trades` stores it.
+/// A validated trade, as `exchange_trades` stores it (strings borrowed from the feed record
+/// and the reference data).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TradeRow {
-    pub market: String,
+pub struct TradeRow<'a> {
+    pub market: &'a str,
     pub trade_date: Date,
-    pub trade_id: String,
+    pub trade_id: &'a str,
     pub trade_time: Time,
-    pub isin: String,
-    pub buyer_participant_id: String,
-    pub seller_participant_id: String,
+    pub isin: &'a str,
+    pub buyer_participant_id: &'a str,
+    pub seller_participant_id: &'a str,
     pub quantity: i64,
-    /// Millionths of a major unit (`numeric(20, 6)`).
+    /// Millionths of a major unit (`price_micros`, V0014).
     pub price_micros: i64,
-    pub currency_code: String,
+    pub currency_code: &'a str,
     /// `cns` or `isolated`.
     pub settlement_type: &'static str,
     pub settlement_date: Date,
@@ -258,82 +258,34 @@ pub async fn lock_open_settlement_dates(
     Ok(rows.iter().map(|row| row.get(0)).collect())
 }
 
-/// Of `keys` (trade date, trade id) of `market`, those already in `exchange_trades`.
-pub async fn existing_trades(
-    transaction: &tokio_postgres::Transaction<'_>,
-    market: &str,
-    keys: &[(Date, String)],
-) -> Result<HashSet<(Date, String)>, HostDbError> {
-    let dates: Vec<Date> = keys.iter().map(|(date, _)| *date).collect();
-    let ids: Vec<&str> = keys.iter().map(|(_, id)| id.as_str()).collect();
-    let rows = transaction
-        .query(
-            "SELECT t.trade_date, t.trade_id
-             FROM unnest($2::date[], $3::text[]) AS k (trade_date, trade_id)
-             JOIN exchange_trades t
-               ON t.market = $1 AND t.trade_date = k.trade_date AND t.trade_id = k.trade_id",
-            &[&market, &dates, &ids],
-        )
-        .await
-        .map_err(db("look up captured trades"))?;
-    Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
-}
-
 const TRADE_COPY: &str = "COPY exchange_trades (market, trade_date, trade_id, trade_time, isin, \
-    buyer_participant_id, seller_participant_id, quantity, price, currency_code, \
+    buyer_participant_id, seller_participant_id, quantity, price_micros, currency_code, \
     settlement_type, settlement_date) FROM STDIN BINARY";
-const TRADE_TYPES: [Type; 12] = [
-    Type::TEXT,
-    Type::DATE,
-    Type::TEXT,
-    Type::TIME,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::INT8,
-    Type::NUMERIC,
-    Type::TEXT,
-    Type::TEXT,
-    Type::DATE,
-];
 
-/// Appends trades with one COPY BINARY. A trade key already present fails the whole COPY
-/// with [`HostDbError::Constraint`] (the primary key), leaving the transaction aborted.
+/// Appends trades with one COPY BINARY, encoded in bulk (`super::copy`). `exchange_trades`
+/// has no key since V0014: the caller claims the trade ids first ([`claim_trade_ids`]).
 pub async fn copy_trades(
     transaction: &tokio_postgres::Transaction<'_>,
-    trades: &[&TradeRow],
+    trades: &[&TradeRow<'_>],
 ) -> Result<u64, HostDbError> {
-    let mut copy = CopyIn::start(
-        transaction,
-        "copy exchange trades",
-        TRADE_COPY,
-        &TRADE_TYPES,
-    )
-    .await?;
+    let mut rows = CopyRows::<12>::new();
     for trade in trades {
-        let price = Decimal::new(trade.price_micros, 6);
-        copy.write(&[
-            &trade.market,
-            &trade.trade_date,
-            &trade.trade_id,
-            &trade.trade_time,
-            &trade.isin,
-            &trade.buyer_participant_id,
-            &trade.seller_participant_id,
-            &trade.quantity,
-            &price,
-            &trade.currency_code,
-            &trade.settlement_type,
-            &trade.settlement_date,
-        ])
-        .await?;
+        rows.push([
+            Field::Text(trade.market),
+            Field::Date(trade.trade_date),
+            Field::Text(trade.trade_id),
+            Field::Time(trade.trade_time),
+            Field::Text(trade.isin),
+            Field::Text(trade.buyer_participant_id),
+            Field::Text(trade.seller_participant_id),
+            Field::Int8(trade.quantity),
+            Field::Int8(trade.price_micros),
+            Field::Text(trade.currency_code),
+            Field::Text(trade.settlement_type),
+            Field::Date(trade.settlement_date),
+        ]);
     }
-    copy.finish().await
-}
-
-/// Whether `error` is a duplicate trade key refused by COPY.
-pub fn is_duplicate_trade(error: &HostDbError) -> bool {
-    matches!(error, HostDbError::Constraint { constraint: Some(name), .. } if name.ends_with("_pkey"))
+    copy_rows(transaction, "copy exchange trades", TRADE_COPY, rows).await
 }
 
 pub async fn insert_batches(
@@ -408,72 +360,55 @@ const STOCK_DELTA_COPY: &str = "COPY cns_stock_position_deltas (settlement_date,
     participant_id, isin, net_quantity, obligation_count) FROM STDIN BINARY";
 const MONEY_DELTA_COPY: &str = "COPY cns_money_position_deltas (settlement_date, \
     participant_id, currency_code, net_amount_minor, obligation_count) FROM STDIN BINARY";
-const DELTA_TYPES: [Type; 5] = [Type::DATE, Type::TEXT, Type::TEXT, Type::INT8, Type::INT4];
+/// One netted delta, borrowed: (participant, isin or currency code, net, obligation count).
+pub type DeltaRow<'a> = (&'a str, &'a str, i64, i32);
 
-/// Appends netted deltas of `settlement_date` with COPY BINARY (V0011): no row of
-/// `cns_stock_positions` is touched, so capture transactions never wait on each other.
-/// The deltas count as part of the positions until [`fold_position_deltas`] moves them.
+/// Appends netted deltas of `settlement_date` with COPY BINARY (V0011), in any order: no
+/// row of `cns_stock_positions` is touched, so capture transactions never wait on each
+/// other. The deltas count as part of the positions until [`fold_position_deltas`] moves
+/// them.
 pub async fn append_position_deltas(
     transaction: &tokio_postgres::Transaction<'_>,
     settlement_date: Date,
-    stock: &[StockDelta],
-    money: &[MoneyDelta],
+    stock: impl IntoIterator<Item = DeltaRow<'_>>,
+    money: impl IntoIterator<Item = DeltaRow<'_>>,
 ) -> Result<(), HostDbError> {
-    let stock_rows = stock.iter().map(|d| {
-        let row: DeltaRow<'_> = (
-            &d.participant_id,
-            &d.isin,
-            d.net_quantity,
-            d.obligation_count,
-        );
-        row
-    });
     copy_deltas(
         transaction,
         "copy stock position deltas",
         STOCK_DELTA_COPY,
         settlement_date,
-        stock_rows.collect(),
+        stock,
     )
     .await?;
-    let money_rows = money.iter().map(|d| {
-        let row: DeltaRow<'_> = (
-            &d.participant_id,
-            &d.currency_code,
-            d.net_amount_minor,
-            d.obligation_count,
-        );
-        row
-    });
     copy_deltas(
         transaction,
         "copy money position deltas",
         MONEY_DELTA_COPY,
         settlement_date,
-        money_rows.collect(),
+        money,
     )
     .await
 }
-
-/// (participant, isin or currency, net, obligation count) of one delta row.
-type DeltaRow<'a> = (&'a String, &'a String, i64, i32);
 
 async fn copy_deltas(
     transaction: &tokio_postgres::Transaction<'_>,
     context: &'static str,
     statement: &str,
     settlement_date: Date,
-    rows: Vec<DeltaRow<'_>>,
+    rows: impl IntoIterator<Item = DeltaRow<'_>>,
 ) -> Result<(), HostDbError> {
-    if rows.is_empty() {
-        return Ok(());
+    let mut copy = CopyRows::<5>::new();
+    for (participant_id, key, net, count) in rows {
+        copy.push([
+            Field::Date(settlement_date),
+            Field::Text(participant_id),
+            Field::Text(key),
+            Field::Int8(net),
+            Field::Int4(count),
+        ]);
     }
-    let mut copy = CopyIn::start(transaction, context, statement, &DELTA_TYPES).await?;
-    for (participant_id, key, net, count) in &rows {
-        copy.write(&[&settlement_date, participant_id, key, net, count])
-            .await?;
-    }
-    copy.finish().await?;
+    copy_rows(transaction, context, statement, copy).await?;
     Ok(())
 }
 
@@ -588,6 +523,265 @@ pub async fn insert_isolated_obligations(
         .await
         .map_err(db("insert isolated obligations"))?;
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Trade id claims (V0014)
+
+/// Numbers per block of `cns_trade_id_blocks` (bits of its `seen`).
+pub const TRADE_ID_BLOCK_BITS: i64 = 8192;
+/// Digits of the longest numbered trade id (10^18 - 1 < 2^63).
+const TRADE_ID_DIGITS_MAX: usize = 18;
+
+/// A trade id as the claim tables key it (V0014): `<prefix><digits>` is one bit of a block,
+/// anything else a row of `cns_trade_ids`. One to one: two ids have the same key only when
+/// they are the same id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TradeIdKey<'a> {
+    Numbered {
+        /// The characters before the first ASCII digit (may be empty).
+        prefix: &'a str,
+        /// How many digits follow (1 to 18).
+        digits: u8,
+        number: i64,
+    },
+    Other(&'a str),
+}
+
+impl<'a> TradeIdKey<'a> {
+    pub fn of(trade_id: &'a str) -> TradeIdKey<'a> {
+        let split = trade_id
+            .bytes()
+            .position(|byte| byte.is_ascii_digit())
+            .unwrap_or(trade_id.len());
+        // An ASCII digit is never inside a multi-byte character: `split` is a boundary.
+        let (prefix, digits) = trade_id.split_at(split);
+        let numbered = !digits.is_empty()
+            && digits.len() <= TRADE_ID_DIGITS_MAX
+            && digits.bytes().all(|byte| byte.is_ascii_digit());
+        if !numbered {
+            return TradeIdKey::Other(trade_id);
+        }
+        let number = digits
+            .bytes()
+            .fold(0i64, |number, digit| number * 10 + i64::from(digit - b'0'));
+        TradeIdKey::Numbered {
+            prefix,
+            digits: digits.len() as u8,
+            number,
+        }
+    }
+}
+
+/// (trade date, prefix, digits, block number) of one `cns_trade_id_blocks` row of a market.
+type BlockKey<'a> = (Date, &'a str, i16, i64);
+
+/// `ids` (trade date, trade id) split by claim table: numbered ids by block, each with
+/// (entry in `ids`, bit), and the entries of the other ids.
+#[allow(clippy::type_complexity)]
+fn split_trade_ids<'a>(
+    ids: &[(Date, &'a str)],
+) -> (BTreeMap<BlockKey<'a>, Vec<(usize, usize)>>, Vec<usize>) {
+    let mut blocks: BTreeMap<BlockKey<'a>, Vec<(usize, usize)>> = BTreeMap::new();
+    let mut others: Vec<usize> = Vec::new();
+    for (entry, &(trade_date, trade_id)) in ids.iter().enumerate() {
+        match TradeIdKey::of(trade_id) {
+            TradeIdKey::Numbered {
+                prefix,
+                digits,
+                number,
+            } => blocks
+                .entry((
+                    trade_date,
+                    prefix,
+                    i16::from(digits),
+                    number / TRADE_ID_BLOCK_BITS,
+                ))
+                .or_default()
+                .push((entry, (number % TRADE_ID_BLOCK_BITS) as usize)),
+            TradeIdKey::Other(_) => others.push(entry),
+        }
+    }
+    (blocks, others)
+}
+
+fn bit_is_set(seen: &[u8], bit: usize) -> bool {
+    seen.get(bit / 8)
+        .is_some_and(|byte| byte & (1u8 << (bit % 8)) != 0)
+}
+
+/// Block keys as the four arrays the SQL below unnests.
+fn block_key_arrays<'a>(
+    keys: impl Iterator<Item = &'a BlockKey<'a>>,
+) -> (Vec<Date>, Vec<&'a str>, Vec<i16>, Vec<i64>) {
+    let mut arrays = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for key in keys {
+        arrays.0.push(key.0);
+        arrays.1.push(key.1);
+        arrays.2.push(key.2);
+        arrays.3.push(key.3);
+    }
+    arrays
+}
+
+/// Of `ids` (trade date, trade id) of `market`, which are claimed (by committed
+/// transactions, or earlier in this one); takes no lock. Capture decides with it which
+/// trades are duplicates, then claims the others with [`claim_trade_ids`] just before it
+/// commits, where a claim made meanwhile by another transaction shows.
+pub async fn claimed_trade_ids(
+    transaction: &tokio_postgres::Transaction<'_>,
+    market: &str,
+    ids: &[(Date, &str)],
+) -> Result<Vec<bool>, HostDbError> {
+    let mut claimed = vec![false; ids.len()];
+    let (blocks, others) = split_trade_ids(ids);
+    if !blocks.is_empty() {
+        let (dates, prefixes, digits, numbers) = block_key_arrays(blocks.keys());
+        let stored: HashMap<(Date, String, i16, i64), Vec<u8>> = transaction
+            .query(
+                "SELECT b.trade_date, b.id_prefix, b.id_digits, b.block_number, b.seen
+                 FROM unnest($2::date[], $3::text[], $4::int2[], $5::int8[]) AS k (d, p, n, b)
+                 JOIN cns_trade_id_blocks b
+                   ON b.market = $1 AND b.trade_date = k.d AND b.id_prefix = k.p
+                  AND b.id_digits = k.n AND b.block_number = k.b",
+                &[&market, &dates, &prefixes, &digits, &numbers],
+            )
+            .await
+            .map_err(db("read trade id blocks"))?
+            .into_iter()
+            .map(|row| ((row.get(0), row.get(1), row.get(2), row.get(3)), row.get(4)))
+            .collect();
+        for (key, entries) in &blocks {
+            if let Some(seen) = stored.get(&(key.0, key.1.to_owned(), key.2, key.3)) {
+                for &(entry, bit) in entries {
+                    claimed[entry] = bit_is_set(seen, bit);
+                }
+            }
+        }
+    }
+    if !others.is_empty() {
+        let dates: Vec<Date> = others.iter().map(|&e| ids[e].0).collect();
+        let trade_ids: Vec<&str> = others.iter().map(|&e| ids[e].1).collect();
+        let stored: HashSet<(Date, String)> = transaction
+            .query(
+                "SELECT c.trade_date, c.trade_id
+                 FROM unnest($2::date[], $3::text[]) AS k (d, t)
+                 JOIN cns_trade_ids c
+                   ON c.market = $1 AND c.trade_date = k.d AND c.trade_id = k.t",
+                &[&market, &dates, &trade_ids],
+            )
+            .await
+            .map_err(db("read trade ids"))?
+            .iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect();
+        for &entry in &others {
+            claimed[entry] = stored.contains(&(ids[entry].0, ids[entry].1.to_owned()));
+        }
+    }
+    Ok(claimed)
+}
+
+/// Claims `ids` (distinct (trade date, trade id)) of `market` in the caller's transaction
+/// (the claims commit or roll back with the trades). Returns, per entry, whether the id
+/// was claimed already (then it is not claimed again: the caller's trade is a duplicate).
+/// Blocks are locked in key order (an upsert that creates missing ones) until the
+/// transaction ends, so concurrent capture transactions wait for each other only where
+/// their ids share a block, never deadlock on blocks, and the waiter reads the bits the
+/// other committed.
+pub async fn claim_trade_ids(
+    transaction: &tokio_postgres::Transaction<'_>,
+    market: &str,
+    ids: &[(Date, &str)],
+) -> Result<Vec<bool>, HostDbError> {
+    let mut claimed_before = vec![false; ids.len()];
+    let (blocks, others) = split_trade_ids(ids);
+    if !blocks.is_empty() {
+        let (dates, prefixes, digits, numbers) = block_key_arrays(blocks.keys());
+        // A conflicting row is locked and returned unchanged, a new one returned empty.
+        let rows = transaction
+            .query(
+                "INSERT INTO cns_trade_id_blocks
+                     (market, trade_date, id_prefix, id_digits, block_number, seen)
+                 SELECT $1, d, p, n, b, '\\x'::bytea
+                 FROM unnest($2::date[], $3::text[], $4::int2[], $5::int8[])
+                     WITH ORDINALITY AS k (d, p, n, b, o)
+                 ORDER BY o
+                 ON CONFLICT (market, trade_date, id_prefix, id_digits, block_number)
+                 DO UPDATE SET seen = cns_trade_id_blocks.seen
+                 RETURNING trade_date, id_prefix, id_digits, block_number, seen",
+                &[&market, &dates, &prefixes, &digits, &numbers],
+            )
+            .await
+            .map_err(db("lock trade id blocks"))?;
+        let mut stored: HashMap<(Date, String, i16, i64), Vec<u8>> = rows
+            .into_iter()
+            .map(|row| ((row.get(0), row.get(1), row.get(2), row.get(3)), row.get(4)))
+            .collect();
+        let mut changed_keys: Vec<&BlockKey<'_>> = Vec::new();
+        let mut changed_bits: Vec<Vec<u8>> = Vec::new();
+        for (key, entries) in &blocks {
+            // The upsert returns every key it was given (no WHERE on its DO UPDATE).
+            let mut seen = stored
+                .remove(&(key.0, key.1.to_owned(), key.2, key.3))
+                .ok_or_else(|| HostDbError::Unavailable {
+                    context: "lock trade id blocks".to_owned(),
+                    detail: format!("the upsert did not return block {key:?}"),
+                })?;
+            let mut changed = false;
+            for &(entry, bit) in entries {
+                if bit_is_set(&seen, bit) {
+                    claimed_before[entry] = true;
+                    continue;
+                }
+                if seen.len() <= bit / 8 {
+                    seen.resize(bit / 8 + 1, 0);
+                }
+                seen[bit / 8] |= 1u8 << (bit % 8);
+                changed = true;
+            }
+            if changed {
+                changed_keys.push(key);
+                changed_bits.push(seen);
+            }
+        }
+        if !changed_bits.is_empty() {
+            let (dates, prefixes, digits, numbers) = block_key_arrays(changed_keys.iter().copied());
+            transaction
+                .execute(
+                    "UPDATE cns_trade_id_blocks b SET seen = u.seen
+                     FROM unnest($2::date[], $3::text[], $4::int2[], $5::int8[], $6::bytea[])
+                         AS u (d, p, n, k, seen)
+                     WHERE b.market = $1 AND b.trade_date = u.d AND b.id_prefix = u.p
+                       AND b.id_digits = u.n AND b.block_number = u.k",
+                    &[&market, &dates, &prefixes, &digits, &numbers, &changed_bits],
+                )
+                .await
+                .map_err(db("claim trade ids in blocks"))?;
+        }
+    }
+    if !others.is_empty() {
+        let dates: Vec<Date> = others.iter().map(|&e| ids[e].0).collect();
+        let trade_ids: Vec<&str> = others.iter().map(|&e| ids[e].1).collect();
+        // Waits for a concurrent claim of the same id, then skips it; returns the new ones.
+        let fresh: HashSet<(Date, String)> = transaction
+            .query(
+                "INSERT INTO cns_trade_ids (market, trade_date, trade_id)
+                 SELECT $1, d, t FROM unnest($2::date[], $3::text[]) AS k (d, t)
+                 ON CONFLICT DO NOTHING
+                 RETURNING trade_date, trade_id",
+                &[&market, &dates, &trade_ids],
+            )
+            .await
+            .map_err(db("claim trade ids"))?
+            .iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect();
+        for &entry in &others {
+            claimed_before[entry] = !fresh.contains(&(ids[entry].0, ids[entry].1.to_owned()));
+        }
+    }
+    Ok(claimed_before)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -794,7 +988,7 @@ impl<'a> Cutoff<'a> {
             .transaction
             .query(
                 "SELECT buyer_participant_id, seller_participant_id, isin, quantity,
-                        (price * 1000000)::bigint, currency_code
+                        price_micros, currency_code
                  FROM exchange_trades
                  WHERE settlement_date = $1 AND settlement_type = 'cns'",
                 &[&self.settlement_date],
@@ -1025,4 +1219,32 @@ pub async fn drop_database(admin: &Pool, name: &str) -> Result<(), HostDbError> 
         .batch_execute(&format!("DROP DATABASE IF EXISTS {quoted} WITH (FORCE)"))
         .await
         .map_err(db("drop benchmark database"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_numbered_trade_id_is_prefix_digit_count_and_number() {
+        // Goal: the split V0014's backfill makes with `^([^0-9]*)([0-9]{1,18})$`, one to one.
+        // Method: ids of each shape against their expected keys.
+        let numbered = |prefix, digits, number| TradeIdKey::Numbered {
+            prefix,
+            digits,
+            number,
+        };
+        assert_eq!(TradeIdKey::of("G000001234"), numbered("G", 9, 1234));
+        assert_eq!(TradeIdKey::of("T1"), numbered("T", 1, 1));
+        assert_eq!(TradeIdKey::of("T01"), numbered("T", 2, 1));
+        assert_eq!(TradeIdKey::of("42"), numbered("", 2, 42));
+        assert_eq!(TradeIdKey::of("ab-_é7"), numbered("ab-_é", 1, 7));
+        assert_eq!(
+            TradeIdKey::of("X999999999999999999"),
+            numbered("X", 18, 999_999_999_999_999_999)
+        );
+        for other in ["ABC", "", "A1B", "1-2", "X1234567890123456789", "7é"] {
+            assert_eq!(TradeIdKey::of(other), TradeIdKey::Other(other), "{other}");
+        }
+    }
 }

@@ -113,6 +113,11 @@ pub fn embedded() -> Vec<Migration> {
             sql: Cow::Borrowed(include_str!("migrations/V0013__settlement_write_path.sql")),
         },
         Migration {
+            version: 14,
+            name: Cow::Borrowed("cns_trade_id_claims"),
+            sql: Cow::Borrowed(include_str!("migrations/V0014__cns_trade_id_claims.sql")),
+        },
+        Migration {
             version: 15,
             name: Cow::Borrowed("run_balances"),
             sql: Cow::Borrowed(include_str!("migrations/V0015__run_balances.sql")),

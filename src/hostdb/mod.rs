@@ -24,6 +24,7 @@ pub mod audit;
 pub mod audit_trail;
 pub mod cns;
 pub mod cns_settlement;
+pub(crate) mod copy;
 pub mod copy_rows;
 pub mod demo;
 pub mod intake;

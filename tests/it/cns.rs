@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use ccass::bus::subjects::{self, EventKind};
 use ccass::bus::trades::{TradeBatch, TradeRecord, TradeRejectedEvent};
-use ccass::cns::capture::{self, CaptureReport, Reference};
+use ccass::cns::capture::{self, CaptureReport, Reference, ReportedRejection};
 use ccass::cns::feed;
 use ccass::cns::positions::{self, CutoffError};
 use ccass::hostdb::cns::{self as sql, PositionRow};
@@ -18,7 +18,7 @@ use time::Date;
 use time::macros::date;
 
 use crate::harness::nats::NatsServer;
-use crate::harness::postgres::{TestDatabase, seeded_database};
+use crate::harness::postgres::{TestDatabase, empty_database, seeded_database};
 use crate::harness::{repo_root, test_config};
 
 const MARKET: &str = "xhkg";
@@ -249,6 +249,198 @@ async fn redelivery_is_idempotent_and_duplicate_trades_are_refused() {
     assert_eq!(
         stored,
         independent_netting(&all, &isin_by_stock_code(pool).await)
+    );
+}
+
+#[tokio::test]
+async fn a_trade_id_is_accepted_once_across_batches_and_concurrent_workers() {
+    // Goal: the trade id claims (V0014) refuse every repeat of a captured trade id exactly:
+    // across batches, across two workers capturing at the same time, for numbered ids
+    // (bitmap blocks) and for any other id (cns_trade_ids), and `T1` and `T01` are two ids.
+    // Method: two concurrent captures whose batches share 200 of 400 trades; then a batch of
+    // ids of every shape captured twice; positions against the independent netting of the
+    // trades accepted once; the stored bits read back with PostgreSQL's own get_bit.
+    let Some(database) = seeded_database("cns_trade_id_claims").await else {
+        return;
+    };
+    let pool = &database.pool;
+    let reference = reference(pool).await;
+    let trades = generated_day(pool, 400, 11).await;
+    let first = batches(&trades[..300], 50, "worker-a");
+    let second = batches(&trades[100..], 50, "worker-b");
+    let (a, b) = tokio::join!(
+        capture(pool, &reference, &first),
+        capture(pool, &reference, &second)
+    );
+    assert_eq!(a.trades_accepted + b.trades_accepted, 400);
+    let refused: Vec<&ReportedRejection> = a.rejections.iter().chain(&b.rejections).collect();
+    assert_eq!(refused.len(), 200);
+    assert!(
+        refused
+            .iter()
+            .all(|r| r.event.reason_code == "duplicate_trade")
+    );
+    assert_eq!(sql::trade_count(pool, MARKET).await.unwrap(), 400);
+
+    let mut odd = Vec::new();
+    for id in ["ALPHA", "A1B2", "X1234567890123456789", "T1", "T01", "0"] {
+        let mut trade = trades[0].clone();
+        trade.trade_id = id.to_owned();
+        odd.push(trade);
+    }
+    let once = TradeBatch {
+        market: MARKET.to_owned(),
+        batch_id: "odd-once".to_owned(),
+        trades: odd.clone(),
+    };
+    let report = capture(pool, &reference, &[once]).await;
+    assert_eq!(report.trades_accepted, 6, "{:?}", report.rejections);
+    let mut fresh = trades[1].clone();
+    fresh.trade_id = "T001".to_owned();
+    let mut repeated = odd.clone();
+    repeated.push(fresh.clone());
+    let again = TradeBatch {
+        market: MARKET.to_owned(),
+        batch_id: "odd-again".to_owned(),
+        trades: repeated,
+    };
+    let report = capture(pool, &reference, &[again]).await;
+    assert_eq!(report.trades_accepted, 1);
+    let refused: Vec<&str> = report
+        .rejections
+        .iter()
+        .filter(|r| r.event.reason_code == "duplicate_trade")
+        .map(|r| r.event.trade_id.as_str())
+        .collect();
+    assert_eq!(
+        refused,
+        ["ALPHA", "A1B2", "X1234567890123456789", "T1", "T01", "0"]
+    );
+
+    let mut all = trades.clone();
+    all.extend(odd);
+    all.push(fresh);
+    let stored = split(&sql::positions(pool, None, SETTLEMENT_DATE).await.unwrap());
+    assert_eq!(
+        stored,
+        independent_netting(&all, &isin_by_stock_code(pool).await)
+    );
+    let client = hostdb::client(pool).await.unwrap();
+    // `0` is bit 0 of block 0 of ('', 1 digit); `T1`, `T01`, `T001` bit 1 of their series.
+    let bits: Vec<(String, i16, i32, i32)> = client
+        .query(
+            "SELECT id_prefix, id_digits, get_bit(seen, 0), get_bit(seen, 1)
+             FROM cns_trade_id_blocks
+             WHERE id_prefix IN ('T', '') AND block_number = 0
+             ORDER BY 1, 2",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3)))
+        .collect();
+    assert_eq!(
+        bits,
+        [
+            (String::new(), 1, 1, 0),
+            ("T".to_owned(), 1, 0, 1),
+            ("T".to_owned(), 2, 0, 1),
+            ("T".to_owned(), 3, 0, 1),
+        ]
+    );
+    let others: i64 = client
+        .query_one("SELECT count(*) FROM cns_trade_ids", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(others, 3);
+    assert!(hostdb::audit::run(pool).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn trades_stored_before_v0014_keep_their_ids_claimed() {
+    // Goal: V0014's backfill claims every trade stored under the old primary key, so a
+    // repeat of one is still refused, and prices become exact micros. Method: schema up to
+    // V0013, two trades stored as the old capture stored them (a numbered id and another),
+    // migrate, then capture both again beside a fresh one.
+    let Some(database) = empty_database("cns_v0014_backfill").await else {
+        return;
+    };
+    let pool = &database.pool;
+    let before: Vec<_> = hostdb::migrate::embedded()
+        .into_iter()
+        .filter(|migration| migration.version < 14)
+        .collect();
+    hostdb::migrate::run_migrations(pool, &before)
+        .await
+        .unwrap();
+    hostdb::seed::apply_file(pool, &repo_root().join("config/reference/demo.toml"))
+        .await
+        .unwrap();
+    let trades = generated_day(pool, 3, 5).await;
+    let mut old = trades[..2].to_vec();
+    old[1].trade_id = "OLD-A".to_owned();
+    let isin_of = isin_by_stock_code(pool).await;
+    let client = hostdb::client(pool).await.unwrap();
+    for trade in &old {
+        let isin = isin_of.get(&trade.security).unwrap_or(&trade.security);
+        client
+            .execute(
+                "INSERT INTO exchange_trades (market, trade_date, trade_id, trade_time, isin,
+                     buyer_participant_id, seller_participant_id, quantity, price, currency_code,
+                     settlement_type, settlement_date)
+                 VALUES ($1, $2::text::date, $3, $4::text::time, $5, $6, $7, $8, $9::text::numeric,
+                         $10, $11, $12)",
+                &[
+                    &MARKET,
+                    &trade.trade_date,
+                    &trade.trade_id,
+                    &trade.trade_time,
+                    isin,
+                    &trade.buyer,
+                    &trade.seller,
+                    &trade.quantity,
+                    &trade.price,
+                    &trade.currency,
+                    &trade.settlement_type,
+                    &SETTLEMENT_DATE,
+                ],
+            )
+            .await
+            .unwrap();
+    }
+    drop(client);
+    hostdb::migrate::run(pool).await.unwrap();
+    let client = hostdb::client(pool).await.unwrap();
+    let micros: i64 = client
+        .query_one(
+            "SELECT price_micros FROM exchange_trades WHERE trade_id = $1",
+            &[&old[0].trade_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let expected = Decimal::from_str(&old[0].price).unwrap() * Decimal::from(1_000_000);
+    assert_eq!(Decimal::from(micros), expected);
+    drop(client);
+
+    let reference = reference(pool).await;
+    let mut again = old.clone();
+    again.push(trades[2].clone());
+    let report = capture(pool, &reference, &batches(&again, 3, "after-v0014")).await;
+    assert_eq!(report.trades_accepted, 1);
+    let refused: Vec<(&str, &str)> = report
+        .rejections
+        .iter()
+        .map(|r| (r.event.trade_id.as_str(), r.event.reason_code.as_str()))
+        .collect();
+    assert_eq!(
+        refused,
+        [
+            (old[0].trade_id.as_str(), "duplicate_trade"),
+            ("OLD-A", "duplicate_trade")
+        ]
     );
 }
 
@@ -511,7 +703,7 @@ async fn a_trade_file_flows_from_the_feed_to_positions_and_rejects_are_reported(
     let calendar = test_config().cns.calendar();
     for (market, trade) in &generated {
         assert_eq!(market, MARKET);
-        capture::validate(&reference, &calendar, market, trade).unwrap();
+        capture::validate(&reference, &calendar, market, &trade.view()).unwrap();
     }
 
     let _ = stop.send(true);
