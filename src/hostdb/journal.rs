@@ -10,6 +10,7 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
 
 use super::HostDbError;
+use super::copy::{CopyRows, Field, copy_rows};
 
 /// Why a stock movement happened (`holding_movements.movement_kind`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,21 +92,10 @@ pub struct CashMovement {
 
 const HOLDING_COPY: &str = "COPY holding_movements (settlement_date, settlement_run_id, \
     from_account_id, to_account_id, isin, quantity, movement_kind, reference) FROM STDIN BINARY";
-const HOLDING_TYPES: [Type; 8] = [
-    Type::DATE,
-    Type::INT8,
-    Type::TEXT,
-    Type::TEXT,
-    Type::TEXT,
-    Type::INT8,
-    Type::TEXT,
-    Type::TEXT,
-];
 
 const CASH_COPY: &str = "COPY cash_movements (settlement_date, settlement_run_id, \
     from_participant_id, to_participant_id, currency_code, amount_minor, movement_kind, \
     reference) FROM STDIN BINARY";
-const CASH_TYPES: [Type; 8] = HOLDING_TYPES;
 
 /// One `COPY … FROM STDIN BINARY` in a transaction: start it, write rows, finish it. Every
 /// COPY in hostdb (journals, trades, settled markers, outbox) goes through this, so errors
@@ -152,54 +142,47 @@ impl CopyIn {
     }
 }
 
-/// Appends `movements` to `holding_movements` with one COPY BINARY; returns the row count.
-/// A row the journal's CHECK constraints refuse fails the whole COPY (nothing appended).
+/// Appends `movements` to `holding_movements` with one COPY BINARY (encoded in bulk);
+/// returns the row count. A row the journal's CHECK constraints refuse fails the whole COPY
+/// (nothing appended).
 pub async fn append_holding_movements(
     transaction: &tokio_postgres::Transaction<'_>,
     movements: &[HoldingMovement],
 ) -> Result<u64, HostDbError> {
-    let mut copy = CopyIn::start(
-        transaction,
-        "copy holding movements",
-        HOLDING_COPY,
-        &HOLDING_TYPES,
-    )
-    .await?;
+    let mut rows = CopyRows::<8>::new();
     for movement in movements {
-        copy.write(&[
-            &movement.settlement_date,
-            &movement.settlement_run_id,
-            &movement.from_account_id,
-            &movement.to_account_id,
-            &movement.isin,
-            &movement.quantity,
-            &movement.kind.as_str(),
-            &movement.reference,
-        ])
-        .await?;
+        rows.push([
+            Field::Date(movement.settlement_date),
+            Field::optional_int8(movement.settlement_run_id),
+            Field::optional_text(movement.from_account_id.as_deref()),
+            Field::optional_text(movement.to_account_id.as_deref()),
+            Field::Text(&movement.isin),
+            Field::Int8(movement.quantity),
+            Field::Text(movement.kind.as_str()),
+            Field::Text(&movement.reference),
+        ]);
     }
-    copy.finish().await
+    copy_rows(transaction, "copy holding movements", HOLDING_COPY, rows).await
 }
 
-/// Appends `movements` to `cash_movements` with one COPY BINARY; returns the row count.
+/// Appends `movements` to `cash_movements` with one COPY BINARY (encoded in bulk); returns
+/// the row count.
 pub async fn append_cash_movements(
     transaction: &tokio_postgres::Transaction<'_>,
     movements: &[CashMovement],
 ) -> Result<u64, HostDbError> {
-    let mut copy =
-        CopyIn::start(transaction, "copy cash movements", CASH_COPY, &CASH_TYPES).await?;
+    let mut rows = CopyRows::<8>::new();
     for movement in movements {
-        copy.write(&[
-            &movement.settlement_date,
-            &movement.settlement_run_id,
-            &movement.from_participant_id,
-            &movement.to_participant_id,
-            &movement.currency_code,
-            &movement.amount_minor,
-            &movement.kind.as_str(),
-            &movement.reference,
-        ])
-        .await?;
+        rows.push([
+            Field::Date(movement.settlement_date),
+            Field::optional_int8(movement.settlement_run_id),
+            Field::optional_text(movement.from_participant_id.as_deref()),
+            Field::optional_text(movement.to_participant_id.as_deref()),
+            Field::Text(&movement.currency_code),
+            Field::Int8(movement.amount_minor),
+            Field::Text(movement.kind.as_str()),
+            Field::Text(&movement.reference),
+        ]);
     }
-    copy.finish().await
+    copy_rows(transaction, "copy cash movements", CASH_COPY, rows).await
 }

@@ -25,7 +25,6 @@ pub mod audit_trail;
 pub mod cns;
 pub mod cns_settlement;
 pub(crate) mod copy;
-pub mod copy_rows;
 pub mod demo;
 pub mod intake;
 pub mod journal;

@@ -21,7 +21,7 @@ use std::pin::Pin;
 use time::Date;
 use tokio_postgres::types::Type;
 
-use super::copy_rows::CopyRows;
+use super::copy::{CopyOut, CopyRows, Field, copy_rows};
 use super::journal::{self, CashMovement, CopyIn, HoldingMovement};
 use super::{HostDbError, Pool};
 
@@ -444,13 +444,13 @@ impl<'c> RunTransaction<'c> {
         &self,
         statement: &str,
         context: &'static str,
-    ) -> Result<CopyRows<Pin<Box<tokio_postgres::CopyOutStream>>>, HostDbError> {
+    ) -> Result<CopyOut<Pin<Box<tokio_postgres::CopyOutStream>>>, HostDbError> {
         let stream = self
             .transaction
             .copy_out(statement)
             .await
             .map_err(db(context))?;
-        Ok(CopyRows::new(Box::pin(stream), context))
+        Ok(CopyOut::new(Box::pin(stream), context))
     }
 
     /// The stored holdings of the (account, isin) keys (frozen until the run ends: see
@@ -607,39 +607,29 @@ impl<'c> RunTransaction<'c> {
         })
     }
 
-    /// Appends the settled markers with COPY BINARY.
+    /// Appends the settled markers with COPY BINARY (encoded in bulk).
     pub async fn append_markers(&self, markers: &[SettledMarker]) -> Result<u64, HostDbError> {
-        let types = [
-            Type::INT8,
-            Type::INT8,
-            Type::INT8,
-            Type::INT8,
-            Type::INT8,
-            Type::INT8,
-            Type::BOOL,
-        ];
-        let mut copy = CopyIn::start(
+        let mut rows = CopyRows::<7>::new();
+        for marker in markers {
+            rows.push([
+                Field::Int8(marker.match_id),
+                Field::Int8(self.settlement_run_id),
+                Field::Int8(marker.delivering_instruction_id),
+                Field::Int8(marker.receiving_instruction_id),
+                Field::Int8(marker.quantity),
+                Field::optional_int8(marker.amount_minor),
+                Field::Bool(marker.complete),
+            ]);
+        }
+        copy_rows(
             &self.transaction,
             "copy settled markers",
             "COPY instruction_settlements (match_id, settlement_run_id,
                  delivering_instruction_id, receiving_instruction_id, quantity,
                  amount_minor, complete) FROM STDIN BINARY",
-            &types,
+            rows,
         )
-        .await?;
-        for marker in markers {
-            copy.write(&[
-                &marker.match_id,
-                &self.settlement_run_id,
-                &marker.delivering_instruction_id,
-                &marker.receiving_instruction_id,
-                &marker.quantity,
-                &marker.amount_minor,
-                &marker.complete,
-            ])
-            .await?;
-        }
-        copy.finish().await
+        .await
     }
 
     /// Appends plain outbox rows (one message each) with COPY BINARY (the CNS phases').
