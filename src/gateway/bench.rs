@@ -80,8 +80,12 @@ pub struct Measurement {
     /// send time to its answer.
     latencies_us: Vec<u32>,
     /// Sorted, microseconds: how late the bench itself sent each message after its scheduled
-    /// time (timer resolution, a busy runtime); part of the latencies above, not the server's.
+    /// time (the pacer's lag plus waking the sender's task); part of the latencies above, not
+    /// the server's. Empty in a window (closed loop) phase.
     send_lags_us: Vec<u32>,
+    /// Sorted, microseconds: how late the pacer thread released each message after its
+    /// scheduled time; part of `send_lags_us`. Empty in a window phase.
+    pacer_lags_us: Vec<u32>,
 }
 
 impl Measurement {
@@ -99,7 +103,12 @@ impl Measurement {
         quantile_ms(&self.send_lags_us, q)
     }
 
-    fn merge(parts: Vec<Measurement>, elapsed: Duration) -> Measurement {
+    /// The pacer thread's own lateness at quantile `q` (0..1) in milliseconds.
+    pub fn pacer_lag_ms(&self, q: f64) -> f64 {
+        quantile_ms(&self.pacer_lags_us, q)
+    }
+
+    fn merge(parts: Vec<Measurement>, elapsed: Duration, pacer_lags_us: Vec<u32>) -> Measurement {
         let sorted = |values: &dyn Fn(&Measurement) -> &Vec<u32>| {
             let mut all: Vec<u32> = parts
                 .iter()
@@ -114,6 +123,11 @@ impl Measurement {
             elapsed,
             latencies_us: sorted(&|part| &part.latencies_us),
             send_lags_us: sorted(&|part| &part.send_lags_us),
+            pacer_lags_us: {
+                let mut lags = pacer_lags_us;
+                lags.sort_unstable();
+                lags
+            },
         }
     }
 }
@@ -135,6 +149,8 @@ pub struct BenchReport {
     pub nats_url: String,
     /// (raw JetStream, gateway) at full speed, when the maximum was searched.
     pub maximum: Option<(Measurement, Measurement)>,
+    /// Messages each session (and each raw sender) keeps unanswered in the maximum phase.
+    pub window: usize,
     pub rate_per_s: u64,
     /// (raw JetStream, gateway) open loop at `rate_per_s`.
     pub paced: (Measurement, Measurement),
@@ -151,20 +167,35 @@ impl fmt::Display for BenchReport {
         )?;
         writeln!(
             f,
-            "{:<44} {:>12} {:>9} {:>9} {:>9} {:>9} {:>12}",
-            "phase", "acked/s", "p50 ms", "p99 ms", "p99.9 ms", "refused", "lag p99 ms"
+            "{:<44} {:>10} {:>8} {:>8} {:>9} {:>8} {:>10} {:>10}",
+            "phase",
+            "acked/s",
+            "p50 ms",
+            "p99 ms",
+            "p99.9 ms",
+            "refused",
+            "lag p99 ms",
+            "pacer p99"
         )?;
         let mut row = |label: &str, m: &Measurement| {
+            let lag = |value: f64| {
+                if value.is_nan() {
+                    "-".to_owned()
+                } else {
+                    format!("{value:.3}")
+                }
+            };
             writeln!(
                 f,
-                "{:<44} {:>12.0} {:>9.3} {:>9.3} {:>9.3} {:>9} {:>12.3}",
+                "{:<44} {:>10.0} {:>8.3} {:>8.3} {:>9.3} {:>8} {:>10} {:>10}",
                 label,
                 m.per_second(),
                 m.latency_ms(0.5),
                 m.latency_ms(0.99),
                 m.latency_ms(0.999),
                 m.refused,
-                m.send_lag_ms(0.99)
+                lag(m.send_lag_ms(0.99)),
+                lag(m.pacer_lag_ms(0.99))
             )
         };
         if let Some((raw, gateway)) = &self.maximum {
@@ -185,9 +216,33 @@ impl fmt::Display for BenchReport {
             "gateway adds at p99: {:.3} ms (target <= 0.5 ms); targets: >= 50000 acked/s at >= 16 sessions, p99 <= 2 ms at half the maximum",
             gateway.latency_ms(0.99) - raw.latency_ms(0.99)
         )?;
+        match &self.maximum {
+            Some((_, gateway)) => writeln!(
+                f,
+                "maximum rate: the gateway's acked/s with each session keeping {} messages unanswered (closed loop, {} s) = {:.0}/s; half of it: {} msg/s open loop (raw JetStream: the same window per sender, then the same rate)",
+                self.window,
+                self.seconds,
+                gateway.per_second(),
+                self.rate_per_s
+            )?,
+            None => writeln!(
+                f,
+                "rate: {} msg/s open loop, from --rate (no maximum searched)",
+                self.rate_per_s
+            )?,
+        }
         writeln!(
             f,
-            "lag: how late the bench itself sent (part of the latencies). Inside the gateway, per stage (bucket bounds, ms), p50 / p99 / p99.9:"
+            "open loop: a pacer thread schedules message k at start + k/rate, round robin over the {} senders; latency counts from that scheduled time",
+            self.sessions
+        )?;
+        writeln!(
+            f,
+            "lag: how late a sender wrote a message after its scheduled time (part of the latencies); pacer: how late the pacer thread released it (part of lag)"
+        )?;
+        writeln!(
+            f,
+            "inside the gateway, per stage (bucket bounds, ms), p50 / p99 / p99.9:"
         )?;
         let phases = [
             ("max", self.stages.0.as_ref()),
@@ -230,13 +285,73 @@ fn mt540(logical_terminal: &str, reference: &str) -> String {
 enum Pace {
     /// Keep this many messages unanswered, as fast as answers come.
     Window(usize),
-    /// Open loop at this many messages per second.
+    /// Open loop at this many messages per second across all senders ([`Pacer`]).
     Rate(f64),
 }
 
-/// Scheduled send times of an open-loop sender: message `k` is due at `start + k / rate`.
+/// Scheduled send times of an open-loop run: message `k` is due at `start + k / rate`.
 fn due(start: Instant, rate: f64, index: u64) -> Instant {
     start + Duration::from_secs_f64(index as f64 / rate)
+}
+
+/// The open-loop schedule of one phase, kept by an OS thread of its own (`bench-pacer`) rather
+/// than by tokio's timer, which wakes in whole milliseconds: message `k` of the run is due at
+/// `start + k / rate` ([`due`]) and goes to sender `k % senders` (so each sender sends every
+/// `senders / rate` seconds, the senders interleaved). The thread sleeps until the next due
+/// time (Linux wakes it within its timer slack, ~50 µs, when a CPU is free) and then releases
+/// every message that is due by now, each with its scheduled instant: when the thread or a
+/// sender is late, the messages are sent late but keep their scheduled times, so the latency
+/// counted from them includes the delay (no coordinated omission), and nothing is skipped.
+/// Ends after `duration` and closes the senders' channels.
+struct Pacer {
+    thread: std::thread::JoinHandle<Vec<u32>>,
+}
+
+impl Pacer {
+    /// Starts the schedule at `start`; returns the pacer and each sender's schedule.
+    fn start(
+        start: Instant,
+        rate: f64,
+        duration: Duration,
+        senders: usize,
+    ) -> Result<(Pacer, Vec<mpsc::UnboundedReceiver<Instant>>), BenchError> {
+        let (schedules, receivers): (Vec<_>, Vec<_>) =
+            (0..senders).map(|_| mpsc::unbounded_channel()).unzip();
+        let end = start + duration;
+        let thread = std::thread::Builder::new()
+            .name("bench-pacer".to_owned())
+            .spawn(move || {
+                let mut lags_us = Vec::new();
+                let mut index = 0u64;
+                loop {
+                    let next = due(start, rate, index);
+                    if next >= end {
+                        break;
+                    }
+                    let now = Instant::now();
+                    if next > now {
+                        std::thread::sleep(next - now);
+                        continue;
+                    }
+                    while due(start, rate, index) <= now && due(start, rate, index) < end {
+                        let scheduled = due(start, rate, index);
+                        let sender = &schedules[(index % schedules.len() as u64) as usize];
+                        lags_us.push(micros(now - scheduled));
+                        // A sender that stopped (its session failed) reports its own error.
+                        let _ = sender.send(scheduled);
+                        index += 1;
+                    }
+                }
+                lags_us
+            })
+            .map_err(|error| BenchError::Failed(format!("pacer thread: {error}")))?;
+        Ok((Pacer { thread }, receivers))
+    }
+
+    /// The pacer's lateness per message, microseconds (once its senders' channels closed).
+    fn lags_us(self) -> Vec<u32> {
+        self.thread.join().unwrap_or_default()
+    }
 }
 
 fn micros(duration: Duration) -> u32 {
@@ -369,8 +484,7 @@ async fn measure(
             (None, Some((_, gateway, _))) => (gateway.per_second() / 2.0).max(1.0) as u64,
             (None, None) => 1,
         };
-        let per_sender = rate_per_s as f64 / options.sessions as f64;
-        let (raw, gateway, paced_stages) = phase.run(Pace::Rate(per_sender), 3).await?;
+        let (raw, gateway, paced_stages) = phase.run(Pace::Rate(rate_per_s as f64), 3).await?;
         let (maximum, maximum_stages) = match maximum {
             Some((raw, gateway, stages)) => (Some((raw, gateway)), Some(stages)),
             None => (None, None),
@@ -381,6 +495,7 @@ async fn measure(
             message_bytes: mt540("B01234XXXXXX", "R0000000000000").len(),
             nats_url: bus.url.clone(),
             maximum,
+            window,
             rate_per_s,
             paced: (raw, gateway),
             stages: (maximum_stages, paced_stages),
@@ -508,6 +623,27 @@ async fn purge(jetstream: &async_nats::jetstream::Context) {
     }
 }
 
+/// Each sender's schedule: from a [`Pacer`] in open loop, none with a window.
+#[allow(clippy::type_complexity)]
+fn schedules(
+    pace: Pace,
+    start: Instant,
+    duration: Duration,
+    senders: usize,
+) -> Result<(Option<Pacer>, Vec<Option<mpsc::UnboundedReceiver<Instant>>>), BenchError> {
+    match pace {
+        Pace::Window(_) => Ok((None, (0..senders).map(|_| None).collect())),
+        Pace::Rate(rate) => {
+            let (pacer, receivers) = Pacer::start(start, rate, duration, senders)?;
+            Ok((Some(pacer), receivers.into_iter().map(Some).collect()))
+        }
+    }
+}
+
+fn pacer_lags(pacer: Option<Pacer>) -> Vec<u32> {
+    pacer.map(Pacer::lags_us).unwrap_or_default()
+}
+
 /// Sessions through the gateway; latency from send (or scheduled send) to ACK.
 async fn drive_gateway(
     configs: &[PssConfig],
@@ -525,8 +661,11 @@ async fn drive_gateway(
         connected.push((session, terminal));
     }
     let start = Instant::now();
+    let (pacer, schedules) = schedules(pace, start, duration, sessions)?;
     let mut tasks = tokio::task::JoinSet::new();
-    for (index, (session, terminal)) in connected.into_iter().enumerate() {
+    for ((index, (session, terminal)), mut schedule) in
+        connected.into_iter().enumerate().zip(schedules)
+    {
         let reference_prefix = format!("{tag}{index:02}");
         tasks.spawn(async move {
             let (mut writer, mut reader) = session.into_split();
@@ -557,9 +696,12 @@ async fn drive_gateway(
             };
             let mut written = 0u64;
             let mut send_lags = Vec::new();
-            while start.elapsed() < duration {
-                match pace {
-                    Pace::Window(_) => {
+            loop {
+                match schedule.as_mut() {
+                    None => {
+                        if start.elapsed() >= duration {
+                            break;
+                        }
                         let Ok(permit) = permits.acquire().await else {
                             break;
                         };
@@ -579,18 +721,20 @@ async fn drive_gateway(
                         }
                         writer.flush().await?;
                     }
-                    Pace::Rate(rate) => {
-                        let next = due(start, rate, written);
-                        tokio::time::sleep_until(next.into()).await;
-                        let now = Instant::now();
-                        while due(start, rate, written) <= now {
-                            let scheduled = due(start, rate, written);
+                    Some(schedule) => {
+                        // Everything the pacer released by now, then one flush.
+                        let Some(scheduled) = schedule.recv().await else {
+                            break;
+                        };
+                        let mut next = Some(scheduled);
+                        while let Some(scheduled) = next.take() {
                             let message =
                                 mt540(&terminal, &format!("{reference_prefix}{written:08}"));
                             send_lags.push(micros(scheduled.elapsed()));
                             writer.write(message.as_bytes()).await?;
                             written += 1;
                             let _ = sent_tx.send(scheduled);
+                            next = schedule.try_recv().ok();
                         }
                         writer.flush().await?;
                     }
@@ -607,6 +751,7 @@ async fn drive_gateway(
                 elapsed: Duration::ZERO,
                 latencies_us: outcome.2,
                 send_lags_us: send_lags,
+                pacer_lags_us: Vec::new(),
             })
         });
     }
@@ -614,7 +759,8 @@ async fn drive_gateway(
     while let Some(joined) = tasks.join_next().await {
         parts.push(joined.map_err(|error| BenchError::Failed(format!("session task: {error}")))??);
     }
-    Ok(Measurement::merge(parts, start.elapsed()))
+    let elapsed = start.elapsed();
+    Ok(Measurement::merge(parts, elapsed, pacer_lags(pacer)))
 }
 
 /// Raw JetStream: the same message, headers and subjects, published pipelined by `senders`
@@ -629,8 +775,9 @@ async fn drive_jetstream(
     tag: &str,
 ) -> Result<Measurement, BenchError> {
     let start = Instant::now();
+    let (pacer, schedules) = schedules(pace, start, duration, senders)?;
     let mut tasks = tokio::task::JoinSet::new();
-    for index in 0..senders {
+    for (index, mut schedule) in schedules.into_iter().enumerate() {
         let jetstream = jetstream.clone();
         let participant = PARTICIPANTS[index % PARTICIPANTS.len()];
         let terminal = pss::default_logical_terminal(participant);
@@ -675,19 +822,23 @@ async fn drive_jetstream(
             };
             let mut send_lags = Vec::new();
             let mut written = 0u64;
-            while start.elapsed() < duration {
-                let scheduled = match pace {
-                    Pace::Window(_) => {
+            loop {
+                let scheduled = match schedule.as_mut() {
+                    None => {
+                        if start.elapsed() >= duration {
+                            break;
+                        }
                         let Ok(permit) = permits.acquire().await else {
                             break;
                         };
                         permit.forget();
                         Instant::now()
                     }
-                    Pace::Rate(rate) => {
-                        let next = due(start, rate, written);
-                        tokio::time::sleep_until(next.into()).await;
-                        next
+                    Some(schedule) => {
+                        let Some(scheduled) = schedule.recv().await else {
+                            break;
+                        };
+                        scheduled
                     }
                 };
                 let mut headers = async_nats::HeaderMap::new();
@@ -722,6 +873,7 @@ async fn drive_jetstream(
                 elapsed: Duration::ZERO,
                 latencies_us: latencies,
                 send_lags_us: send_lags,
+                pacer_lags_us: Vec::new(),
             }
         });
     }
@@ -729,7 +881,8 @@ async fn drive_jetstream(
     while let Some(joined) = tasks.join_next().await {
         parts.push(joined.map_err(|error| BenchError::Failed(format!("sender task: {error}")))?);
     }
-    Ok(Measurement::merge(parts, start.elapsed()))
+    let elapsed = start.elapsed();
+    Ok(Measurement::merge(parts, elapsed, pacer_lags(pacer)))
 }
 
 #[cfg(test)]
@@ -757,12 +910,15 @@ mod tests {
                 elapsed: Duration::ZERO,
                 latencies_us: (1..=1000).rev().collect(),
                 send_lags_us: vec![3, 1, 2],
+                pacer_lags_us: Vec::new(),
             }],
             Duration::from_secs(2),
+            vec![7, 5],
         );
         assert_eq!(measurement.per_second(), 500.0);
         assert_eq!(measurement.latency_ms(0.5), 0.501);
         assert_eq!(measurement.latency_ms(0.99), 0.99);
         assert_eq!(measurement.send_lag_ms(1.0), 0.003);
+        assert_eq!(measurement.pacer_lag_ms(0.0), 0.005);
     }
 }
