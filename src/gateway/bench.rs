@@ -19,10 +19,14 @@
 //! Fairness: the clients (PSS sessions and raw JetStream senders) run on a runtime and threads
 //! of their own, so their TLS work competes with the gateway for the CPUs as another process
 //! would, not inside the gateway's task queues. A sender only sends; another task awaits its
-//! answers, so a slow answer never holds back the next send. Open-loop latency counts from the
-//! scheduled send time; the `lag` column says how late the bench itself sent (tokio's timer
-//! ticks in milliseconds, and a busy machine wakes it late), which is part of every row's
-//! latency, raw and gateway alike. The gateway's own stages ([`super::stages`]) follow.
+//! answers, so a slow answer never holds back the next send. Open loop is paced by a thread
+//! of its own ([`Pacer`]: within ~100 µs, not tokio's millisecond timer) and latency counts
+//! from each message's scheduled send time; the `lag` column says how late the bench itself
+//! sent and `pacer` how late the pacer thread released the message, both part of every row's
+//! latency, raw and gateway alike. The `cpu` column says how busy the machine was during the
+//! phase and with what: this process (gateway and load generator) or the rest (nats-server,
+//! other jobs); a p99 measured while the rest takes most of the CPUs measures them. The
+//! gateway's own stages ([`super::stages`]) follow.
 
 use std::fmt;
 use std::sync::Arc;
@@ -86,6 +90,8 @@ pub struct Measurement {
     /// Sorted, microseconds: how late the pacer thread released each message after its
     /// scheduled time; part of `send_lags_us`. Empty in a window phase.
     pacer_lags_us: Vec<u32>,
+    /// Where the machine's CPUs went during the phase (Linux only).
+    pub cpu: Option<CpuUse>,
 }
 
 impl Measurement {
@@ -128,7 +134,92 @@ impl Measurement {
                 lags.sort_unstable();
                 lags
             },
+            cpu: None,
         }
+    }
+}
+
+/// CPU time of the whole machine and of this process (gateway, load generator and bench
+/// together), from Linux's `/proc`, in clock ticks summed over all CPUs.
+#[derive(Debug, Clone, Copy)]
+struct CpuSample {
+    machine_busy_ticks: u64,
+    machine_total_ticks: u64,
+    process_ticks: u64,
+    cpus: usize,
+}
+
+impl CpuSample {
+    /// `None` where `/proc` is not Linux's.
+    fn now() -> Option<CpuSample> {
+        let machine = std::fs::read_to_string("/proc/stat").ok()?;
+        // "cpu  user nice system idle iowait irq softirq steal ..."
+        let ticks: Vec<u64> = machine
+            .lines()
+            .next()?
+            .split_whitespace()
+            .skip(1)
+            .take(8)
+            .filter_map(|value| value.parse().ok())
+            .collect();
+        if ticks.len() < 8 {
+            return None;
+        }
+        let total: u64 = ticks.iter().sum();
+        let cpus = machine
+            .lines()
+            .filter(|line| {
+                line.strip_prefix("cpu")
+                    .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+            })
+            .count();
+        let process = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // After "pid (comm) ": state is field 3, utime field 14, stime field 15.
+        let fields: Vec<&str> = process
+            .get(process.rfind(')')? + 1..)?
+            .split_whitespace()
+            .collect();
+        let user: u64 = fields.get(11)?.parse().ok()?;
+        let system: u64 = fields.get(12)?.parse().ok()?;
+        Some(CpuSample {
+            machine_busy_ticks: total - ticks[3] - ticks[4],
+            machine_total_ticks: total,
+            process_ticks: user + system,
+            cpus: cpus.max(1),
+        })
+    }
+
+    fn since(&self, before: &CpuSample) -> Option<CpuUse> {
+        let total = self
+            .machine_total_ticks
+            .checked_sub(before.machine_total_ticks)
+            .filter(|ticks| *ticks > 0)? as f64;
+        let cores = |ticks: u64| ticks as f64 / total * self.cpus as f64;
+        Some(CpuUse {
+            cpus: self.cpus,
+            machine_busy_cores: cores(
+                self.machine_busy_ticks
+                    .saturating_sub(before.machine_busy_ticks),
+            ),
+            process_cores: cores(self.process_ticks.saturating_sub(before.process_ticks)),
+        })
+    }
+}
+
+/// Where the CPUs went during a phase, in CPUs' worth (2.0 = both CPUs of a 2-CPU machine).
+#[derive(Debug, Clone, Copy)]
+pub struct CpuUse {
+    pub cpus: usize,
+    /// Everything on the machine.
+    pub machine_busy_cores: f64,
+    /// This process: the gateway, the load generator and the bench.
+    pub process_cores: f64,
+}
+
+impl CpuUse {
+    /// Everything else: nats-server (when it runs here) and other jobs.
+    pub fn others_cores(&self) -> f64 {
+        (self.machine_busy_cores - self.process_cores).max(0.0)
     }
 }
 
@@ -167,7 +258,7 @@ impl fmt::Display for BenchReport {
         )?;
         writeln!(
             f,
-            "{:<44} {:>10} {:>8} {:>8} {:>9} {:>8} {:>10} {:>10}",
+            "{:<44} {:>10} {:>8} {:>8} {:>9} {:>8} {:>10} {:>10} {:>16}",
             "phase",
             "acked/s",
             "p50 ms",
@@ -175,7 +266,8 @@ impl fmt::Display for BenchReport {
             "p99.9 ms",
             "refused",
             "lag p99 ms",
-            "pacer p99"
+            "pacer p99",
+            "cpu all/own/rest"
         )?;
         let mut row = |label: &str, m: &Measurement| {
             let lag = |value: f64| {
@@ -187,7 +279,7 @@ impl fmt::Display for BenchReport {
             };
             writeln!(
                 f,
-                "{:<44} {:>10.0} {:>8.3} {:>8.3} {:>9.3} {:>8} {:>10} {:>10}",
+                "{:<44} {:>10.0} {:>8.3} {:>8.3} {:>9.3} {:>8} {:>10} {:>10} {:>16}",
                 label,
                 m.per_second(),
                 m.latency_ms(0.5),
@@ -195,7 +287,16 @@ impl fmt::Display for BenchReport {
                 m.latency_ms(0.999),
                 m.refused,
                 lag(m.send_lag_ms(0.99)),
-                lag(m.pacer_lag_ms(0.99))
+                lag(m.pacer_lag_ms(0.99)),
+                m.cpu.map_or_else(
+                    || "-".to_owned(),
+                    |cpu| format!(
+                        "{:.2}/{:.2}/{:.2}",
+                        cpu.machine_busy_cores,
+                        cpu.process_cores,
+                        cpu.others_cores()
+                    )
+                )
             )
         };
         if let Some((raw, gateway)) = &self.maximum {
@@ -240,6 +341,12 @@ impl fmt::Display for BenchReport {
             f,
             "lag: how late a sender wrote a message after its scheduled time (part of the latencies); pacer: how late the pacer thread released it (part of lag)"
         )?;
+        if let Some(cpus) = self.paced.1.cpu.map(|cpu| cpu.cpus) {
+            writeln!(
+                f,
+                "cpu: CPUs' worth busy during the phase (of {cpus}): the whole machine / this process (gateway, load generator) / the rest (nats-server, other jobs)"
+            )?;
+        }
         writeln!(
             f,
             "inside the gateway, per stage (bucket bounds, ms), p50 / p99 / p99.9:"
@@ -298,14 +405,21 @@ fn due(start: Instant, rate: f64, index: u64) -> Instant {
 /// than by tokio's timer, which wakes in whole milliseconds: message `k` of the run is due at
 /// `start + k / rate` ([`due`]) and goes to sender `k % senders` (so each sender sends every
 /// `senders / rate` seconds, the senders interleaved). The thread sleeps until the next due
-/// time (Linux wakes it within its timer slack, ~50 µs, when a CPU is free) and then releases
-/// every message that is due by now, each with its scheduled instant: when the thread or a
+/// time, but at least [`PACER_TICK`] after its last wake (Linux adds its timer slack, ~50 µs,
+/// and waits for a free CPU), and then releases every message that is due by now, each with
+/// its scheduled instant: when the thread or a
 /// sender is late, the messages are sent late but keep their scheduled times, so the latency
 /// counted from them includes the delay (no coordinated omission), and nothing is skipped.
 /// Ends after `duration` and closes the senders' channels.
 struct Pacer {
     thread: std::thread::JoinHandle<Vec<u32>>,
 }
+
+/// The pacer's shortest sleep: above 10,000 messages/s it releases them in batches rather
+/// than waking (and waking the senders' runtime) once per message, whose context switches
+/// cost more CPU than the messages on this 2-CPU virtual machine. At most this much (plus
+/// timer slack) is added to a message's lag, and counted in its latency.
+const PACER_TICK: Duration = Duration::from_micros(100);
 
 impl Pacer {
     /// Starts the schedule at `start`; returns the pacer and each sender's schedule.
@@ -323,6 +437,7 @@ impl Pacer {
             .spawn(move || {
                 let mut lags_us = Vec::new();
                 let mut index = 0u64;
+                let mut released = start;
                 loop {
                     let next = due(start, rate, index);
                     if next >= end {
@@ -330,9 +445,10 @@ impl Pacer {
                     }
                     let now = Instant::now();
                     if next > now {
-                        std::thread::sleep(next - now);
+                        std::thread::sleep(next.max(released + PACER_TICK) - now);
                         continue;
                     }
+                    released = now;
                     while due(start, rate, index) <= now && due(start, rate, index) < end {
                         let scheduled = due(start, rate, index);
                         let sender = &schedules[(index % schedules.len() as u64) as usize];
@@ -536,10 +652,14 @@ impl Load {
         tag: &str,
     ) -> Result<Measurement, BenchError> {
         let (configs, tag) = (configs.to_vec(), tag.to_owned());
-        self.runtime
+        let before = CpuSample::now();
+        let mut measurement = self
+            .runtime
             .spawn(async move { drive_gateway(&configs, sessions, pace, duration, &tag).await })
             .await
-            .map_err(|error| BenchError::Failed(format!("load task: {error}")))?
+            .map_err(|error| BenchError::Failed(format!("load task: {error}")))??;
+        measurement.cpu = cpu_since(before);
+        Ok(measurement)
     }
 
     async fn drive_jetstream(
@@ -551,11 +671,21 @@ impl Load {
         tag: &str,
     ) -> Result<Measurement, BenchError> {
         let (jetstream, tag) = (jetstream.clone(), tag.to_owned());
-        self.runtime
+        let before = CpuSample::now();
+        let mut measurement = self
+            .runtime
             .spawn(async move { drive_jetstream(&jetstream, senders, pace, duration, &tag).await })
             .await
-            .map_err(|error| BenchError::Failed(format!("load task: {error}")))?
+            .map_err(|error| BenchError::Failed(format!("load task: {error}")))??;
+        measurement.cpu = cpu_since(before);
+        Ok(measurement)
     }
+}
+
+fn cpu_since(before: Option<CpuSample>) -> Option<CpuUse> {
+    CpuSample::now()
+        .zip(before)
+        .and_then(|(after, before)| after.since(&before))
 }
 
 /// One measured phase: raw JetStream, then the gateway, at the same pace.
@@ -752,6 +882,7 @@ async fn drive_gateway(
                 latencies_us: outcome.2,
                 send_lags_us: send_lags,
                 pacer_lags_us: Vec::new(),
+                cpu: None,
             })
         });
     }
@@ -874,6 +1005,7 @@ async fn drive_jetstream(
                 latencies_us: latencies,
                 send_lags_us: send_lags,
                 pacer_lags_us: Vec::new(),
+                cpu: None,
             }
         });
     }
@@ -911,6 +1043,7 @@ mod tests {
                 latencies_us: (1..=1000).rev().collect(),
                 send_lags_us: vec![3, 1, 2],
                 pacer_lags_us: Vec::new(),
+                cpu: None,
             }],
             Duration::from_secs(2),
             vec![7, 5],
@@ -920,5 +1053,46 @@ mod tests {
         assert_eq!(measurement.latency_ms(0.99), 0.99);
         assert_eq!(measurement.send_lag_ms(1.0), 0.003);
         assert_eq!(measurement.pacer_lag_ms(0.0), 0.005);
+    }
+
+    #[test]
+    fn the_pacer_releases_every_message_once_in_order_round_robin() {
+        // Goal: open loop sends exactly rate x duration messages, none skipped when late,
+        // each sender its share in schedule order. Method: 2,000/s for 250 ms over 3 senders.
+        let start = Instant::now();
+        let (pacer, receivers) =
+            Pacer::start(start, 2000.0, Duration::from_millis(250), 3).unwrap();
+        let mut counts = Vec::new();
+        for mut receiver in receivers {
+            let mut scheduled = Vec::new();
+            while let Some(due) = receiver.blocking_recv() {
+                scheduled.push(due);
+            }
+            assert!(scheduled.windows(2).all(|pair| pair[0] < pair[1]));
+            counts.push(scheduled.len());
+        }
+        assert_eq!(counts, vec![167, 167, 166]);
+        let lags = pacer.lags_us();
+        assert_eq!(lags.len(), 500);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn cpu_use_is_read_from_proc() {
+        // Goal: the report's CPU column has figures on Linux. Method: two samples around a
+        // short busy loop; this process cannot have used more than the machine.
+        let before = CpuSample::now().unwrap();
+        let busy_until = Instant::now() + Duration::from_millis(30);
+        while Instant::now() < busy_until {
+            std::hint::spin_loop();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        let cpu = CpuSample::now().unwrap().since(&before).unwrap();
+        assert!(cpu.cpus >= 1);
+        assert!(cpu.machine_busy_cores <= cpu.cpus as f64 + 1e-9, "{cpu:?}");
+        assert!(
+            cpu.process_cores >= 0.0 && cpu.others_cores() >= 0.0,
+            "{cpu:?}"
+        );
     }
 }
