@@ -19,10 +19,14 @@
 //! Fairness: the clients (PSS sessions and raw JetStream senders) run on a runtime and threads
 //! of their own, so their TLS work competes with the gateway for the CPUs as another process
 //! would, not inside the gateway's task queues. A sender only sends; another task awaits its
-//! answers, so a slow answer never holds back the next send. Open-loop latency counts from the
-//! scheduled send time; the `lag` column says how late the bench itself sent (tokio's timer
-//! ticks in milliseconds, and a busy machine wakes it late), which is part of every row's
-//! latency, raw and gateway alike. The gateway's own stages ([`super::stages`]) follow.
+//! answers, so a slow answer never holds back the next send. Open loop is paced by a thread
+//! of its own ([`Pacer`]: within ~100 µs, not tokio's millisecond timer) and latency counts
+//! from each message's scheduled send time; the `lag` column says how late the bench itself
+//! sent and `pacer` how late the pacer thread released the message, both part of every row's
+//! latency, raw and gateway alike. The `cpu` column says how busy the machine was during the
+//! phase and with what: this process (gateway and load generator) or the rest (nats-server,
+//! other jobs); a p99 measured while the rest takes most of the CPUs measures them. The
+//! gateway's own stages ([`super::stages`]) follow.
 
 use std::fmt;
 use std::sync::Arc;
@@ -80,8 +84,14 @@ pub struct Measurement {
     /// send time to its answer.
     latencies_us: Vec<u32>,
     /// Sorted, microseconds: how late the bench itself sent each message after its scheduled
-    /// time (timer resolution, a busy runtime); part of the latencies above, not the server's.
+    /// time (the pacer's lag plus waking the sender's task); part of the latencies above, not
+    /// the server's. Empty in a window (closed loop) phase.
     send_lags_us: Vec<u32>,
+    /// Sorted, microseconds: how late the pacer thread released each message after its
+    /// scheduled time; part of `send_lags_us`. Empty in a window phase.
+    pacer_lags_us: Vec<u32>,
+    /// Where the machine's CPUs went during the phase (Linux only).
+    pub cpu: Option<CpuUse>,
 }
 
 impl Measurement {
@@ -99,7 +109,12 @@ impl Measurement {
         quantile_ms(&self.send_lags_us, q)
     }
 
-    fn merge(parts: Vec<Measurement>, elapsed: Duration) -> Measurement {
+    /// The pacer thread's own lateness at quantile `q` (0..1) in milliseconds.
+    pub fn pacer_lag_ms(&self, q: f64) -> f64 {
+        quantile_ms(&self.pacer_lags_us, q)
+    }
+
+    fn merge(parts: Vec<Measurement>, elapsed: Duration, pacer_lags_us: Vec<u32>) -> Measurement {
         let sorted = |values: &dyn Fn(&Measurement) -> &Vec<u32>| {
             let mut all: Vec<u32> = parts
                 .iter()
@@ -114,7 +129,97 @@ impl Measurement {
             elapsed,
             latencies_us: sorted(&|part| &part.latencies_us),
             send_lags_us: sorted(&|part| &part.send_lags_us),
+            pacer_lags_us: {
+                let mut lags = pacer_lags_us;
+                lags.sort_unstable();
+                lags
+            },
+            cpu: None,
         }
+    }
+}
+
+/// CPU time of the whole machine and of this process (gateway, load generator and bench
+/// together), from Linux's `/proc`, in clock ticks summed over all CPUs.
+#[derive(Debug, Clone, Copy)]
+struct CpuSample {
+    machine_busy_ticks: u64,
+    machine_total_ticks: u64,
+    process_ticks: u64,
+    cpus: usize,
+}
+
+impl CpuSample {
+    /// `None` where `/proc` is not Linux's.
+    fn now() -> Option<CpuSample> {
+        let machine = std::fs::read_to_string("/proc/stat").ok()?;
+        // "cpu  user nice system idle iowait irq softirq steal ..."
+        let ticks: Vec<u64> = machine
+            .lines()
+            .next()?
+            .split_whitespace()
+            .skip(1)
+            .take(8)
+            .filter_map(|value| value.parse().ok())
+            .collect();
+        if ticks.len() < 8 {
+            return None;
+        }
+        let total: u64 = ticks.iter().sum();
+        let cpus = machine
+            .lines()
+            .filter(|line| {
+                line.strip_prefix("cpu")
+                    .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+            })
+            .count();
+        let process = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // After "pid (comm) ": state is field 3, utime field 14, stime field 15.
+        let fields: Vec<&str> = process
+            .get(process.rfind(')')? + 1..)?
+            .split_whitespace()
+            .collect();
+        let user: u64 = fields.get(11)?.parse().ok()?;
+        let system: u64 = fields.get(12)?.parse().ok()?;
+        Some(CpuSample {
+            machine_busy_ticks: total - ticks[3] - ticks[4],
+            machine_total_ticks: total,
+            process_ticks: user + system,
+            cpus: cpus.max(1),
+        })
+    }
+
+    fn since(&self, before: &CpuSample) -> Option<CpuUse> {
+        let total = self
+            .machine_total_ticks
+            .checked_sub(before.machine_total_ticks)
+            .filter(|ticks| *ticks > 0)? as f64;
+        let cores = |ticks: u64| ticks as f64 / total * self.cpus as f64;
+        Some(CpuUse {
+            cpus: self.cpus,
+            machine_busy_cores: cores(
+                self.machine_busy_ticks
+                    .saturating_sub(before.machine_busy_ticks),
+            ),
+            process_cores: cores(self.process_ticks.saturating_sub(before.process_ticks)),
+        })
+    }
+}
+
+/// Where the CPUs went during a phase, in CPUs' worth (2.0 = both CPUs of a 2-CPU machine).
+#[derive(Debug, Clone, Copy)]
+pub struct CpuUse {
+    pub cpus: usize,
+    /// Everything on the machine.
+    pub machine_busy_cores: f64,
+    /// This process: the gateway, the load generator and the bench.
+    pub process_cores: f64,
+}
+
+impl CpuUse {
+    /// Everything else: nats-server (when it runs here) and other jobs.
+    pub fn others_cores(&self) -> f64 {
+        (self.machine_busy_cores - self.process_cores).max(0.0)
     }
 }
 
@@ -135,6 +240,8 @@ pub struct BenchReport {
     pub nats_url: String,
     /// (raw JetStream, gateway) at full speed, when the maximum was searched.
     pub maximum: Option<(Measurement, Measurement)>,
+    /// Messages each session (and each raw sender) keeps unanswered in the maximum phase.
+    pub window: usize,
     pub rate_per_s: u64,
     /// (raw JetStream, gateway) open loop at `rate_per_s`.
     pub paced: (Measurement, Measurement),
@@ -151,20 +258,45 @@ impl fmt::Display for BenchReport {
         )?;
         writeln!(
             f,
-            "{:<44} {:>12} {:>9} {:>9} {:>9} {:>9} {:>12}",
-            "phase", "acked/s", "p50 ms", "p99 ms", "p99.9 ms", "refused", "lag p99 ms"
+            "{:<44} {:>10} {:>8} {:>8} {:>9} {:>8} {:>10} {:>10} {:>16}",
+            "phase",
+            "acked/s",
+            "p50 ms",
+            "p99 ms",
+            "p99.9 ms",
+            "refused",
+            "lag p99 ms",
+            "pacer p99",
+            "cpu all/own/rest"
         )?;
         let mut row = |label: &str, m: &Measurement| {
+            let lag = |value: f64| {
+                if value.is_nan() {
+                    "-".to_owned()
+                } else {
+                    format!("{value:.3}")
+                }
+            };
             writeln!(
                 f,
-                "{:<44} {:>12.0} {:>9.3} {:>9.3} {:>9.3} {:>9} {:>12.3}",
+                "{:<44} {:>10.0} {:>8.3} {:>8.3} {:>9.3} {:>8} {:>10} {:>10} {:>16}",
                 label,
                 m.per_second(),
                 m.latency_ms(0.5),
                 m.latency_ms(0.99),
                 m.latency_ms(0.999),
                 m.refused,
-                m.send_lag_ms(0.99)
+                lag(m.send_lag_ms(0.99)),
+                lag(m.pacer_lag_ms(0.99)),
+                m.cpu.map_or_else(
+                    || "-".to_owned(),
+                    |cpu| format!(
+                        "{:.2}/{:.2}/{:.2}",
+                        cpu.machine_busy_cores,
+                        cpu.process_cores,
+                        cpu.others_cores()
+                    )
+                )
             )
         };
         if let Some((raw, gateway)) = &self.maximum {
@@ -185,9 +317,39 @@ impl fmt::Display for BenchReport {
             "gateway adds at p99: {:.3} ms (target <= 0.5 ms); targets: >= 50000 acked/s at >= 16 sessions, p99 <= 2 ms at half the maximum",
             gateway.latency_ms(0.99) - raw.latency_ms(0.99)
         )?;
+        match &self.maximum {
+            Some((_, gateway)) => writeln!(
+                f,
+                "maximum rate: the gateway's acked/s with each session keeping {} messages unanswered (closed loop, {} s) = {:.0}/s; half of it: {} msg/s open loop (raw JetStream: the same window per sender, then the same rate)",
+                self.window,
+                self.seconds,
+                gateway.per_second(),
+                self.rate_per_s
+            )?,
+            None => writeln!(
+                f,
+                "rate: {} msg/s open loop, from --rate (no maximum searched)",
+                self.rate_per_s
+            )?,
+        }
         writeln!(
             f,
-            "lag: how late the bench itself sent (part of the latencies). Inside the gateway, per stage (bucket bounds, ms), p50 / p99 / p99.9:"
+            "open loop: a pacer thread schedules message k at start + k/rate, round robin over the {} senders; latency counts from that scheduled time",
+            self.sessions
+        )?;
+        writeln!(
+            f,
+            "lag: how late a sender wrote a message after its scheduled time (part of the latencies); pacer: how late the pacer thread released it (part of lag)"
+        )?;
+        if let Some(cpus) = self.paced.1.cpu.map(|cpu| cpu.cpus) {
+            writeln!(
+                f,
+                "cpu: CPUs' worth busy during the phase (of {cpus}): the whole machine / this process (gateway, load generator) / the rest (nats-server, other jobs)"
+            )?;
+        }
+        writeln!(
+            f,
+            "inside the gateway, per stage (bucket bounds, ms), p50 / p99 / p99.9:"
         )?;
         let phases = [
             ("max", self.stages.0.as_ref()),
@@ -230,13 +392,82 @@ fn mt540(logical_terminal: &str, reference: &str) -> String {
 enum Pace {
     /// Keep this many messages unanswered, as fast as answers come.
     Window(usize),
-    /// Open loop at this many messages per second.
+    /// Open loop at this many messages per second across all senders ([`Pacer`]).
     Rate(f64),
 }
 
-/// Scheduled send times of an open-loop sender: message `k` is due at `start + k / rate`.
+/// Scheduled send times of an open-loop run: message `k` is due at `start + k / rate`.
 fn due(start: Instant, rate: f64, index: u64) -> Instant {
     start + Duration::from_secs_f64(index as f64 / rate)
+}
+
+/// The open-loop schedule of one phase, kept by an OS thread of its own (`bench-pacer`) rather
+/// than by tokio's timer, which wakes in whole milliseconds: message `k` of the run is due at
+/// `start + k / rate` ([`due`]) and goes to sender `k % senders` (so each sender sends every
+/// `senders / rate` seconds, the senders interleaved). The thread sleeps until the next due
+/// time, but at least [`PACER_TICK`] after its last wake (Linux adds its timer slack, ~50 µs,
+/// and waits for a free CPU), and then releases every message that is due by now, each with
+/// its scheduled instant: when the thread or a
+/// sender is late, the messages are sent late but keep their scheduled times, so the latency
+/// counted from them includes the delay (no coordinated omission), and nothing is skipped.
+/// Ends after `duration` and closes the senders' channels.
+struct Pacer {
+    thread: std::thread::JoinHandle<Vec<u32>>,
+}
+
+/// The pacer's shortest sleep: above 10,000 messages/s it releases them in batches rather
+/// than waking (and waking the senders' runtime) once per message, whose context switches
+/// cost more CPU than the messages on this 2-CPU virtual machine. At most this much (plus
+/// timer slack) is added to a message's lag, and counted in its latency.
+const PACER_TICK: Duration = Duration::from_micros(100);
+
+impl Pacer {
+    /// Starts the schedule at `start`; returns the pacer and each sender's schedule.
+    fn start(
+        start: Instant,
+        rate: f64,
+        duration: Duration,
+        senders: usize,
+    ) -> Result<(Pacer, Vec<mpsc::UnboundedReceiver<Instant>>), BenchError> {
+        let (schedules, receivers): (Vec<_>, Vec<_>) =
+            (0..senders).map(|_| mpsc::unbounded_channel()).unzip();
+        let end = start + duration;
+        let thread = std::thread::Builder::new()
+            .name("bench-pacer".to_owned())
+            .spawn(move || {
+                let mut lags_us = Vec::new();
+                let mut index = 0u64;
+                let mut released = start;
+                loop {
+                    let next = due(start, rate, index);
+                    if next >= end {
+                        break;
+                    }
+                    let now = Instant::now();
+                    if next > now {
+                        std::thread::sleep(next.max(released + PACER_TICK) - now);
+                        continue;
+                    }
+                    released = now;
+                    while due(start, rate, index) <= now && due(start, rate, index) < end {
+                        let scheduled = due(start, rate, index);
+                        let sender = &schedules[(index % schedules.len() as u64) as usize];
+                        lags_us.push(micros(now - scheduled));
+                        // A sender that stopped (its session failed) reports its own error.
+                        let _ = sender.send(scheduled);
+                        index += 1;
+                    }
+                }
+                lags_us
+            })
+            .map_err(|error| BenchError::Failed(format!("pacer thread: {error}")))?;
+        Ok((Pacer { thread }, receivers))
+    }
+
+    /// The pacer's lateness per message, microseconds (once its senders' channels closed).
+    fn lags_us(self) -> Vec<u32> {
+        self.thread.join().unwrap_or_default()
+    }
 }
 
 fn micros(duration: Duration) -> u32 {
@@ -369,8 +600,7 @@ async fn measure(
             (None, Some((_, gateway, _))) => (gateway.per_second() / 2.0).max(1.0) as u64,
             (None, None) => 1,
         };
-        let per_sender = rate_per_s as f64 / options.sessions as f64;
-        let (raw, gateway, paced_stages) = phase.run(Pace::Rate(per_sender), 3).await?;
+        let (raw, gateway, paced_stages) = phase.run(Pace::Rate(rate_per_s as f64), 3).await?;
         let (maximum, maximum_stages) = match maximum {
             Some((raw, gateway, stages)) => (Some((raw, gateway)), Some(stages)),
             None => (None, None),
@@ -381,6 +611,7 @@ async fn measure(
             message_bytes: mt540("B01234XXXXXX", "R0000000000000").len(),
             nats_url: bus.url.clone(),
             maximum,
+            window,
             rate_per_s,
             paced: (raw, gateway),
             stages: (maximum_stages, paced_stages),
@@ -421,10 +652,14 @@ impl Load {
         tag: &str,
     ) -> Result<Measurement, BenchError> {
         let (configs, tag) = (configs.to_vec(), tag.to_owned());
-        self.runtime
+        let before = CpuSample::now();
+        let mut measurement = self
+            .runtime
             .spawn(async move { drive_gateway(&configs, sessions, pace, duration, &tag).await })
             .await
-            .map_err(|error| BenchError::Failed(format!("load task: {error}")))?
+            .map_err(|error| BenchError::Failed(format!("load task: {error}")))??;
+        measurement.cpu = cpu_since(before);
+        Ok(measurement)
     }
 
     async fn drive_jetstream(
@@ -436,11 +671,21 @@ impl Load {
         tag: &str,
     ) -> Result<Measurement, BenchError> {
         let (jetstream, tag) = (jetstream.clone(), tag.to_owned());
-        self.runtime
+        let before = CpuSample::now();
+        let mut measurement = self
+            .runtime
             .spawn(async move { drive_jetstream(&jetstream, senders, pace, duration, &tag).await })
             .await
-            .map_err(|error| BenchError::Failed(format!("load task: {error}")))?
+            .map_err(|error| BenchError::Failed(format!("load task: {error}")))??;
+        measurement.cpu = cpu_since(before);
+        Ok(measurement)
     }
+}
+
+fn cpu_since(before: Option<CpuSample>) -> Option<CpuUse> {
+    CpuSample::now()
+        .zip(before)
+        .and_then(|(after, before)| after.since(&before))
 }
 
 /// One measured phase: raw JetStream, then the gateway, at the same pace.
@@ -508,6 +753,27 @@ async fn purge(jetstream: &async_nats::jetstream::Context) {
     }
 }
 
+/// Each sender's schedule: from a [`Pacer`] in open loop, none with a window.
+#[allow(clippy::type_complexity)]
+fn schedules(
+    pace: Pace,
+    start: Instant,
+    duration: Duration,
+    senders: usize,
+) -> Result<(Option<Pacer>, Vec<Option<mpsc::UnboundedReceiver<Instant>>>), BenchError> {
+    match pace {
+        Pace::Window(_) => Ok((None, (0..senders).map(|_| None).collect())),
+        Pace::Rate(rate) => {
+            let (pacer, receivers) = Pacer::start(start, rate, duration, senders)?;
+            Ok((Some(pacer), receivers.into_iter().map(Some).collect()))
+        }
+    }
+}
+
+fn pacer_lags(pacer: Option<Pacer>) -> Vec<u32> {
+    pacer.map(Pacer::lags_us).unwrap_or_default()
+}
+
 /// Sessions through the gateway; latency from send (or scheduled send) to ACK.
 async fn drive_gateway(
     configs: &[PssConfig],
@@ -525,8 +791,11 @@ async fn drive_gateway(
         connected.push((session, terminal));
     }
     let start = Instant::now();
+    let (pacer, schedules) = schedules(pace, start, duration, sessions)?;
     let mut tasks = tokio::task::JoinSet::new();
-    for (index, (session, terminal)) in connected.into_iter().enumerate() {
+    for ((index, (session, terminal)), mut schedule) in
+        connected.into_iter().enumerate().zip(schedules)
+    {
         let reference_prefix = format!("{tag}{index:02}");
         tasks.spawn(async move {
             let (mut writer, mut reader) = session.into_split();
@@ -557,9 +826,12 @@ async fn drive_gateway(
             };
             let mut written = 0u64;
             let mut send_lags = Vec::new();
-            while start.elapsed() < duration {
-                match pace {
-                    Pace::Window(_) => {
+            loop {
+                match schedule.as_mut() {
+                    None => {
+                        if start.elapsed() >= duration {
+                            break;
+                        }
                         let Ok(permit) = permits.acquire().await else {
                             break;
                         };
@@ -579,18 +851,20 @@ async fn drive_gateway(
                         }
                         writer.flush().await?;
                     }
-                    Pace::Rate(rate) => {
-                        let next = due(start, rate, written);
-                        tokio::time::sleep_until(next.into()).await;
-                        let now = Instant::now();
-                        while due(start, rate, written) <= now {
-                            let scheduled = due(start, rate, written);
+                    Some(schedule) => {
+                        // Everything the pacer released by now, then one flush.
+                        let Some(scheduled) = schedule.recv().await else {
+                            break;
+                        };
+                        let mut next = Some(scheduled);
+                        while let Some(scheduled) = next.take() {
                             let message =
                                 mt540(&terminal, &format!("{reference_prefix}{written:08}"));
                             send_lags.push(micros(scheduled.elapsed()));
                             writer.write(message.as_bytes()).await?;
                             written += 1;
                             let _ = sent_tx.send(scheduled);
+                            next = schedule.try_recv().ok();
                         }
                         writer.flush().await?;
                     }
@@ -607,6 +881,8 @@ async fn drive_gateway(
                 elapsed: Duration::ZERO,
                 latencies_us: outcome.2,
                 send_lags_us: send_lags,
+                pacer_lags_us: Vec::new(),
+                cpu: None,
             })
         });
     }
@@ -614,7 +890,8 @@ async fn drive_gateway(
     while let Some(joined) = tasks.join_next().await {
         parts.push(joined.map_err(|error| BenchError::Failed(format!("session task: {error}")))??);
     }
-    Ok(Measurement::merge(parts, start.elapsed()))
+    let elapsed = start.elapsed();
+    Ok(Measurement::merge(parts, elapsed, pacer_lags(pacer)))
 }
 
 /// Raw JetStream: the same message, headers and subjects, published pipelined by `senders`
@@ -629,8 +906,9 @@ async fn drive_jetstream(
     tag: &str,
 ) -> Result<Measurement, BenchError> {
     let start = Instant::now();
+    let (pacer, schedules) = schedules(pace, start, duration, senders)?;
     let mut tasks = tokio::task::JoinSet::new();
-    for index in 0..senders {
+    for (index, mut schedule) in schedules.into_iter().enumerate() {
         let jetstream = jetstream.clone();
         let participant = PARTICIPANTS[index % PARTICIPANTS.len()];
         let terminal = pss::default_logical_terminal(participant);
@@ -675,19 +953,23 @@ async fn drive_jetstream(
             };
             let mut send_lags = Vec::new();
             let mut written = 0u64;
-            while start.elapsed() < duration {
-                let scheduled = match pace {
-                    Pace::Window(_) => {
+            loop {
+                let scheduled = match schedule.as_mut() {
+                    None => {
+                        if start.elapsed() >= duration {
+                            break;
+                        }
                         let Ok(permit) = permits.acquire().await else {
                             break;
                         };
                         permit.forget();
                         Instant::now()
                     }
-                    Pace::Rate(rate) => {
-                        let next = due(start, rate, written);
-                        tokio::time::sleep_until(next.into()).await;
-                        next
+                    Some(schedule) => {
+                        let Some(scheduled) = schedule.recv().await else {
+                            break;
+                        };
+                        scheduled
                     }
                 };
                 let mut headers = async_nats::HeaderMap::new();
@@ -722,6 +1004,8 @@ async fn drive_jetstream(
                 elapsed: Duration::ZERO,
                 latencies_us: latencies,
                 send_lags_us: send_lags,
+                pacer_lags_us: Vec::new(),
+                cpu: None,
             }
         });
     }
@@ -729,7 +1013,8 @@ async fn drive_jetstream(
     while let Some(joined) = tasks.join_next().await {
         parts.push(joined.map_err(|error| BenchError::Failed(format!("sender task: {error}")))?);
     }
-    Ok(Measurement::merge(parts, start.elapsed()))
+    let elapsed = start.elapsed();
+    Ok(Measurement::merge(parts, elapsed, pacer_lags(pacer)))
 }
 
 #[cfg(test)]
@@ -757,12 +1042,57 @@ mod tests {
                 elapsed: Duration::ZERO,
                 latencies_us: (1..=1000).rev().collect(),
                 send_lags_us: vec![3, 1, 2],
+                pacer_lags_us: Vec::new(),
+                cpu: None,
             }],
             Duration::from_secs(2),
+            vec![7, 5],
         );
         assert_eq!(measurement.per_second(), 500.0);
         assert_eq!(measurement.latency_ms(0.5), 0.501);
         assert_eq!(measurement.latency_ms(0.99), 0.99);
         assert_eq!(measurement.send_lag_ms(1.0), 0.003);
+        assert_eq!(measurement.pacer_lag_ms(0.0), 0.005);
+    }
+
+    #[test]
+    fn the_pacer_releases_every_message_once_in_order_round_robin() {
+        // Goal: open loop sends exactly rate x duration messages, none skipped when late,
+        // each sender its share in schedule order. Method: 2,000/s for 250 ms over 3 senders.
+        let start = Instant::now();
+        let (pacer, receivers) =
+            Pacer::start(start, 2000.0, Duration::from_millis(250), 3).unwrap();
+        let mut counts = Vec::new();
+        for mut receiver in receivers {
+            let mut scheduled = Vec::new();
+            while let Some(due) = receiver.blocking_recv() {
+                scheduled.push(due);
+            }
+            assert!(scheduled.windows(2).all(|pair| pair[0] < pair[1]));
+            counts.push(scheduled.len());
+        }
+        assert_eq!(counts, vec![167, 167, 166]);
+        let lags = pacer.lags_us();
+        assert_eq!(lags.len(), 500);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn cpu_use_is_read_from_proc() {
+        // Goal: the report's CPU column has figures on Linux. Method: two samples around a
+        // short busy loop; this process cannot have used more than the machine.
+        let before = CpuSample::now().unwrap();
+        let busy_until = Instant::now() + Duration::from_millis(30);
+        while Instant::now() < busy_until {
+            std::hint::spin_loop();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        let cpu = CpuSample::now().unwrap().since(&before).unwrap();
+        assert!(cpu.cpus >= 1);
+        assert!(cpu.machine_busy_cores <= cpu.cpus as f64 + 1e-9, "{cpu:?}");
+        assert!(
+            cpu.process_cores >= 0.0 && cpu.others_cores() >= 0.0,
+            "{cpu:?}"
+        );
     }
 }
