@@ -383,6 +383,47 @@ async fn intake_matches_reports_cancels_and_refuses_through_the_bus() {
     }
 }
 
+/// A stored SI as the INBOUND stream delivers it.
+fn inbound(sequence: u64, participant: &str, number: &str, text: String) -> Inbound {
+    Inbound {
+        participant: participant.to_owned(),
+        message_type: number.to_owned(),
+        stream_sequence: sequence,
+        text,
+    }
+}
+
+/// Intake batches processed directly (no bus) against a seeded database.
+struct DirectIntake {
+    pool: hostdb::Pool,
+    reference: intake::Reference,
+    config: ccass::config::Config,
+}
+
+impl DirectIntake {
+    async fn load(pool: &hostdb::Pool) -> DirectIntake {
+        DirectIntake {
+            pool: pool.clone(),
+            reference: intake::Reference::load(pool, "HKSCC0").await.unwrap(),
+            config: test_config(),
+        }
+    }
+
+    async fn process(&self, batch: Vec<Inbound>) -> intake::BatchReport {
+        intake::process_batch(
+            &self.pool,
+            &self.reference,
+            &self.config.cns.calendar(),
+            &self.config.intake,
+            &self.config.statements,
+            "INBOUND",
+            &batch,
+        )
+        .await
+        .unwrap()
+    }
+}
+
 #[tokio::test]
 async fn a_redelivered_batch_changes_nothing_and_a_matched_pair_cancels_bilaterally() {
     // Goal: redelivery is idempotent, hold and exclusion change the match row, and a matched
@@ -392,17 +433,8 @@ async fn a_redelivered_batch_changes_nothing_and_a_matched_pair_cancels_bilatera
     let Some(database) = seeded_database("settlement_intake_redelivery").await else {
         return;
     };
-    let config = test_config();
-    let calendar = config.cns.calendar();
-    let reference = intake::Reference::load(&database.pool, "HKSCC0")
-        .await
-        .unwrap();
-    let inbound = |sequence: u64, participant: &str, number: &str, text: String| Inbound {
-        participant: participant.to_owned(),
-        message_type: number.to_owned(),
-        stream_sequence: sequence,
-        text,
-    };
+    let direct = DirectIntake::load(&database.pool).await;
+    let reference = &direct.reference;
     let batch = vec![
         inbound(
             1,
@@ -417,29 +449,9 @@ async fn a_redelivered_batch_changes_nothing_and_a_matched_pair_cancels_bilatera
             instruction("B05678", "B01234", true, "D1", 100_000, None),
         ),
     ];
-    let process = |batch: Vec<Inbound>| {
-        let pool = database.pool.clone();
-        let reference = reference.clone();
-        let calendar = calendar.clone();
-        let statements = config.statements.clone();
-        let config = config.intake.clone();
-        async move {
-            intake::process_batch(
-                &pool,
-                &reference,
-                &calendar,
-                &config,
-                &statements,
-                "INBOUND",
-                &batch,
-            )
-            .await
-            .unwrap()
-        }
-    };
-    let first = process(batch.clone()).await;
+    let first = direct.process(batch.clone()).await;
     assert_eq!((first.accepted, first.matched_pairs), (2, 1));
-    let again = process(batch).await;
+    let again = direct.process(batch).await;
     assert_eq!((again.accepted, again.redelivered), (0, 2));
 
     // Hold and exclusion change the pair's match row, reported to both sides.
@@ -449,7 +461,7 @@ async fn a_redelivered_batch_changes_nothing_and_a_matched_pair_cancels_bilatera
         (lifecycle::Change::Release, false, true),
         (lifecycle::Change::Include, false, false),
     ] {
-        lifecycle::apply(&database.pool, &reference, "B05678", "D1", change)
+        lifecycle::apply(&database.pool, reference, "B05678", "D1", change)
             .await
             .unwrap();
         let flags = hostdb::client(&database.pool)
@@ -469,7 +481,7 @@ async fn a_redelivered_batch_changes_nothing_and_a_matched_pair_cancels_bilatera
     assert!(matches!(
         lifecycle::apply(
             &database.pool,
-            &reference,
+            reference,
             "B05678",
             "NOPE",
             lifecycle::Change::Hold
@@ -478,21 +490,23 @@ async fn a_redelivered_batch_changes_nothing_and_a_matched_pair_cancels_bilatera
         Err(lifecycle::LifecycleError::UnknownInstruction { .. })
     ));
 
-    let one_side = process(vec![inbound(
-        3,
-        "B01234",
-        "541",
-        instruction("B01234", "B05678", false, "C1", 100_000, Some("R1")),
-    )])
-    .await;
+    let one_side = direct
+        .process(vec![inbound(
+            3,
+            "B01234",
+            "541",
+            instruction("B01234", "B05678", false, "C1", 100_000, Some("R1")),
+        )])
+        .await;
     assert_eq!((one_side.accepted, one_side.cancelled), (1, 0));
-    let other_side = process(vec![inbound(
-        4,
-        "B05678",
-        "543",
-        instruction("B05678", "B01234", true, "C2", 100_000, Some("D1")),
-    )])
-    .await;
+    let other_side = direct
+        .process(vec![inbound(
+            4,
+            "B05678",
+            "543",
+            instruction("B05678", "B01234", true, "C2", 100_000, Some("D1")),
+        )])
+        .await;
     assert_eq!(other_side.cancelled, 2);
 
     let client = hostdb::client(&database.pool).await.unwrap();
@@ -527,57 +541,29 @@ async fn a_settled_pair_can_no_longer_be_cancelled_or_held() {
     let Some(database) = seeded_database("settlement_intake_settled_cancel").await else {
         return;
     };
-    let config = test_config();
-    let calendar = config.cns.calendar();
-    let reference = intake::Reference::load(&database.pool, "HKSCC0")
-        .await
-        .unwrap();
-    let inbound = |sequence: u64, participant: &str, number: &str, text: String| Inbound {
-        participant: participant.to_owned(),
-        message_type: number.to_owned(),
-        stream_sequence: sequence,
-        text,
-    };
-    let process = |batch: Vec<Inbound>| {
-        let pool = database.pool.clone();
-        let reference = reference.clone();
-        let calendar = calendar.clone();
-        let statements = config.statements.clone();
-        let config = config.intake.clone();
-        async move {
-            intake::process_batch(
-                &pool,
-                &reference,
-                &calendar,
-                &config,
-                &statements,
-                "INBOUND",
-                &batch,
-            )
-            .await
-            .unwrap()
-        }
-    };
+    let direct = DirectIntake::load(&database.pool).await;
+    let reference = &direct.reference;
     // B01234-01 holds GB0005405286 and B05678 has HKD (config/reference/demo.toml).
-    let matched = process(vec![
-        inbound(
-            1,
-            "B01234",
-            "543",
-            instruction("B01234", "B05678", true, "D1", 100_000, None),
-        ),
-        inbound(
-            2,
-            "B05678",
-            "541",
-            instruction("B05678", "B01234", false, "R1", 100_000, None),
-        ),
-    ])
-    .await;
+    let matched = direct
+        .process(vec![
+            inbound(
+                1,
+                "B01234",
+                "543",
+                instruction("B01234", "B05678", true, "D1", 100_000, None),
+            ),
+            inbound(
+                2,
+                "B05678",
+                "541",
+                instruction("B05678", "B01234", false, "R1", 100_000, None),
+            ),
+        ])
+        .await;
     assert_eq!(matched.matched_pairs, 1);
     let run = ccass::settlement::run::run_now(
         &database.pool,
-        &config.settlement,
+        &direct.config.settlement,
         settlement_date(),
         &ccass::settlement::run::RunOptions::leader("test"),
     )
@@ -585,26 +571,27 @@ async fn a_settled_pair_can_no_longer_be_cancelled_or_held() {
     .unwrap();
     assert_eq!(run.settled_count, 1);
 
-    let cancels = process(vec![
-        inbound(
-            3,
-            "B01234",
-            "543",
-            instruction("B01234", "B05678", true, "C1", 100_000, Some("D1")),
-        ),
-        inbound(
-            4,
-            "B05678",
-            "541",
-            instruction("B05678", "B01234", false, "C2", 100_000, Some("R1")),
-        ),
-    ])
-    .await;
+    let cancels = direct
+        .process(vec![
+            inbound(
+                3,
+                "B01234",
+                "543",
+                instruction("B01234", "B05678", true, "C1", 100_000, Some("D1")),
+            ),
+            inbound(
+                4,
+                "B05678",
+                "541",
+                instruction("B05678", "B01234", false, "C2", 100_000, Some("R1")),
+            ),
+        ])
+        .await;
     assert_eq!((cancels.cancelled, cancels.rejected), (0, 2));
     assert!(matches!(
         lifecycle::apply(
             &database.pool,
-            &reference,
+            reference,
             "B05678",
             "R1",
             lifecycle::Change::Hold
