@@ -44,6 +44,7 @@ use crate::config::Config;
 use crate::ids::ParticipantId;
 use crate::pki::{self, PkiConfig};
 use crate::pss::{self, PssConfig, PssError, Session};
+use crate::telemetry::cpu;
 
 /// Participants whose `ops1` user holds `si.input` in the development directory.
 const PARTICIPANTS: [&str; 3] = ["B01234", "B05678", "C00123"];
@@ -152,40 +153,12 @@ struct CpuSample {
 impl CpuSample {
     /// `None` where `/proc` is not Linux's.
     fn now() -> Option<CpuSample> {
-        let machine = std::fs::read_to_string("/proc/stat").ok()?;
-        // "cpu  user nice system idle iowait irq softirq steal ..."
-        let ticks: Vec<u64> = machine
-            .lines()
-            .next()?
-            .split_whitespace()
-            .skip(1)
-            .take(8)
-            .filter_map(|value| value.parse().ok())
-            .collect();
-        if ticks.len() < 8 {
-            return None;
-        }
-        let total: u64 = ticks.iter().sum();
-        let cpus = machine
-            .lines()
-            .filter(|line| {
-                line.strip_prefix("cpu")
-                    .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
-            })
-            .count();
-        let process = std::fs::read_to_string("/proc/self/stat").ok()?;
-        // After "pid (comm) ": state is field 3, utime field 14, stime field 15.
-        let fields: Vec<&str> = process
-            .get(process.rfind(')')? + 1..)?
-            .split_whitespace()
-            .collect();
-        let user: u64 = fields.get(11)?.parse().ok()?;
-        let system: u64 = fields.get(12)?.parse().ok()?;
+        let machine = cpu::machine_ticks()?;
         Some(CpuSample {
-            machine_busy_ticks: total - ticks[3] - ticks[4],
-            machine_total_ticks: total,
-            process_ticks: user + system,
-            cpus: cpus.max(1),
+            machine_busy_ticks: machine.busy,
+            machine_total_ticks: machine.total,
+            process_ticks: cpu::process_ticks()?,
+            cpus: machine.cpus,
         })
     }
 
@@ -465,8 +438,10 @@ impl Pacer {
     }
 
     /// The pacer's lateness per message, microseconds (once its senders' channels closed).
-    fn lags_us(self) -> Vec<u32> {
-        self.thread.join().unwrap_or_default()
+    fn lags_us(self) -> Result<Vec<u32>, BenchError> {
+        self.thread
+            .join()
+            .map_err(|_| BenchError::Failed("pacer thread panicked".to_owned()))
     }
 }
 
@@ -652,14 +627,8 @@ impl Load {
         tag: &str,
     ) -> Result<Measurement, BenchError> {
         let (configs, tag) = (configs.to_vec(), tag.to_owned());
-        let before = CpuSample::now();
-        let mut measurement = self
-            .runtime
-            .spawn(async move { drive_gateway(&configs, sessions, pace, duration, &tag).await })
+        self.measured(async move { drive_gateway(&configs, sessions, pace, duration, &tag).await })
             .await
-            .map_err(|error| BenchError::Failed(format!("load task: {error}")))??;
-        measurement.cpu = cpu_since(before);
-        Ok(measurement)
     }
 
     async fn drive_jetstream(
@@ -671,10 +640,21 @@ impl Load {
         tag: &str,
     ) -> Result<Measurement, BenchError> {
         let (jetstream, tag) = (jetstream.clone(), tag.to_owned());
+        self.measured(
+            async move { drive_jetstream(&jetstream, senders, pace, duration, &tag).await },
+        )
+        .await
+    }
+
+    /// Runs one phase's load on the load runtime, with the CPU used meanwhile.
+    async fn measured(
+        &self,
+        load: impl Future<Output = Result<Measurement, BenchError>> + Send + 'static,
+    ) -> Result<Measurement, BenchError> {
         let before = CpuSample::now();
         let mut measurement = self
             .runtime
-            .spawn(async move { drive_jetstream(&jetstream, senders, pace, duration, &tag).await })
+            .spawn(load)
             .await
             .map_err(|error| BenchError::Failed(format!("load task: {error}")))??;
         measurement.cpu = cpu_since(before);
@@ -770,8 +750,8 @@ fn schedules(
     }
 }
 
-fn pacer_lags(pacer: Option<Pacer>) -> Vec<u32> {
-    pacer.map(Pacer::lags_us).unwrap_or_default()
+fn pacer_lags(pacer: Option<Pacer>) -> Result<Vec<u32>, BenchError> {
+    pacer.map_or(Ok(Vec::new()), Pacer::lags_us)
 }
 
 /// Sessions through the gateway; latency from send (or scheduled send) to ACK.
@@ -891,7 +871,7 @@ async fn drive_gateway(
         parts.push(joined.map_err(|error| BenchError::Failed(format!("session task: {error}")))??);
     }
     let elapsed = start.elapsed();
-    Ok(Measurement::merge(parts, elapsed, pacer_lags(pacer)))
+    Ok(Measurement::merge(parts, elapsed, pacer_lags(pacer)?))
 }
 
 /// Raw JetStream: the same message, headers and subjects, published pipelined by `senders`
@@ -997,8 +977,10 @@ async fn drive_jetstream(
                 let _ = sent_tx.send((scheduled, ack));
             }
             drop(sent_tx);
-            let (acked, refused, latencies) = collecting.await.unwrap_or_default();
-            Measurement {
+            let (acked, refused, latencies) = collecting
+                .await
+                .map_err(|error| BenchError::Failed(format!("ack collector: {error}")))?;
+            Ok::<_, BenchError>(Measurement {
                 acked,
                 refused,
                 elapsed: Duration::ZERO,
@@ -1006,15 +988,15 @@ async fn drive_jetstream(
                 send_lags_us: send_lags,
                 pacer_lags_us: Vec::new(),
                 cpu: None,
-            }
+            })
         });
     }
     let mut parts = Vec::new();
     while let Some(joined) = tasks.join_next().await {
-        parts.push(joined.map_err(|error| BenchError::Failed(format!("sender task: {error}")))?);
+        parts.push(joined.map_err(|error| BenchError::Failed(format!("sender task: {error}")))??);
     }
     let elapsed = start.elapsed();
-    Ok(Measurement::merge(parts, elapsed, pacer_lags(pacer)))
+    Ok(Measurement::merge(parts, elapsed, pacer_lags(pacer)?))
 }
 
 #[cfg(test)]
@@ -1072,7 +1054,7 @@ mod tests {
             counts.push(scheduled.len());
         }
         assert_eq!(counts, vec![167, 167, 166]);
-        let lags = pacer.lags_us();
+        let lags = pacer.lags_us().unwrap();
         assert_eq!(lags.len(), 500);
     }
 

@@ -30,6 +30,7 @@ use crate::config::Config;
 use crate::hostdb::cns as reference_sql;
 use crate::hostdb::settlement_bench::{self as sql, BenchDay, BenchPair};
 use crate::hostdb::{self, HostDbError};
+use crate::telemetry::cpu;
 
 const TEMPLATE_DATABASE: &str = "ccass_bench_settlement_template";
 const RUN_DATABASE: &str = "ccass_bench_settlement_run";
@@ -398,11 +399,11 @@ async fn measure(
 
     let pool = hostdb::connect_as(&config.hostdb.with_database(RUN_DATABASE), "ccass-bench")?;
     let run_options = RunOptions::leader("bench".to_owned());
-    let cpu_before = process_cpu_time();
+    let cpu_before = cpu::process_cpu_time();
     let started = Instant::now();
     let run = run::run_now(&pool, &config.settlement, date, &run_options).await?;
     let run_total = started.elapsed();
-    let run_client_cpu = process_cpu_time()
+    let run_client_cpu = cpu::process_cpu_time()
         .zip(cpu_before)
         .map(|(after, before)| after.saturating_sub(before));
     pool.close();
@@ -437,16 +438,6 @@ async fn measure(
         set_settled,
         set,
     })
-}
-
-/// User + system CPU time of this process so far, from `/proc/self/stat` (in USER_HZ ticks,
-/// 100 per second on Linux).
-fn process_cpu_time() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the command name (which may contain spaces) closed by ')'.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(Duration::from_millis(ticks * 10))
 }
 
 /// Copies the template once its last connection is gone (closing a pool ends its sessions

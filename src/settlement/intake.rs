@@ -806,21 +806,27 @@ pub async fn process_batch(
             } else {
                 None
             };
-            if let Some(state) = state.filter(|state| state.settled_quantity > 0) {
-                // Stock and money have moved: a settled pair (even in part) is final.
+            // Denied: an SI past matching, or a pair a run settled (even in part: stock and
+            // money have moved).
+            let denial = match state.filter(|state| state.settled_quantity > 0) {
+                _ if target.status != "unmatched" && target.status != "matched" => Some(None),
+                Some(state) if state.complete => {
+                    Some(Some("instruction already settled".to_owned()))
+                }
+                Some(state) => Some(Some(format!("{} already settled", state.settled_quantity))),
+                None => None,
+            };
+            if let Some(narrative) = denial {
                 report.rejected += 1;
-                let narrative = if state.complete {
-                    "instruction already settled".to_owned()
-                } else {
-                    format!("{} already settled", state.settled_quantity)
-                };
                 reports.add(
                     &row.participant_id,
                     own('D'),
                     &reference_text,
                     true,
                     ("CPRC", "DEND"),
-                    Some(("DEND", ReasonCode::Dset, &narrative)),
+                    narrative
+                        .as_deref()
+                        .map(|narrative| ("DEND", ReasonCode::Dset, narrative)),
                 );
                 continue;
             }
@@ -844,18 +850,6 @@ pub async fn process_batch(
             let bilateral = counterpart_request.is_some();
             let cancellable = target.status == "unmatched" || bilateral;
             row.status = if cancellable { "cancelled" } else { "received" }.to_owned();
-            if target.status != "unmatched" && target.status != "matched" {
-                report.rejected += 1;
-                reports.add(
-                    &row.participant_id,
-                    own('D'),
-                    &reference_text,
-                    true,
-                    ("CPRC", "DEND"),
-                    None,
-                );
-                continue;
-            }
             let Some(cancel_id) = sql::insert_instruction(&transaction, &row, message_id).await?
             else {
                 report.rejected += 1;

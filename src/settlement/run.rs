@@ -451,27 +451,30 @@ impl<'p> Dense<'p> {
         dense
     }
 
-    fn names(&self, keys: &[(KeyId, KeyId)], first: bool) -> Vec<&'p str> {
+    /// The text of one side of each key (`pick` chooses it).
+    fn names(
+        &self,
+        keys: &[(KeyId, KeyId)],
+        pick: impl Fn(&(KeyId, KeyId)) -> KeyId,
+    ) -> Vec<&'p str> {
         let due = self.due;
-        keys.iter()
-            .map(|key| due.name(if first { key.0 } else { key.1 }))
-            .collect()
+        keys.iter().map(|key| due.name(pick(key))).collect()
     }
 
     fn stock_accounts(&self) -> Vec<&'p str> {
-        self.names(&self.stock_keys, true)
+        self.names(&self.stock_keys, |key| key.0)
     }
 
     fn stock_isins(&self) -> Vec<&'p str> {
-        self.names(&self.stock_keys, false)
+        self.names(&self.stock_keys, |key| key.1)
     }
 
     fn cash_participants(&self) -> Vec<&'p str> {
-        self.names(&self.cash_keys, true)
+        self.names(&self.cash_keys, |key| key.0)
     }
 
     fn cash_currencies(&self) -> Vec<&'p str> {
-        self.names(&self.cash_keys, false)
+        self.names(&self.cash_keys, |key| key.1)
     }
 
     /// The stock balance id of a stored holding, if the run touches it.

@@ -22,6 +22,7 @@ pub enum LogFormat {
 }
 
 pub mod catalogue;
+pub mod cpu;
 pub mod metrics;
 pub mod ops;
 
