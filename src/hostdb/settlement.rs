@@ -270,29 +270,22 @@ impl<'c> RunTransaction<'c> {
             return Ok(None);
         }
         // Changes to matched pairs (cancel, hold, exclude) wait for the run, and the run for
-        // those in flight (milliseconds): see `intake::hold_off_settlement_runs`.
-        transaction
-            .execute(
-                "SELECT pg_advisory_xact_lock($1, $2)",
-                &[
-                    &super::intake::SETTLEMENT_RUN_LOCK.0,
-                    &super::intake::SETTLEMENT_RUN_LOCK.1,
-                ],
-            )
-            .await
-            .map_err(db("hold off changes to matched pairs"))?;
-        // Always in this order (holdings, then cash balances) so lockers never deadlock.
-        // The run's joins and sorts hash and sort up to a million rows: give them memory
-        // rather than temporary files, and skip JIT compilation (measured: ~0.1 s of the due
-        // pairs' query, not won back on one execution).
+        // those in flight (milliseconds): see `intake::hold_off_settlement_runs`. Balances
+        // are locked always in this order (holdings, then cash balances) so lockers never
+        // deadlock. The run's joins and sorts hash and sort up to a million rows: give them
+        // memory rather than temporary files, and skip JIT compilation (measured: ~0.1 s of
+        // the due pairs' query, not won back on one execution). One round trip; the values
+        // are integer constants.
+        let (lock_namespace, lock_key) = super::intake::SETTLEMENT_RUN_LOCK;
         transaction
             .batch_execute(&format!(
-                "LOCK TABLE holdings, cash_balances IN EXCLUSIVE MODE;
+                "SELECT pg_advisory_xact_lock({lock_namespace}, {lock_key});
+                 LOCK TABLE holdings, cash_balances IN EXCLUSIVE MODE;
                  SET LOCAL work_mem = '{RUN_WORK_MEM_MB}MB';
                  SET LOCAL jit = off;"
             ))
             .await
-            .map_err(db("freeze balances for the settlement run"))?;
+            .map_err(db("hold off pair changes and freeze balances for the run"))?;
         let row = transaction
             .query_one(
                 "INSERT INTO settlement_runs (settlement_date, run_number, scheduled_at,
