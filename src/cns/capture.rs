@@ -1,7 +1,7 @@
 //! Capture: validate feed trades, persist them, net them into provisional positions.
 //!
 //! [`capture_batches`] is the whole write path for a group of batches and runs in ONE
-//! transaction: batch markers, trades (COPY BINARY), exceptions, the position deltas netted
+//! transaction: batch markers, trades (COPY BINARY, as trade sets: V0017), exceptions, the position deltas netted
 //! in memory, then the trade id claims and isolated obligations (V0014: duplicates are found
 //! against the claims read at the start, the accepted ids claimed last, just before the
 //! commit; a claim another transaction made meanwhile starts the transaction over).
@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, AckKind};
 use futures::StreamExt as _;
-use time::{Date, Time};
+use time::Date;
 
 use super::calendar::Calendar;
 use super::netting::{NettableTrade, NettingBook, parse_price_micros, trade_amount_minor};
-use super::{CnsConfig, metrics as names, parse_date};
+use super::{CnsConfig, metrics as names, parse_date, parse_time};
 use crate::bus::subjects::{self, EventKind};
 use crate::bus::trades::{TradeBatch, TradeBatchView, TradeRecordView, TradeRejectedEvent};
 use crate::hostdb::cns::{
@@ -92,14 +92,14 @@ struct SecurityInfo {
 #[derive(Debug, Clone)]
 pub struct Reference {
     participant_ids: Vec<String>,
-    participants: HashMap<String, (u32, bool)>,
+    participants: foldhash::HashMap<String, (u32, bool)>,
     ccp: String,
     securities: Vec<SecurityInfo>,
-    by_isin: HashMap<String, u32>,
-    by_stock_code: HashMap<String, u32>,
+    by_isin: foldhash::HashMap<String, u32>,
+    by_stock_code: foldhash::HashMap<String, u32>,
     currency_codes: Vec<String>,
     currency_minor_units: Vec<u8>,
-    currencies: HashMap<String, u16>,
+    currencies: foldhash::HashMap<String, u16>,
 }
 
 impl Reference {
@@ -109,7 +109,7 @@ impl Reference {
             .iter()
             .map(|c| c.currency_code.clone())
             .collect();
-        let currencies: HashMap<String, u16> = currency_codes
+        let currencies: foldhash::HashMap<String, u16> = currency_codes
             .iter()
             .enumerate()
             .map(|(index, code)| (code.clone(), index as u16))
@@ -276,16 +276,13 @@ pub fn validate<'a>(
             format!("{field} `{value}` is malformed"),
         )
     };
-    if record.trade_id.is_empty() || record.trade_id.len() > 64 {
+    if !sql::trade_id_storable(&record.trade_id) {
         return Err(malformed("trade_id", &record.trade_id));
     }
     let trade_date = parse_date(&record.trade_date)
         .ok_or_else(|| malformed("trade_date", &record.trade_date))?;
-    let trade_time = Time::parse(
-        &record.trade_time,
-        time::macros::format_description!("[hour]:[minute]:[second]"),
-    )
-    .map_err(|_| malformed("trade_time", &record.trade_time))?;
+    let trade_time = parse_time(&record.trade_time)
+        .ok_or_else(|| malformed("trade_time", &record.trade_time))?;
     let isolated = match record.settlement_type.as_ref() {
         "cns" => false,
         "isolated" => true,
@@ -542,7 +539,7 @@ pub async fn capture_batches_timed(
         // Duplicates: a trade id repeated within this call, or claimed by a committed
         // transaction (read without locks; the accepted trades claim their ids just before the
         // commit, which refuses a claim made meanwhile).
-        let mut keys_in_call: HashSet<(Date, &str)> = HashSet::new();
+        let mut keys_in_call: foldhash::HashSet<(Date, &str)> = Default::default();
         let mut first_seen: Vec<(Date, &str)> = Vec::new();
         // Per live candidate: the valid trade and its entry in `first_seen`, or why it is
         // refused already.
@@ -661,7 +658,7 @@ pub async fn capture_batches_timed(
         sql::insert_exceptions(&transaction, &exceptions).await?;
         mark = CapturePhases::add(&phases.prepare_ns, mark);
         let rows: Vec<&TradeRow> = accepted.iter().map(|t| &t.row).collect();
-        sql::copy_trades(&transaction, &rows).await?;
+        sql::copy_trade_sets(&transaction, &rows).await?;
         mark = CapturePhases::add(&phases.copy_trades_ns, mark);
         let isolated = persist_netting(&transaction, reference, &accepted, book).await?;
         let outbox = rejection_outbox(&reference.ccp, market, &report.rejections)?;
@@ -954,7 +951,7 @@ pub async fn run_worker_timed(
         let mut by_market: BTreeMap<String, Vec<TradeBatchView<'_>>> = BTreeMap::new();
         let mut acks: Vec<&jetstream::Message> = Vec::new();
         for message in &fetched {
-            match serde_json::from_slice::<TradeBatchView<'_>>(&message.payload) {
+            match crate::bus::trades::decode_batch(&message.payload) {
                 Ok(decoded) => {
                     acks.push(message);
                     by_market

@@ -197,10 +197,11 @@ pub async fn publish_batches_to(
     for batch in batches {
         let market =
             Market::parse(&batch.market).ok_or_else(|| FeedError::Market(batch.market.clone()))?;
-        let payload = serde_json::to_vec(&batch).map_err(|error| FeedError::Encode {
-            batch_id: batch.batch_id.clone(),
-            message: error.to_string(),
-        })?;
+        let payload =
+            crate::bus::trades::encode_batch(&batch).map_err(|error| FeedError::Encode {
+                batch_id: batch.batch_id.clone(),
+                message: error.to_string(),
+            })?;
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(
             async_nats::header::NATS_MESSAGE_ID,

@@ -3,9 +3,10 @@
 //!
 //! ```text
 //!  feed (CSV file, generator) ──► TRADES ccass.v1.trades.{market} ──► capture workers
-//!      ──► one transaction per fetch: exchange_trades (COPY BINARY, no index),
-//!          cns_trade_exceptions, cns_trade_batches, position deltas netted in memory
-//!          (COPY BINARY into cns_*_position_deltas, no position row updated), and last the
+//!      ──► one transaction per fetch: exchange_trade_sets (COPY BINARY, a row of trade
+//!          lines per trade date, no index), cns_trade_exceptions, cns_trade_batches,
+//!          position deltas netted in memory (COPY BINARY into cns_position_delta_sets, a row
+//!          of delta lines per date and kind, no position row updated), and last the
 //!          trade id claims (bitmap blocks, V0014) ──► commit ──► ack
 //!          and reject events in the outbox (ccass.v1.events.{participant}.trade)
 //!  cut-off (per settlement date) ──► re-net every CNS trade in memory, check against the
@@ -22,8 +23,8 @@
 //!   [`schedule`]: cut-off, statements and day-end at their times in `ccass up`.
 //!
 //! Invariants:
-//! - A trade is netted exactly once: its batch marker, the trade row and its position delta
-//!   commit in one transaction, and a redelivered batch finds its marker and changes nothing.
+//! - A trade is netted exactly once: its batch marker, its line in a trade set and its
+//!   position delta commit in one transaction, and a redelivered batch finds its marker and changes nothing.
 //! - A position is its `cns_stock_positions`/`cns_money_positions` row plus its deltas not
 //!   folded yet; folding moves a date's deltas in one statement (each delta exactly once),
 //!   done by the cut-off under its exclusive lock and before every positions read, so the
@@ -252,11 +253,32 @@ impl CnsConfig {
 
 /// `YYYY-MM-DD`.
 pub fn parse_date(text: &str) -> Option<Date> {
-    Date::parse(
-        text,
-        time::macros::format_description!("[year]-[month]-[day]"),
-    )
-    .ok()
+    // By hand: capture parses one per trade, and the format-description parser costs
+    // several times this.
+    let &[y0, y1, y2, y3, b'-', m0, m1, b'-', d0, d1] = text.as_bytes() else {
+        return None;
+    };
+    let year = digits(&[y0, y1, y2, y3])?;
+    let month = time::Month::try_from(u8::try_from(digits(&[m0, m1])?).ok()?).ok()?;
+    let day = u8::try_from(digits(&[d0, d1])?).ok()?;
+    Date::from_calendar_date(i32::try_from(year).ok()?, month, day).ok()
+}
+
+/// `HH:MM:SS` (24-hour).
+pub fn parse_time(text: &str) -> Option<time::Time> {
+    let &[h0, h1, b':', m0, m1, b':', s0, s1] = text.as_bytes() else {
+        return None;
+    };
+    let part = |pair: [u8; 2]| digits(&pair).and_then(|value| u8::try_from(value).ok());
+    time::Time::from_hms(part([h0, h1])?, part([m0, m1])?, part([s0, s1])?).ok()
+}
+
+/// The value of a run of ASCII decimal digits (`None` if any byte is not a digit).
+fn digits(bytes: &[u8]) -> Option<u32> {
+    bytes.iter().try_fold(0u32, |value, byte| {
+        byte.is_ascii_digit()
+            .then(|| value * 10 + u32::from(byte - b'0'))
+    })
 }
 
 /// `YYYY-MM-DD`.
@@ -264,4 +286,39 @@ pub fn format_date(date: Date) -> String {
     // Formatting a valid date with a fixed description cannot fail.
     date.format(time::macros::format_description!("[year]-[month]-[day]"))
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use time::macros::{date, time};
+
+    use super::*;
+
+    #[test]
+    fn dates_and_times_parse_by_hand_as_their_formats_say() {
+        // Goal: the hand parsers accept exactly `YYYY-MM-DD` and `HH:MM:SS` with valid values.
+        assert_eq!(parse_date("2026-11-24"), Some(date!(2026 - 11 - 24)));
+        assert_eq!(parse_date("2024-02-29"), Some(date!(2024 - 02 - 29)));
+        for bad in [
+            "2026-02-29",
+            "2026-13-01",
+            "2026-00-10",
+            "2026-11-31",
+            "2026-1-24",
+            "2026/11/24",
+            "2026-11-2x",
+            " 2026-11-24",
+            "",
+            "+026-11-24",
+        ] {
+            assert_eq!(parse_date(bad), None, "{bad}");
+        }
+        assert_eq!(parse_time("09:30:05"), Some(time!(09:30:05)));
+        assert_eq!(parse_time("23:59:59"), Some(time!(23:59:59)));
+        for bad in [
+            "24:00:00", "12:60:00", "12:00:60", "9:30:05", "09:30", "09-30-05", "0a:30:05",
+        ] {
+            assert_eq!(parse_time(bad), None, "{bad}");
+        }
+    }
 }

@@ -258,34 +258,96 @@ pub async fn lock_open_settlement_dates(
     Ok(rows.iter().map(|row| row.get(0)).collect())
 }
 
-const TRADE_COPY: &str = "COPY exchange_trades (market, trade_date, trade_id, trade_time, isin, \
-    buyer_participant_id, seller_participant_id, quantity, price_micros, currency_code, \
-    settlement_type, settlement_date) FROM STDIN BINARY";
+const TRADE_SET_COPY: &str = "COPY exchange_trade_sets (market, trade_date, settlement_date, \
+    trade_count, trades) FROM STDIN BINARY";
 
-/// Appends trades with one COPY BINARY, encoded in bulk (`super::copy`). `exchange_trades`
-/// has no key since V0014: the caller claims the trade ids first ([`claim_trade_ids`]).
-pub async fn copy_trades(
+/// Whether a trade id can be stored in a trade set's line (V0017): 1 to 64 printable ASCII
+/// characters, none a comma.
+pub fn trade_id_storable(trade_id: &str) -> bool {
+    !trade_id.is_empty()
+        && trade_id.len() <= TRADE_ID_LENGTH_MAX
+        && trade_id.bytes().all(|b| b.is_ascii_graphic() && b != b',')
+}
+
+/// Longest trade id stored.
+pub const TRADE_ID_LENGTH_MAX: usize = 64;
+
+/// Appends `trade` as one line of a trade set (format in V0017: nine comma-separated
+/// fields, no line break after it). The caller checked the trade id ([`trade_id_storable`]);
+/// every other text field is a key of reference data.
+fn push_trade_line(line: &mut String, trade: &TradeRow<'_>) {
+    let mut number = itoa::Buffer::new();
+    line.push_str(trade.trade_id);
+    line.push(',');
+    let (hour, minute, second) = trade.trade_time.as_hms();
+    for (index, part) in [hour, minute, second].into_iter().enumerate() {
+        if index > 0 {
+            line.push(':');
+        }
+        line.push(char::from(b'0' + part / 10));
+        line.push(char::from(b'0' + part % 10));
+    }
+    for field in [
+        trade.isin,
+        trade.buyer_participant_id,
+        trade.seller_participant_id,
+    ] {
+        line.push(',');
+        line.push_str(field);
+    }
+    line.push(',');
+    line.push_str(number.format(trade.quantity));
+    line.push(',');
+    line.push_str(number.format(trade.price_micros));
+    line.push(',');
+    line.push_str(trade.currency_code);
+    line.push(',');
+    line.push_str(trade.settlement_type);
+}
+
+/// Appends trades as trade sets with one COPY BINARY (V0017): one row per (market, trade
+/// date, settlement date), its trades as lines in the order given. `exchange_trade_sets`
+/// has no key: the caller claims the trade ids ([`claim_trade_ids`]). Returns the number of
+/// sets written.
+pub async fn copy_trade_sets(
     transaction: &tokio_postgres::Transaction<'_>,
     trades: &[&TradeRow<'_>],
 ) -> Result<u64, HostDbError> {
-    let mut rows = CopyRows::<12>::new();
+    // A capture holds one trade date, rarely two: a short list beats a map.
+    let mut sets: Vec<((&str, Date, Date), i32, String)> = Vec::new();
     for trade in trades {
+        let key = (trade.market, trade.trade_date, trade.settlement_date);
+        let index = match sets.iter().position(|(set_key, _, _)| *set_key == key) {
+            Some(index) => index,
+            None => {
+                sets.push((key, 0, String::with_capacity(trades.len() * 72)));
+                sets.len() - 1
+            }
+        };
+        let (_, count, lines) = &mut sets[index];
+        if *count > 0 {
+            lines.push('\n');
+        }
+        *count += 1;
+        push_trade_line(lines, trade);
+    }
+    let mut rows = CopyRows::<5>::new();
+    for ((market, trade_date, settlement_date), count, lines) in &sets {
         rows.push([
-            Field::Text(trade.market),
-            Field::Date(trade.trade_date),
-            Field::Text(trade.trade_id),
-            Field::Time(trade.trade_time),
-            Field::Text(trade.isin),
-            Field::Text(trade.buyer_participant_id),
-            Field::Text(trade.seller_participant_id),
-            Field::Int8(trade.quantity),
-            Field::Int8(trade.price_micros),
-            Field::Text(trade.currency_code),
-            Field::Text(trade.settlement_type),
-            Field::Date(trade.settlement_date),
+            Field::Text(market),
+            Field::Date(*trade_date),
+            Field::Date(*settlement_date),
+            Field::Int4(*count),
+            Field::Text(lines),
         ]);
     }
-    copy_rows(transaction, "copy exchange trades", TRADE_COPY, rows).await
+    copy_rows(
+        transaction,
+        "copy exchange trade sets",
+        TRADE_SET_COPY,
+        rows,
+    )
+    .await
 }
 
 pub async fn insert_batches(
@@ -356,66 +418,69 @@ pub struct MoneyDelta {
     pub obligation_count: i32,
 }
 
-const STOCK_DELTA_COPY: &str = "COPY cns_stock_position_deltas (settlement_date, \
-    participant_id, isin, net_quantity, obligation_count) FROM STDIN BINARY";
-const MONEY_DELTA_COPY: &str = "COPY cns_money_position_deltas (settlement_date, \
-    participant_id, currency_code, net_amount_minor, obligation_count) FROM STDIN BINARY";
+const DELTA_SET_COPY: &str = "COPY cns_position_delta_sets (settlement_date, kind, \
+    delta_count, deltas) FROM STDIN BINARY";
 /// One netted delta, borrowed: (participant, isin or currency code, net, obligation count).
 pub type DeltaRow<'a> = (&'a str, &'a str, i64, i32);
 
-/// Appends netted deltas of `settlement_date` with COPY BINARY (V0011), in any order: no
-/// row of `cns_stock_positions` is touched, so capture transactions never wait on each
-/// other. The deltas count as part of the positions until [`fold_position_deltas`] moves
-/// them.
+/// Appends netted deltas of `settlement_date` as delta sets with one COPY BINARY (V0017: a
+/// row per kind, its deltas as lines), in any order: no row of `cns_stock_positions` is
+/// touched, so capture transactions never wait on each other. The deltas count as part of
+/// the positions until [`fold_position_deltas`] moves them.
 pub async fn append_position_deltas(
     transaction: &tokio_postgres::Transaction<'_>,
     settlement_date: Date,
     stock: impl IntoIterator<Item = DeltaRow<'_>>,
     money: impl IntoIterator<Item = DeltaRow<'_>>,
 ) -> Result<(), HostDbError> {
-    copy_deltas(
+    let stock = delta_lines(stock);
+    let money = delta_lines(money);
+    let mut rows = CopyRows::<4>::new();
+    for (kind, (count, lines)) in [("stock", &stock), ("money", &money)] {
+        if *count > 0 {
+            rows.push([
+                Field::Date(settlement_date),
+                Field::Text(kind),
+                Field::Int4(*count),
+                Field::Text(lines),
+            ]);
+        }
+    }
+    copy_rows(
         transaction,
-        "copy stock position deltas",
-        STOCK_DELTA_COPY,
-        settlement_date,
-        stock,
+        "copy position delta sets",
+        DELTA_SET_COPY,
+        rows,
     )
     .await?;
-    copy_deltas(
-        transaction,
-        "copy money position deltas",
-        MONEY_DELTA_COPY,
-        settlement_date,
-        money,
-    )
-    .await
-}
-
-async fn copy_deltas(
-    transaction: &tokio_postgres::Transaction<'_>,
-    context: &'static str,
-    statement: &str,
-    settlement_date: Date,
-    rows: impl IntoIterator<Item = DeltaRow<'_>>,
-) -> Result<(), HostDbError> {
-    let mut copy = CopyRows::<5>::new();
-    for (participant_id, key, net, count) in rows {
-        copy.push([
-            Field::Date(settlement_date),
-            Field::Text(participant_id),
-            Field::Text(key),
-            Field::Int8(net),
-            Field::Int4(count),
-        ]);
-    }
-    copy_rows(transaction, context, statement, copy).await?;
     Ok(())
 }
 
+/// The lines of a delta set (V0017) and how many.
+fn delta_lines<'a>(rows: impl IntoIterator<Item = DeltaRow<'a>>) -> (i32, String) {
+    let mut number = itoa::Buffer::new();
+    let mut count: i32 = 0;
+    let mut lines = String::new();
+    for (participant_id, key, net, obligation_count) in rows {
+        if count > 0 {
+            lines.push('\n');
+        }
+        count += 1;
+        lines.push_str(participant_id);
+        lines.push(',');
+        lines.push_str(key);
+        lines.push(',');
+        lines.push_str(number.format(net));
+        lines.push(',');
+        lines.push_str(number.format(obligation_count));
+    }
+    (count, lines)
+}
+
 /// Moves every appended delta of `settlement_date` into the provisional position rows
-/// (creating them). Each table's move is one statement (the deleted deltas feed the upsert),
+/// (creating them). Each kind's move is one statement (the deleted delta sets feed the upsert),
 /// so a delta is folded exactly once even when folds run concurrently. Returns the number of
-/// stock and money delta rows folded.
+/// stock and money delta lines folded.
 pub async fn fold_position_deltas(
     client: &impl tokio_postgres::GenericClient,
     settlement_date: Date,
@@ -423,14 +488,21 @@ pub async fn fold_position_deltas(
     let stock = client
         .query_one(
             "WITH moved AS (
-                 DELETE FROM cns_stock_position_deltas WHERE settlement_date = $1
-                 RETURNING participant_id, isin, net_quantity, obligation_count
+                 DELETE FROM cns_position_delta_sets
+                 WHERE settlement_date = $1 AND kind = 'stock'
+                 RETURNING deltas
+             ), lines AS (
+                 SELECT f.fields[1] AS participant_id, f.fields[2] AS isin,
+                        f.fields[3]::int8 AS net_quantity, f.fields[4]::int4 AS obligation_count
+                 FROM moved
+                 CROSS JOIN LATERAL string_to_table(moved.deltas, E'\\n') AS l (line)
+                 CROSS JOIN LATERAL string_to_array(l.line, ',') AS f (fields)
              ), folded AS (
                  INSERT INTO cns_stock_positions
                      (settlement_date, participant_id, isin, net_quantity, obligation_count, status)
                  SELECT $1, participant_id, isin, sum(net_quantity)::int8,
                         sum(obligation_count)::int4, 'provisional'
-                 FROM moved GROUP BY participant_id, isin
+                 FROM lines GROUP BY participant_id, isin
                  ORDER BY participant_id, isin
                  ON CONFLICT (settlement_date, participant_id, isin) DO UPDATE SET
                      net_quantity = cns_stock_positions.net_quantity + EXCLUDED.net_quantity,
@@ -438,7 +510,7 @@ pub async fn fold_position_deltas(
                          + EXCLUDED.obligation_count,
                      updated_at = now()
              )
-             SELECT count(*) FROM moved",
+             SELECT count(*) FROM lines",
             &[&settlement_date],
         )
         .await
@@ -446,15 +518,23 @@ pub async fn fold_position_deltas(
     let money = client
         .query_one(
             "WITH moved AS (
-                 DELETE FROM cns_money_position_deltas WHERE settlement_date = $1
-                 RETURNING participant_id, currency_code, net_amount_minor, obligation_count
+                 DELETE FROM cns_position_delta_sets
+                 WHERE settlement_date = $1 AND kind = 'money'
+                 RETURNING deltas
+             ), lines AS (
+                 SELECT f.fields[1] AS participant_id, f.fields[2] AS currency_code,
+                        f.fields[3]::int8 AS net_amount_minor,
+                        f.fields[4]::int4 AS obligation_count
+                 FROM moved
+                 CROSS JOIN LATERAL string_to_table(moved.deltas, E'\\n') AS l (line)
+                 CROSS JOIN LATERAL string_to_array(l.line, ',') AS f (fields)
              ), folded AS (
                  INSERT INTO cns_money_positions
                      (settlement_date, participant_id, currency_code, net_amount_minor,
                       obligation_count, status)
                  SELECT $1, participant_id, currency_code, sum(net_amount_minor)::int8,
                         sum(obligation_count)::int4, 'provisional'
-                 FROM moved GROUP BY participant_id, currency_code
+                 FROM lines GROUP BY participant_id, currency_code
                  ORDER BY participant_id, currency_code
                  ON CONFLICT (settlement_date, participant_id, currency_code) DO UPDATE SET
                      net_amount_minor = cns_money_positions.net_amount_minor
@@ -463,7 +543,7 @@ pub async fn fold_position_deltas(
                          + EXCLUDED.obligation_count,
                      updated_at = now()
              )
-             SELECT count(*) FROM moved",
+             SELECT count(*) FROM lines",
             &[&settlement_date],
         )
         .await
@@ -920,7 +1000,7 @@ pub async fn trade_count(pool: &Pool, market: &str) -> Result<i64, HostDbError> 
     let client = super::client(pool).await?;
     let row = client
         .query_one(
-            "SELECT count(*) FROM exchange_trades WHERE market = $1",
+            "SELECT coalesce(sum(trade_count), 0)::int8 FROM exchange_trade_sets WHERE market = $1",
             &[&market],
         )
         .await
@@ -1128,7 +1208,32 @@ impl GroupByForm {
     }
 }
 
-/// Nets every CNS trade of `market` with one SQL `GROUP BY` (the set-based baseline the
+/// Copies the trades of `market` out of their sets into `baseline_trades`, a plain table of
+/// one row per trade (dropped and created), vacuumed and analysed: what [`group_by_netting`]
+/// reads, so the baseline nets rows, as SQL would in a schema of one row per trade, instead
+/// of parsing the sets on every read. Returns the number of trades copied.
+pub async fn materialize_baseline_trades(pool: &Pool, market: &str) -> Result<u64, HostDbError> {
+    let client = super::client(pool).await?;
+    client
+        .batch_execute("DROP TABLE IF EXISTS baseline_trades")
+        .await
+        .map_err(db("drop baseline trades"))?;
+    let copied = client
+        .execute(
+            "CREATE TABLE baseline_trades AS SELECT * FROM exchange_trades WHERE market = $1",
+            &[&market],
+        )
+        .await
+        .map_err(db("materialize baseline trades"))?;
+    client
+        .batch_execute("VACUUM ANALYZE baseline_trades")
+        .await
+        .map_err(db("vacuum baseline trades"))?;
+    Ok(copied)
+}
+
+/// Nets every CNS trade of `market` in `baseline_trades` ([`materialize_baseline_trades`])
+/// with one SQL `GROUP BY` (the set-based baseline the
 /// in-memory netting is measured against). Returns the number of stock positions.
 pub async fn group_by_netting(
     pool: &Pool,
@@ -1142,10 +1247,10 @@ pub async fn group_by_netting(
                  SELECT participant_id, isin, settlement_date, sum(quantity) AS net_quantity
                  FROM (
                      SELECT buyer_participant_id AS participant_id, isin, settlement_date, quantity
-                     FROM exchange_trades WHERE market = $1 AND settlement_type = 'cns'
+                     FROM baseline_trades WHERE market = $1 AND settlement_type = 'cns'
                      UNION ALL
                      SELECT seller_participant_id, isin, settlement_date, -quantity
-                     FROM exchange_trades WHERE market = $1 AND settlement_type = 'cns'
+                     FROM baseline_trades WHERE market = $1 AND settlement_type = 'cns'
                  ) AS obligations
                  GROUP BY participant_id, isin, settlement_date
              ) AS positions"
@@ -1153,7 +1258,7 @@ pub async fn group_by_netting(
         GroupByForm::Lateral => {
             "SELECT count(*) FROM (
                  SELECT o.participant_id, t.isin, t.settlement_date, sum(o.quantity) AS net_quantity
-                 FROM exchange_trades t
+                 FROM baseline_trades t
                  CROSS JOIN LATERAL (VALUES (t.buyer_participant_id, t.quantity),
                                             (t.seller_participant_id, -t.quantity))
                      AS o (participant_id, quantity)
@@ -1224,6 +1329,41 @@ pub async fn drop_database(admin: &Pool, name: &str) -> Result<(), HostDbError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trade_and_delta_lines_are_the_documented_comma_separated_fields() {
+        // Goal: the line formats V0017 documents (and its view parses). Method: a trade and
+        // two deltas against hand-written lines; ids a line cannot hold are refused.
+        let trade = TradeRow {
+            market: "xhkg",
+            trade_date: time::macros::date!(2026 - 11 - 24),
+            trade_id: "G000000042",
+            trade_time: time::macros::time!(09:05:07),
+            isin: "HK0000000001",
+            buyer_participant_id: "B01234",
+            seller_participant_id: "B05678",
+            quantity: 4000,
+            price_micros: -12_345_000,
+            currency_code: "HKD",
+            settlement_type: "cns",
+            settlement_date: time::macros::date!(2026 - 11 - 26),
+        };
+        let mut line = String::new();
+        push_trade_line(&mut line, &trade);
+        assert_eq!(
+            line,
+            "G000000042,09:05:07,HK0000000001,B01234,B05678,4000,-12345000,HKD,cns"
+        );
+        let (count, lines) =
+            delta_lines([("B01234", "HK0000000001", -400, 3), ("B05678", "HKD", 7, 1)]);
+        assert_eq!(count, 2);
+        assert_eq!(lines, "B01234,HK0000000001,-400,3\nB05678,HKD,7,1");
+        assert_eq!(delta_lines([]), (0, String::new()));
+        assert!(trade_id_storable("T-1/2026.A:b_c"));
+        for bad in ["", "A,1", "A 1", "A\n1", "é1", &"7".repeat(65)] {
+            assert!(!trade_id_storable(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn a_numbered_trade_id_is_prefix_digit_count_and_number() {

@@ -17,12 +17,12 @@
 //! Guarantees: within the caller's transaction like every COPY (nothing visible before it
 //! commits, a refused row fails the whole COPY); values are encoded as PostgreSQL's binary
 //! receive functions expect (text: UTF-8 bytes; int8/int4: big endian; date: days since
-//! 2000-01-01; time: microseconds since midnight). A field's type must be its column's: the
+//! 2000-01-01; bool: one byte). A field's type must be its column's: the
 //! server refuses a mismatch (e.g. 4 bytes for an int8) and the COPY fails.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::{SinkExt as _, Stream, StreamExt as _};
-use time::{Date, Time};
+use time::Date;
 
 use super::HostDbError;
 
@@ -42,7 +42,6 @@ pub(crate) enum Field<'a> {
     Int8(i64),
     Int4(i32),
     Date(Date),
-    Time(Time),
     Bool(bool),
     /// SQL NULL (the journals' optional columns: run id, accounts).
     Null,
@@ -92,14 +91,6 @@ impl<const COLUMNS: usize> CopyRows<COLUMNS> {
                 Field::Int4(value) => self.bytes(&value.to_be_bytes()),
                 Field::Date(value) => {
                     self.bytes(&(value.to_julian_day() - POSTGRES_EPOCH_JULIAN_DAY).to_be_bytes())
-                }
-                Field::Time(value) => {
-                    let (hour, minute, second, micro) = value.as_hms_micro();
-                    let micros = ((i64::from(hour) * 60 + i64::from(minute)) * 60
-                        + i64::from(second))
-                        * 1_000_000
-                        + i64::from(micro);
-                    self.bytes(&micros.to_be_bytes())
                 }
                 Field::Bool(value) => self.bytes(&[u8::from(value)]),
                 Field::Null => self.buffer.put_i32(-1),
@@ -348,7 +339,7 @@ impl<'a> OutRow<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use time::macros::{date, time};
+    use time::macros::date;
 
     #[test]
     fn values_are_encoded_as_postgres_receives_them() {
@@ -360,7 +351,7 @@ mod tests {
             Field::Int8(-2),
             Field::Int4(7),
             Field::Date(date!(2000 - 01 - 02)),
-            Field::Time(time!(00:00:01.000002)),
+            Field::Bool(true),
         ]);
         rows.push([
             Field::Null,
@@ -378,7 +369,7 @@ mod tests {
         expected.extend([0, 0, 0, 8, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe]);
         expected.extend([0, 0, 0, 4, 0, 0, 0, 7]);
         expected.extend([0, 0, 0, 4, 0, 0, 0, 1]);
-        expected.extend([0, 0, 0, 8, 0, 0, 0, 0, 0, 0x0f, 0x42, 0x42]);
+        expected.extend([0, 0, 0, 1, 1]);
         expected.extend([0, 5]);
         expected.extend([0xff, 0xff, 0xff, 0xff]);
         expected.extend([0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0]);

@@ -122,6 +122,11 @@ pub fn embedded() -> Vec<Migration> {
             name: Cow::Borrowed("run_balances"),
             sql: Cow::Borrowed(include_str!("migrations/V0015__run_balances.sql")),
         },
+        Migration {
+            version: 17,
+            name: Cow::Borrowed("cns_trade_sets"),
+            sql: Cow::Borrowed(include_str!("migrations/V0017__cns_trade_sets.sql")),
+        },
     ]
 }
 

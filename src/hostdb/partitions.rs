@@ -31,7 +31,7 @@ impl PartitionedTable {
         match self {
             PartitionedTable::HoldingMovements => "holding_movements",
             PartitionedTable::CashMovements => "cash_movements",
-            PartitionedTable::ExchangeTrades => "exchange_trades",
+            PartitionedTable::ExchangeTrades => "exchange_trade_sets",
         }
     }
 }

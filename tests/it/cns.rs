@@ -361,9 +361,10 @@ async fn a_trade_id_is_accepted_once_across_batches_and_concurrent_workers() {
 #[tokio::test]
 async fn trades_stored_before_v0014_keep_their_ids_claimed() {
     // Goal: V0014's backfill claims every trade stored under the old primary key, so a
-    // repeat of one is still refused, and prices become exact micros. Method: schema up to
-    // V0013, two trades stored as the old capture stored them (a numbered id and another),
-    // migrate, then capture both again beside a fresh one.
+    // repeat of one is still refused, and prices become exact micros; V0017 moves the trades
+    // and the netted deltas into sets without losing any. Method: schema up to V0013, two
+    // trades and their deltas stored as the old capture stored them (a numbered id and
+    // another), migrate, read them back, then capture both again beside a fresh one.
     let Some(database) = empty_database("cns_v0014_backfill").await else {
         return;
     };
@@ -410,9 +411,80 @@ async fn trades_stored_before_v0014_keep_their_ids_claimed() {
             .await
             .unwrap();
     }
+    // Netted deltas of the old trades, as V0011's capture appended them (V0017 moves them
+    // into delta sets; the fold below must still find them).
+    let (buyer, seller) = (old[0].buyer.as_str(), old[0].seller.as_str());
+    let isin = isin_of.get(&old[0].security).unwrap_or(&old[0].security);
+    for (participant, sign) in [(buyer, 1i64), (seller, -1)] {
+        client
+            .execute(
+                "INSERT INTO cns_stock_position_deltas
+                     (settlement_date, participant_id, isin, net_quantity, obligation_count)
+                 VALUES ($1, $2, $3, $4, 1)",
+                &[
+                    &SETTLEMENT_DATE,
+                    &participant,
+                    isin,
+                    &(sign * old[0].quantity),
+                ],
+            )
+            .await
+            .unwrap();
+        client
+            .execute(
+                "INSERT INTO cns_money_position_deltas
+                     (settlement_date, participant_id, currency_code, net_amount_minor,
+                      obligation_count)
+                 VALUES ($1, $2, $3, $4, 1)",
+                &[
+                    &SETTLEMENT_DATE,
+                    &participant,
+                    &old[0].currency,
+                    &(-sign * 12_345),
+                ],
+            )
+            .await
+            .unwrap();
+    }
     drop(client);
     hostdb::migrate::run(pool).await.unwrap();
+    let moved = sql::positions(pool, None, SETTLEMENT_DATE).await.unwrap();
+    let net_of = |participant: &str, stock: bool| {
+        moved
+            .iter()
+            .find(|p| p.participant_id == participant && p.isin.is_some() == stock)
+            .map(|p| (p.net, p.obligation_count))
+    };
+    assert_eq!(net_of(buyer, true), Some((old[0].quantity, 1)));
+    assert_eq!(net_of(seller, true), Some((-old[0].quantity, 1)));
+    assert_eq!(net_of(buyer, false), Some((-12_345, 1)));
+    assert_eq!(net_of(seller, false), Some((12_345, 1)));
+    // The trades moved into sets read back whole through the exchange_trades view.
     let client = hostdb::client(pool).await.unwrap();
+    let stored: Vec<(String, String, String, i64)> = client
+        .query(
+            "SELECT trade_id, to_char(trade_time, 'HH24:MI:SS'), seller_participant_id, quantity
+             FROM exchange_trades WHERE market = $1 ORDER BY trade_id",
+            &[&MARKET],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3)))
+        .collect();
+    let mut expected_rows: Vec<(String, String, String, i64)> = old
+        .iter()
+        .map(|t| {
+            (
+                t.trade_id.clone(),
+                t.trade_time.clone(),
+                t.seller.clone(),
+                t.quantity,
+            )
+        })
+        .collect();
+    expected_rows.sort();
+    assert_eq!(stored, expected_rows);
     let micros: i64 = client
         .query_one(
             "SELECT price_micros FROM exchange_trades WHERE trade_id = $1",
