@@ -262,11 +262,54 @@ impl ValidTrade<'_> {
     }
 }
 
+/// What the calendar says of the trade date last validated: the trades of a batch share
+/// their date, so capture parses it and walks the calendar once per run of equal dates.
+pub struct TradeDates<'c> {
+    calendar: &'c Calendar,
+    /// (the date as the record wrote it, parsed, business day, settlement date)
+    last: Option<(String, Date, bool, Date)>,
+}
+
+impl<'c> TradeDates<'c> {
+    pub fn new(calendar: &'c Calendar) -> TradeDates<'c> {
+        TradeDates {
+            calendar,
+            last: None,
+        }
+    }
+
+    /// (trade date, is a business day, settlement date), `None` if `text` is not a date.
+    fn of(&mut self, text: &str) -> Option<(Date, bool, Date)> {
+        match &self.last {
+            Some((last, date, business, settlement)) if last == text => {
+                Some((*date, *business, *settlement))
+            }
+            _ => {
+                let date = parse_date(text)?;
+                let business = self.calendar.is_business_day(date);
+                let settlement = self.calendar.settlement_date(date);
+                self.last = Some((text.to_owned(), date, business, settlement));
+                Some((date, business, settlement))
+            }
+        }
+    }
+}
+
 /// Checks one trade against reference data and the calendar (everything that needs no
 /// database: duplicates and closed dates are checked in the capture transaction).
 pub fn validate<'a>(
     reference: &'a Reference,
     calendar: &Calendar,
+    market: &'a str,
+    record: &'a TradeRecordView<'_>,
+) -> Result<ValidTrade<'a>, Rejection> {
+    validate_dated(reference, &mut TradeDates::new(calendar), market, record)
+}
+
+/// [`validate`] with the calendar's answers for recent trade dates kept in `dates`.
+pub fn validate_dated<'a>(
+    reference: &'a Reference,
+    dates: &mut TradeDates<'_>,
     market: &'a str,
     record: &'a TradeRecordView<'_>,
 ) -> Result<ValidTrade<'a>, Rejection> {
@@ -279,7 +322,8 @@ pub fn validate<'a>(
     if !sql::trade_id_storable(&record.trade_id) {
         return Err(malformed("trade_id", &record.trade_id));
     }
-    let trade_date = parse_date(&record.trade_date)
+    let (trade_date, business_day, settlement_date) = dates
+        .of(&record.trade_date)
         .ok_or_else(|| malformed("trade_date", &record.trade_date))?;
     let trade_time = parse_time(&record.trade_time)
         .ok_or_else(|| malformed("trade_time", &record.trade_time))?;
@@ -288,7 +332,7 @@ pub fn validate<'a>(
         "isolated" => true,
         other => return Err(malformed("settlement_type", other)),
     };
-    if !calendar.is_business_day(trade_date) {
+    if !business_day {
         return Err(reject(
             RejectReason::NotBusinessDay,
             format!("trade date {} is not a business day", record.trade_date),
@@ -368,7 +412,7 @@ pub fn validate<'a>(
             price_micros,
             currency_code: &record.currency,
             settlement_type: if isolated { "isolated" } else { "cns" },
-            settlement_date: calendar.settlement_date(trade_date),
+            settlement_date,
         },
         buyer,
         seller,
@@ -502,6 +546,7 @@ pub async fn capture_batches_timed(
     // Validation needs no database: do it before the transaction.
     let mut seen_batches: HashSet<&str> = HashSet::new();
     let mut candidates: Vec<Candidate<'_>> = Vec::new();
+    let mut dates = TradeDates::new(calendar);
     for (index, batch) in batches.iter().enumerate() {
         if !seen_batches.insert(&batch.batch_id) {
             continue;
@@ -509,7 +554,7 @@ pub async fn capture_batches_timed(
         candidates.extend(batch.trades.iter().map(|record| Candidate {
             batch: index,
             record,
-            outcome: validate(reference, calendar, market, record),
+            outcome: validate_dated(reference, &mut dates, market, record),
         }));
     }
     let batch_ids: Vec<&str> = seen_batches.into_iter().collect();
