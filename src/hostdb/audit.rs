@@ -20,7 +20,9 @@
 //! - CNS: per security and settlement date the participants' stock positions sum to zero,
 //!   and per currency and date their money positions; a position's settled quantity never
 //!   exceeds its net quantity and equals the sum of its `cns_position_settlements`; per
-//!   security and date longs never received more than shorts delivered to the CCP.
+//!   security and date longs never received more than shorts delivered to the CCP; every
+//!   isolated obligation names a known participant, security and currency (no foreign keys
+//!   since V0017).
 //!
 //! Full scans of the journals: an operator command (`ccass audit`), not a hot-path check.
 
@@ -93,6 +95,14 @@ pub enum Violation {
     },
     UnknownSecurityInJournal {
         isin: String,
+        row_count: i64,
+    },
+    /// Isolated CNS obligations naming a participant, security or currency that does not
+    /// exist (their foreign keys were dropped in V0017: capture validates, the audit checks).
+    UnknownReferenceInIsolatedObligations {
+        /// `participant_id`, `isin` or `currency_code`.
+        column: String,
+        value: String,
         row_count: i64,
     },
     UnknownCurrencyInJournal {
@@ -222,6 +232,14 @@ impl fmt::Display for Violation {
                     "holding_movements: {row_count} row(s) name unknown security {isin}"
                 )
             }
+            UnknownReferenceInIsolatedObligations {
+                column,
+                value,
+                row_count,
+            } => write!(
+                f,
+                "cns_isolated_obligations: {row_count} row(s) name unknown {column} {value}"
+            ),
             UnknownCurrencyInJournal {
                 currency_code,
                 row_count,
@@ -377,6 +395,20 @@ const UNKNOWN_CURRENCIES: &str = "
     SELECT m.currency_code, count(*) FROM cash_movements m
     WHERE NOT EXISTS (SELECT 1 FROM currencies c WHERE c.currency_code = m.currency_code)
     GROUP BY m.currency_code ORDER BY 1";
+
+const UNKNOWN_ISOLATED_REFERENCES: &str = "
+    SELECT 'participant_id', o.participant_id, count(*) FROM cns_isolated_obligations o
+    WHERE NOT EXISTS (SELECT 1 FROM participants p WHERE p.participant_id = o.participant_id)
+    GROUP BY 2
+    UNION ALL
+    SELECT 'isin', o.isin, count(*) FROM cns_isolated_obligations o
+    WHERE NOT EXISTS (SELECT 1 FROM securities s WHERE s.isin = o.isin)
+    GROUP BY 2
+    UNION ALL
+    SELECT 'currency_code', o.currency_code, count(*) FROM cns_isolated_obligations o
+    WHERE NOT EXISTS (SELECT 1 FROM currencies c WHERE c.currency_code = o.currency_code)
+    GROUP BY 2
+    ORDER BY 1, 2";
 
 /// Of the settled sides (run, instruction) given, those without a plain confirmation row
 /// (runs before V0010 wrote one FIN text per row).
@@ -598,6 +630,18 @@ pub async fn run(pool: &Pool) -> Result<Vec<Violation>, HostDbError> {
         violations.push(Violation::UnknownSecurityInJournal {
             isin: row.get(0),
             row_count: row.get(1),
+        });
+    }
+    for row in query(
+        "unknown references in isolated obligations",
+        UNKNOWN_ISOLATED_REFERENCES,
+    )
+    .await?
+    {
+        violations.push(Violation::UnknownReferenceInIsolatedObligations {
+            column: row.get(0),
+            value: row.get(1),
+            row_count: row.get(2),
         });
     }
     for row in query("unknown currencies in journal", UNKNOWN_CURRENCIES).await? {

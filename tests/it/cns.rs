@@ -143,7 +143,8 @@ async fn isin_by_stock_code(pool: &Pool) -> HashMap<String, String> {
 async fn a_day_of_trades_nets_to_independently_computed_positions() {
     // Goal: incremental capture of a generated day gives exactly the positions a plain
     // decimal computation over the same trades gives, every security sums to zero against
-    // the CCP, isolated trades stay out of netting, the cut-off agrees and the audit passes.
+    // the CCP, isolated trades stay out of netting, the cut-off agrees and the audit passes
+    // (and finds an isolated obligation naming an unknown security).
     // Method: 5,000 generated trades captured in 7 transactions of batches of 300; compare
     // the stored positions with `independent_netting`; then cut off and audit.
     let Some(database) = seeded_database("cns_day_nets").await else {
@@ -202,6 +203,30 @@ async fn a_day_of_trades_nets_to_independently_computed_positions() {
     let rows = sql::positions(pool, None, SETTLEMENT_DATE).await.unwrap();
     assert!(rows.iter().all(|row| row.status == "final"));
     assert!(hostdb::audit::run(pool).await.unwrap().is_empty());
+
+    // Isolated obligations have no foreign keys since V0017: the audit finds a row naming an
+    // unknown security.
+    let client = hostdb::client(pool).await.unwrap();
+    let changed = client
+        .execute(
+            "UPDATE cns_isolated_obligations SET isin = 'XX0000000000'
+             WHERE ctid = (SELECT min(ctid) FROM cns_isolated_obligations)",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(changed, 1);
+    drop(client);
+    assert_eq!(
+        hostdb::audit::run(pool).await.unwrap(),
+        vec![
+            hostdb::audit::Violation::UnknownReferenceInIsolatedObligations {
+                column: "isin".to_owned(),
+                value: "XX0000000000".to_owned(),
+                row_count: 1,
+            }
+        ]
+    );
 }
 
 #[tokio::test]

@@ -32,6 +32,11 @@
 --   code for money; the same separators and guarantees as trade lines). Folding (unchanged in
 --   what it does: moves every delta of a date into the position rows exactly once) parses
 --   the lines in its one statement per kind.
+-- * Isolated obligations lose their three foreign keys (participant, security, currency).
+--   Each key check locked the referenced row FOR KEY SHARE, and two capture workers locking
+--   the same participants make multixacts: ~30 us a row (`ccass bench cns`, 5 M trades: 1.3
+--   to 1.7 s of server time for 50 k obligation rows). Capture validates all three against
+--   reference data first, and `ccass audit` checks them (as V0015 did for holdings).
 -- * Partitioned by trade_date like the table it replaces; existing trades move into sets,
 --   one per (market, trade date, settlement date).
 
@@ -123,3 +128,8 @@ GROUP BY settlement_date;
 
 DROP TABLE cns_stock_position_deltas;
 DROP TABLE cns_money_position_deltas;
+
+ALTER TABLE cns_isolated_obligations
+    DROP CONSTRAINT cns_isolated_obligations_participant_id_fkey,
+    DROP CONSTRAINT cns_isolated_obligations_isin_fkey,
+    DROP CONSTRAINT cns_isolated_obligations_currency_code_fkey;
