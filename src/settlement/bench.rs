@@ -6,6 +6,8 @@
 //!    securities and participants Zipf-skewed, 90 % DvP, 20 % allowing partial settlement.
 //!    Opening balances cover every pair except a `short_share` that lacks stock or money;
 //!    some deliverers are funded only by receipts of the same day (chains).
+//!    With `settled_days`, the same pairs also for that many prior days, settled in full
+//!    by earlier runs (the history a run finds after days of operation).
 //! 2. Load it into a fresh template database with COPY BINARY (not timed as the run), then
 //!    copy the template three times (`CREATE DATABASE … TEMPLATE`): the same starting state
 //!    for each contender.
@@ -48,6 +50,9 @@ pub struct BenchOptions {
     pub short_share: f64,
     /// Pairs settled one transaction each (baseline a).
     pub baseline_pairs: usize,
+    /// Prior settlement days already settled in full in the database (each as many pairs
+    /// as the day to settle): the history a run finds after days of operation.
+    pub settled_days: usize,
     pub keep_database: bool,
 }
 
@@ -77,6 +82,7 @@ pub struct BenchReport {
     pub securities: usize,
     pub short_share: f64,
     pub seed: u64,
+    pub settled_days: usize,
     pub generate: Duration,
     pub load: Duration,
     pub run: RunReport,
@@ -127,6 +133,12 @@ impl fmt::Display for BenchReport {
             self.securities,
             100.0 * self.short_share,
             self.seed
+        )?;
+        writeln!(
+            f,
+            "history: {} prior settled day(s) in the database ({} pairs settled in full)",
+            self.settled_days,
+            self.settled_days * self.pairs
         )?;
         writeln!(
             f,
@@ -389,7 +401,7 @@ async fn measure(
     let day = generate(options, participants, isins, &lots, date);
     let generate_time = started.elapsed();
     let started = Instant::now();
-    sql::load_day(&template, &day).await?;
+    sql::load_day(&template, &day, options.settled_days).await?;
     let load = started.elapsed();
     template.close();
     drop(template);
@@ -427,6 +439,7 @@ async fn measure(
         securities: options.securities,
         short_share: options.short_share,
         seed: options.seed,
+        settled_days: options.settled_days,
         generate: generate_time,
         load,
         run,
@@ -469,6 +482,7 @@ mod tests {
             securities: 40,
             short_share,
             baseline_pairs: 10,
+            settled_days: 0,
             keep_database: false,
         }
     }
