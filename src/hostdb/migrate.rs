@@ -122,6 +122,11 @@ pub fn embedded() -> Vec<Migration> {
             name: Cow::Borrowed("run_balances"),
             sql: Cow::Borrowed(include_str!("migrations/V0015__run_balances.sql")),
         },
+        Migration {
+            version: 16,
+            name: Cow::Borrowed("open_pairs"),
+            sql: Cow::Borrowed(include_str!("migrations/V0016__open_pairs.sql")),
+        },
     ]
 }
 

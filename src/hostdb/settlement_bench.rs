@@ -47,8 +47,9 @@ fn account(participant: &str) -> String {
 }
 
 /// Status of a prior day's settled instructions as the system leaves them: a run appends a
-/// settled marker and leaves the status at `matched`.
-const HISTORY_STATUS: &str = "matched";
+/// settled marker, then the sweep after it moves the pair's instructions to `settled`
+/// (V0016; the history's runs are recorded as swept).
+const HISTORY_STATUS: &str = "settled";
 
 /// Loads `day` into a migrated database that already holds its participants and securities:
 /// accounts, opening balances with their journal rows, instructions (status `matched`) and
@@ -256,8 +257,9 @@ pub async fn load_day(pool: &Pool, day: &BenchDay, settled_days: usize) -> Resul
         let run_ids: Vec<i64> = transaction
             .query(
                 "INSERT INTO settlement_runs (settlement_date, run_number, scheduled_at,
-                     started_at, finished_at, status, leader, instructions_settled_count)
-                 SELECT d, 1, now(), now(), now(), 'completed', 'bench:history', $2
+                     started_at, finished_at, status, leader, instructions_settled_count,
+                     swept_at)
+                 SELECT d, 1, now(), now(), now(), 'completed', 'bench:history', $2, now()
                  FROM unnest($1::date[]) WITH ORDINALITY AS u(d, n) ORDER BY n
                  RETURNING settlement_run_id",
                 &[&dates, &(2 * pair_count)],

@@ -86,7 +86,8 @@ pub struct BenchReport {
     pub generate: Duration,
     pub load: Duration,
     pub run: RunReport,
-    /// `run_now` end to end (connect, lock, load, settle, write, commit).
+    /// `run_now` end to end (connect, lock, load, settle, write, commit), without the sweep
+    /// after the commit (`run.sweep`, its own transaction).
     pub run_total: Duration,
     /// CPU time this process spent during `run_now` (the client's share of the run; the
     /// rest of `run_total` is the server's work or waiting for it). `None` without procfs.
@@ -176,6 +177,18 @@ impl fmt::Display for BenchReport {
             run.load_steps.cns_shorts.as_secs_f64(),
             run.load_steps.pairs.as_secs_f64(),
             run.load_steps.balances.as_secs_f64()
+        )?;
+        writeln!(
+            f,
+            "  due read loaded {} open instructions, {} matches, {} pairs with settled markers",
+            run.loaded.instructions, run.loaded.matches, run.loaded.settled_pairs
+        )?;
+        writeln!(
+            f,
+            "  then (own transaction, not in end to end) sweep {:.3} s: {} instructions to \
+             settled",
+            run.sweep.as_secs_f64(),
+            run.swept_instruction_count
         )?;
         writeln!(
             f,
@@ -414,7 +427,7 @@ async fn measure(
     let cpu_before = cpu::process_cpu_time();
     let started = Instant::now();
     let run = run::run_now(&pool, &config.settlement, date, &run_options).await?;
-    let run_total = started.elapsed();
+    let run_total = started.elapsed().saturating_sub(run.sweep);
     let run_client_cpu = cpu::process_cpu_time()
         .zip(cpu_before)
         .map(|(after, before)| after.saturating_sub(before));
