@@ -624,7 +624,7 @@ async fn runs_after_settled_days_read_only_open_pairs_and_states_stay_right() {
     // stock input on the first day stays open throughout. Assert on the run report's
     // loaded row counts (the same each day; before the sweep they grew by four instructions
     // a day), the stored statuses and the audit after each run; then undo a sweep by hand
-    // and run again.
+    // and run again; last, a `settled` status without a complete marker fails the audit.
     let Some(database) = seeded_database("bsr_open_pairs").await else {
         return;
     };
@@ -764,4 +764,22 @@ async fn runs_after_settled_days_read_only_open_pairs_and_states_stay_right() {
     assert_eq!(report.swept_instruction_count, 4, "{report}");
     assert_eq!(holding(pool, "C00123-01", TENCENT).await, 1_006_000);
     assert_audit_clean(pool).await;
+
+    // The audit refuses a `settled` status that no complete marker backs.
+    client
+        .execute(
+            "UPDATE instructions SET status = 'settled' WHERE sender_reference = 'DOPEN'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let violations = hostdb::audit::run(pool).await.unwrap();
+    assert!(
+        violations.iter().any(|violation| matches!(
+            violation,
+            hostdb::audit::Violation::SettledInstructionState { detail, .. }
+                if detail.contains("without a complete settled marker")
+        )),
+        "{violations:?}"
+    );
 }
