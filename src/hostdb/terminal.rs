@@ -229,7 +229,9 @@ where
 }
 
 /// What the user sees as an SI's status: settlement markers first, then the stored status.
+/// A swept SI (status `settled`, V0016) needs no marker lookup.
 pub const EFFECTIVE_STATUS: &str = "CASE
+    WHEN i.status = 'settled' THEN 'settled'
     WHEN EXISTS (SELECT 1 FROM instruction_settlements s
                  WHERE s.complete AND (s.delivering_instruction_id = i.instruction_id
                                        OR s.receiving_instruction_id = i.instruction_id))
