@@ -429,6 +429,10 @@ enum BenchCommand {
         /// Pairs the one-transaction-per-pair baseline settles (its rate is extrapolated).
         #[arg(long, default_value_t = 20_000)]
         baseline_pairs: usize,
+        /// Prior settlement days already settled in full in the database (as many pairs
+        /// each as the day to settle): shows what history costs a run.
+        #[arg(long, default_value_t = 0)]
+        settled_days: usize,
         /// Keep the benchmark databases afterwards.
         #[arg(long)]
         keep_database: bool,
@@ -971,6 +975,7 @@ fn run_with_config(config: Config, command: Command) -> anyhow::Result<ExitCode>
                         securities,
                         short_share,
                         baseline_pairs,
+                        settled_days,
                         keep_database,
                     },
             } => {
@@ -981,6 +986,7 @@ fn run_with_config(config: Config, command: Command) -> anyhow::Result<ExitCode>
                     securities,
                     short_share,
                     baseline_pairs,
+                    settled_days,
                     keep_database,
                 };
                 let report = settlement::bench::run(&config, &options).await?;

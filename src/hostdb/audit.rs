@@ -14,9 +14,10 @@
 //!   `bsr:{run}:{instruction}:{type}`), or such a message as a plain row (runs before V0010);
 //!   every compact row decodes; no pair has two markers of one run;
 //!   a pair never settles more than its quantity, and is complete exactly when it settled all;
-//!   a settled pair's instructions are in state `matched` (an instruction is in exactly one
-//!   state: the stored status, refined to settled by its markers) and its match row names
-//!   them.
+//!   a settled pair's instructions are in state `matched`, or `settled` once the pair is
+//!   complete (the sweep after each run, V0016; an instruction is in exactly one state: the
+//!   stored status, refined to settled by its markers until the sweep), and its match row
+//!   names them; an instruction in state `settled` has a match with a complete marker.
 //! - CNS: per security and settlement date the participants' stock positions sum to zero,
 //!   and per currency and date their money positions; a position's settled quantity never
 //!   exceeds its net quantity and equals the sum of its `cns_position_settlements`; per
@@ -132,7 +133,8 @@ pub enum Violation {
         instructed: i64,
         complete: bool,
     },
-    /// A marker's instructions are not both `matched`, or its match row names others.
+    /// A marker's instructions are neither `matched` nor (pair complete) `settled`, or its
+    /// match row names others.
     SettledInstructionState {
         match_id: i64,
         detail: String,
@@ -500,24 +502,47 @@ const SETTLED_QUANTITY_WRONG: &str = "
         OR bool_or(s.complete) <> (sum(s.quantity) = max(d.quantity))
     ORDER BY 1 LIMIT 1000";
 
+/// Per settled pair: its match row names its instructions, and each is `matched`, or
+/// `settled` when the pair is complete. Then every `settled` instruction's pair is complete
+/// (match id 0 when it has no match at all).
 const SETTLED_INSTRUCTION_STATE: &str = "
-    SELECT DISTINCT s.match_id,
-        CASE WHEN m.match_id IS NULL OR m.delivering_instruction_id <> s.delivering_instruction_id
-                  OR m.receiving_instruction_id <> s.receiving_instruction_id
-             THEN 'its match row names other instructions'
-             ELSE 'instruction ' || CASE WHEN d.status <> 'matched' THEN d.instruction_id
-                                        ELSE r.instruction_id END
-                  || ' has status ' || CASE WHEN d.status <> 'matched' THEN d.status
-                                           ELSE r.status END
-        END
-    FROM instruction_settlements s
-    LEFT JOIN instruction_matches m ON m.match_id = s.match_id
-    LEFT JOIN instructions d ON d.instruction_id = s.delivering_instruction_id
-    LEFT JOIN instructions r ON r.instruction_id = s.receiving_instruction_id
-    WHERE m.match_id IS NULL OR m.delivering_instruction_id <> s.delivering_instruction_id
-       OR m.receiving_instruction_id <> s.receiving_instruction_id
-       OR d.status IS DISTINCT FROM 'matched' OR r.status IS DISTINCT FROM 'matched'
-    ORDER BY 1 LIMIT 1000";
+    WITH pairs AS (
+        SELECT match_id, min(delivering_instruction_id) AS delivering,
+               max(delivering_instruction_id) AS delivering_last,
+               min(receiving_instruction_id) AS receiving,
+               max(receiving_instruction_id) AS receiving_last, bool_or(complete) AS complete
+        FROM instruction_settlements GROUP BY match_id
+    ), sides AS (
+        SELECT p.match_id, p.complete, i.instruction_id, i.status
+        FROM pairs p
+        CROSS JOIN LATERAL (VALUES (p.delivering), (p.receiving)) AS side(instruction_id)
+        LEFT JOIN instructions i ON i.instruction_id = side.instruction_id
+    )
+    SELECT match_id, detail FROM (
+        SELECT p.match_id, 'its match row names other instructions' AS detail
+        FROM pairs p LEFT JOIN instruction_matches m ON m.match_id = p.match_id
+        WHERE m.match_id IS NULL OR p.delivering <> p.delivering_last
+           OR p.receiving <> p.receiving_last
+           OR m.delivering_instruction_id <> p.delivering
+           OR m.receiving_instruction_id <> p.receiving
+        UNION ALL
+        SELECT match_id, 'instruction ' || instruction_id || ' has status '
+                         || coalesce(status, 'none') || ' in a pair '
+                         || CASE WHEN complete THEN 'settled in full' ELSE 'settled in part' END
+        FROM sides
+        WHERE status IS NULL OR NOT (status = 'matched' OR (status = 'settled' AND complete))
+        UNION ALL
+        SELECT coalesce(m.match_id, 0), 'instruction ' || i.instruction_id
+                  || ' has status settled without a complete settled marker'
+        FROM instructions i
+        LEFT JOIN (SELECT match_id, delivering_instruction_id FROM instruction_matches
+                   UNION ALL
+                   SELECT match_id, receiving_instruction_id FROM instruction_matches)
+               AS m(match_id, instruction_id) ON m.instruction_id = i.instruction_id
+        LEFT JOIN (SELECT DISTINCT match_id FROM instruction_settlements WHERE complete) c
+               ON c.match_id = m.match_id
+        WHERE i.status = 'settled' AND c.match_id IS NULL
+    ) AS v ORDER BY 1, 2 LIMIT 1000";
 
 const CNS_POSITIONS_NOT_BALANCED: &str = "
     SELECT settlement_date::text, isin, sum(net_quantity)::int8 FROM cns_stock_positions

@@ -123,6 +123,11 @@ pub fn embedded() -> Vec<Migration> {
             sql: Cow::Borrowed(include_str!("migrations/V0015__run_balances.sql")),
         },
         Migration {
+            version: 16,
+            name: Cow::Borrowed("open_pairs"),
+            sql: Cow::Borrowed(include_str!("migrations/V0016__open_pairs.sql")),
+        },
+        Migration {
             version: 17,
             name: Cow::Borrowed("cns_trade_sets"),
             sql: Cow::Borrowed(include_str!("migrations/V0017__cns_trade_sets.sql")),

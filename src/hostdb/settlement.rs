@@ -8,7 +8,14 @@
 //!   process).
 //! - Everything a run writes (journals by COPY BINARY, balance deltas, settled markers, the
 //!   run record, compact confirmation rows in the outbox by COPY BINARY) is in that transaction: a run that does not
-//!   commit leaves no trace, and a pair with a complete marker is never loaded again.
+//!   commit leaves no trace, and a pair with a complete marker is never settled again.
+//! - A run reads only open pairs: [`sweep_settled`] (after each run, in its own transaction,
+//!   never in the run's) moves the instructions of pairs settled in full to status
+//!   `settled` in one set-based statement; the due read takes status `matched` only (V0016's
+//!   partial index), and the matches and markers of those instructions only (ranges of
+//!   their ids, [`id_ranges`]). A complete pair not swept yet (the sweep failed or has not
+//!   run) is still read, and skipped by its complete marker: the sweep keeps the reads
+//!   small, the markers keep a run right.
 //! - A run freezes the balances: its transaction holds `holdings` and `cash_balances` in
 //!   EXCLUSIVE mode from the start (plain reads go on; every other writer, e.g. the CNS
 //!   day-end money settlement or a reference-data seed, waits for the run to end), so
@@ -100,7 +107,67 @@ fn holding_columns(rows: &[HoldingRow]) -> (Vec<&str>, Vec<&str>, Vec<i64>) {
 #[derive(Debug, Clone, Default)]
 pub struct DuePairs {
     pub pairs: Vec<DuePair>,
+    /// What the due read loaded from the database (the cost of the read).
+    pub loaded: LoadedRows,
     keys: Interner,
+}
+
+/// Rows a run's due read loaded: the open instructions due, the matches and the settled
+/// markers (grouped per pair) in their id ranges. Grows with the open pairs, not with the
+/// pairs settled on earlier days.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoadedRows {
+    pub instructions: usize,
+    pub matches: usize,
+    pub settled_pairs: usize,
+}
+
+/// Most id ranges a due read's match and marker reads name ([`id_ranges`]): open pairs left
+/// from earlier days (recycled for lack of stock or money) each cost a short range instead
+/// of everything between them and today's.
+const ID_RANGES_MAX: usize = 256;
+
+/// Covers the sorted, distinct `ids` with at most `ranges_max` inclusive ranges (at least
+/// one), splitting at the largest gaps: what the ranges cover beyond `ids` is as little as
+/// that many ranges allow. Empty for no ids.
+pub fn id_ranges(ids: &[i64], ranges_max: usize) -> Vec<(i64, i64)> {
+    let (Some(&first), Some(&last)) = (ids.first(), ids.last()) else {
+        return Vec::new();
+    };
+    // (gap, index of the id before it) for every gap of more than one.
+    let mut gaps: Vec<(i64, usize)> = ids
+        .windows(2)
+        .enumerate()
+        .filter(|(_, pair)| pair[1] - pair[0] > 1)
+        .map(|(index, pair)| (pair[1] - pair[0], index))
+        .collect();
+    let splits_max = ranges_max.max(1) - 1;
+    if gaps.len() > splits_max {
+        gaps.select_nth_unstable_by(splits_max, |a, b| b.cmp(a));
+        gaps.truncate(splits_max);
+    }
+    let mut split_after: Vec<usize> = gaps.iter().map(|&(_, index)| index).collect();
+    split_after.sort_unstable();
+    let mut ranges = Vec::with_capacity(split_after.len() + 1);
+    let mut start = first;
+    for index in split_after {
+        ranges.push((start, ids[index]));
+        start = ids[index + 1];
+    }
+    ranges.push((start, last));
+    ranges
+}
+
+/// `column BETWEEN a AND b OR …` over `ranges` (integers from Rust values, never text).
+fn ranges_condition(column: &str, ranges: &[(i64, i64)]) -> String {
+    if ranges.is_empty() {
+        return "false".to_owned();
+    }
+    ranges
+        .iter()
+        .map(|(low, high)| format!("{column} BETWEEN {low} AND {high}"))
+        .collect::<Vec<_>>()
+        .join(" OR ")
 }
 
 /// A text key of [`DuePairs`].
@@ -310,13 +377,17 @@ impl<'c> RunTransaction<'c> {
     /// settlement date first, then by match id.
     ///
     /// Four narrow reads (COPY … TO STDOUT (FORMAT binary)) joined here rather than one
-    /// three-way join in the server: the due matched instructions, the matches neither on
-    /// hold nor excluded, what earlier runs settled per match, and the board lots (measured
-    /// on a day of 1 M SIs: the join took 1.3–2.6 s in the server, the four reads ~0.7 s and
-    /// the join in memory ~0.1 s). The reads see one state because nothing they read changes
-    /// during a run: runs are serialised by the leader lock, and changes to matched pairs
-    /// wait for the run (see [`RunTransaction::begin`]); a pair matched meanwhile is left for
-    /// the next run (its instructions were not read yet).
+    /// three-way join in the server: the due open instructions (status `matched`: the sweep
+    /// moved the fully settled ones to `settled`), the matches of those instructions neither
+    /// on hold nor excluded, what earlier runs settled of those matches, and the board lots
+    /// (measured on a day of 1 M SIs: the join took 1.3–2.6 s in the server, the four reads
+    /// ~0.7 s and the join in memory ~0.1 s). The match and marker reads name the ids they
+    /// need as at most [`ID_RANGES_MAX`] ranges ([`id_ranges`]), so they read what is open,
+    /// not every pair ever matched. The reads see one state because nothing they read changes
+    /// during a run: runs are serialised by the leader lock, changes to matched pairs wait for
+    /// the run (see [`RunTransaction::begin`]), and the sweep only moves pairs with a complete
+    /// marker (skipped either way); a pair matched meanwhile is left for the next run (its
+    /// instructions were not read yet).
     pub async fn due_pairs(
         &self,
         settlement_date: Date,
@@ -324,9 +395,10 @@ impl<'c> RunTransaction<'c> {
         limit: i64,
     ) -> Result<DuePairs, HostDbError> {
         // COPY takes no parameters: the values are inlined from typed Rust values (a date,
-        // the cut-off in epoch microseconds), never from text.
+        // the cut-off in epoch microseconds, id ranges), never from text.
         let cutoff_micros = input_cutoff.unix_timestamp_nanos() / 1_000;
         let mut interned = Interner::default();
+        let mut loaded = LoadedRows::default();
         let mut instructions: foldhash::HashMap<i64, DueInstruction> = Default::default();
         let statement = format!(
             "COPY (SELECT instruction_id, account_id, isin, settlement_date, quantity,
@@ -336,6 +408,7 @@ impl<'c> RunTransaction<'c> {
                      AND created_at <= to_timestamp({cutoff_micros}::float8 / 1000000))
              TO STDOUT (FORMAT binary)"
         );
+        let mut instruction_ids = Vec::new();
         let mut rows = self.copy_out(&statement, "load due instructions").await?;
         while let Some(mut row) = rows.next().await? {
             let instruction_id = row.int8()?;
@@ -353,6 +426,36 @@ impl<'c> RunTransaction<'c> {
                 partial_allowed: row.boolean()?,
             };
             instructions.insert(instruction_id, instruction);
+            instruction_ids.push(instruction_id);
+        }
+        loaded.instructions = instruction_ids.len();
+        if instruction_ids.is_empty() {
+            return Ok(DuePairs {
+                loaded,
+                ..DuePairs::default()
+            });
+        }
+        // Read in (mostly) id order: the sort finds the runs and costs little.
+        instruction_ids.sort_unstable();
+        let statement = format!(
+            "COPY (SELECT match_id, delivering_instruction_id, receiving_instruction_id
+                   FROM instruction_matches
+                   WHERE NOT on_hold AND NOT excluded_from_runs AND ({}))
+             TO STDOUT (FORMAT binary)",
+            ranges_condition(
+                "delivering_instruction_id",
+                &id_ranges(&instruction_ids, ID_RANGES_MAX)
+            )
+        );
+        drop(instruction_ids);
+        let mut due_matches: Vec<(i64, i64, i64)> = Vec::new();
+        let mut rows = self.copy_out(&statement, "load due matches").await?;
+        while let Some(mut row) = rows.next().await? {
+            loaded.matches += 1;
+            let due_match = (row.int8()?, row.int8()?, row.int8()?);
+            if instructions.contains_key(&due_match.1) && instructions.contains_key(&due_match.2) {
+                due_matches.push(due_match);
+            }
         }
         let mut board_lots: foldhash::HashMap<&str, i64> = Default::default();
         let lot_rows = self
@@ -363,32 +466,27 @@ impl<'c> RunTransaction<'c> {
         for row in &lot_rows {
             board_lots.insert(row.get(0), row.get(1));
         }
-        // What earlier runs settled of each pair (partial settlements; complete pairs drop).
+        // What earlier runs settled of each due pair (partial settlements; a complete one
+        // not swept yet drops).
         let mut settled: foldhash::HashMap<i64, (i64, i64, bool)> = Default::default();
-        let mut rows = self
-            .copy_out(
+        let mut match_ids: Vec<i64> = due_matches.iter().map(|due_match| due_match.0).collect();
+        match_ids.sort_unstable();
+        if !match_ids.is_empty() {
+            let statement = format!(
                 "COPY (SELECT match_id, sum(quantity)::int8, coalesce(sum(amount_minor), 0)::int8,
                               bool_or(complete)
-                       FROM instruction_settlements GROUP BY match_id) TO STDOUT (FORMAT binary)",
-                "load settled so far",
-            )
-            .await?;
-        while let Some(mut row) = rows.next().await? {
-            settled.insert(row.int8()?, (row.int8()?, row.int8()?, row.boolean()?));
-        }
-        let mut pairs = Vec::new();
-        let mut rows = self
-            .copy_out(
-                "COPY (SELECT match_id, delivering_instruction_id, receiving_instruction_id
-                       FROM instruction_matches WHERE NOT on_hold AND NOT excluded_from_runs)
+                       FROM instruction_settlements WHERE {} GROUP BY match_id)
                  TO STDOUT (FORMAT binary)",
-                "load due matches",
-            )
-            .await?;
-        while let Some(mut row) = rows.next().await? {
-            let match_id = row.int8()?;
-            let delivering_instruction_id = row.int8()?;
-            let receiving_instruction_id = row.int8()?;
+                ranges_condition("match_id", &id_ranges(&match_ids, ID_RANGES_MAX))
+            );
+            let mut rows = self.copy_out(&statement, "load settled so far").await?;
+            while let Some(mut row) = rows.next().await? {
+                loaded.settled_pairs += 1;
+                settled.insert(row.int8()?, (row.int8()?, row.int8()?, row.boolean()?));
+            }
+        }
+        let mut pairs = Vec::with_capacity(due_matches.len());
+        for (match_id, delivering_instruction_id, receiving_instruction_id) in due_matches {
             let (Some(deliver), Some(receive)) = (
                 instructions.get(&delivering_instruction_id),
                 instructions.get(&receiving_instruction_id),
@@ -428,6 +526,7 @@ impl<'c> RunTransaction<'c> {
         pairs.truncate(usize::try_from(limit.max(0)).unwrap_or(usize::MAX));
         Ok(DuePairs {
             pairs,
+            loaded,
             keys: interned,
         })
     }
@@ -804,6 +903,109 @@ pub async fn insert_matched_pairs(
     Ok(rows.iter().map(|row| row.get(0)).collect())
 }
 
+/// What [`sweep_settled`] moved.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// Completed runs whose settled pairs it swept.
+    pub runs: usize,
+    /// Instructions moved from `matched` to `settled`.
+    pub instructions: u64,
+}
+
+/// Sweeper lock (two-key form): one sweep at a time; a second waits, then finds nothing.
+const SWEEP_LOCK: (i32, i32) = (0x7365_7474, 2);
+
+/// The sweep's statement timeout: one statement moves a day's settled instructions (two
+/// million rows after a run of a million pairs), longer than the pool's default allows.
+const SWEEP_STATEMENT_TIMEOUT_MS: u32 = 600_000;
+
+/// Runs one sweep transaction takes: a run settles up to a million pairs (two million
+/// instruction updates); a backlog (e.g. the runs before V0016) goes a few runs at a time.
+const SWEEP_RUNS_PER_TRANSACTION: i64 = 4;
+
+/// Transactions one sweep call runs at most (then the next call goes on).
+const SWEEP_TRANSACTIONS_MAX: usize = 1_000;
+
+/// Moves the instructions of pairs settled in full by completed runs not swept yet
+/// (`settlement_runs.swept_at IS NULL`, V0016) from status `matched` to `settled`, one
+/// set-based UPDATE per few runs, and marks those runs swept; its own transactions, never a
+/// run's (the run appends markers, no per-pair update). Idempotent: an instruction already
+/// `settled` is left alone, and a sweep that fails leaves its runs for the next. The
+/// settlement itself stays recorded by the markers (what the terminal's history shows);
+/// the status takes the instruction out of the runs' due read.
+pub async fn sweep_settled(pool: &Pool) -> Result<Swept, HostDbError> {
+    let mut swept = Swept::default();
+    for _ in 0..SWEEP_TRANSACTIONS_MAX {
+        let batch = sweep_runs(pool, SWEEP_RUNS_PER_TRANSACTION).await?;
+        if batch.runs == 0 {
+            break;
+        }
+        swept.runs += batch.runs;
+        swept.instructions += batch.instructions;
+    }
+    Ok(swept)
+}
+
+/// One sweep transaction over at most `runs_max` runs, oldest first.
+async fn sweep_runs(pool: &Pool, runs_max: i64) -> Result<Swept, HostDbError> {
+    let mut client = super::client(pool).await?;
+    let transaction = client
+        .transaction()
+        .await
+        .map_err(db("begin sweep of settled instructions"))?;
+    let (lock_namespace, lock_key) = SWEEP_LOCK;
+    transaction
+        .batch_execute(&format!(
+            "SELECT pg_advisory_xact_lock({lock_namespace}, {lock_key});
+             SET LOCAL statement_timeout = {SWEEP_STATEMENT_TIMEOUT_MS};"
+        ))
+        .await
+        .map_err(db("take the sweep lock"))?;
+    let runs: Vec<i64> = transaction
+        .query(
+            "SELECT settlement_run_id FROM settlement_runs
+             WHERE status = 'completed' AND swept_at IS NULL ORDER BY 1 LIMIT $1",
+            &[&runs_max],
+        )
+        .await
+        .map_err(db("find runs to sweep"))?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let (Some(&first), Some(&last)) = (runs.first(), runs.last()) else {
+        return Ok(Swept::default());
+    };
+    // The range lets the markers' BRIN index (V0016) skip earlier runs' markers.
+    let instructions = transaction
+        .execute(
+            "UPDATE instructions i SET status = 'settled', updated_at = now()
+             FROM (SELECT unnest(ARRAY[delivering_instruction_id, receiving_instruction_id])
+                   FROM instruction_settlements
+                   WHERE complete AND settlement_run_id BETWEEN $1 AND $2
+                     AND settlement_run_id = ANY($3)) AS done(instruction_id)
+             WHERE i.instruction_id = done.instruction_id AND i.status = 'matched'",
+            &[&first, &last, &runs],
+        )
+        .await
+        .map_err(db("move settled instructions to status settled"))?;
+    transaction
+        .execute(
+            "UPDATE settlement_runs SET swept_at = clock_timestamp()
+             WHERE settlement_run_id = ANY($1)",
+            &[&runs],
+        )
+        .await
+        .map_err(db("mark runs swept"))?;
+    transaction
+        .commit()
+        .await
+        .map_err(db("commit sweep of settled instructions"))?;
+    Ok(Swept {
+        runs: runs.len(),
+        instructions,
+    })
+}
+
 /// Whether a run completed that started at or after `since` (the scheduler's slot check).
 pub async fn run_completed_since(
     pool: &Pool,
@@ -819,4 +1021,36 @@ pub async fn run_completed_since(
         .await
         .map_err(db("look for a completed settlement run"))?;
     Ok(row.get(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_ranges_split_at_the_largest_gaps() {
+        // Goal: the match and marker reads cover the open ids with few, tight ranges.
+        // Method: a dense run of ids with two stragglers far below, at several limits.
+        let ids = [3, 4, 900, 5000, 5001, 5002, 5004];
+        assert_eq!(id_ranges(&ids, 3), vec![(3, 4), (900, 900), (5000, 5004)]);
+        assert_eq!(id_ranges(&ids, 2), vec![(3, 900), (5000, 5004)]);
+        assert_eq!(id_ranges(&ids, 1), vec![(3, 5004)]);
+        assert_eq!(id_ranges(&ids, 0), vec![(3, 5004)]);
+        assert_eq!(
+            id_ranges(&ids, 100),
+            vec![(3, 4), (900, 900), (5000, 5002), (5004, 5004)]
+        );
+        assert!(id_ranges(&[], 4).is_empty());
+        assert_eq!(id_ranges(&[7], 4), vec![(7, 7)]);
+    }
+
+    #[test]
+    fn ranges_condition_names_every_range() {
+        // Goal: the SQL condition covers exactly the ranges; no ids reads nothing.
+        assert_eq!(
+            ranges_condition("match_id", &[(1, 2), (9, 9)]),
+            "match_id BETWEEN 1 AND 2 OR match_id BETWEEN 9 AND 9"
+        );
+        assert_eq!(ranges_condition("match_id", &[]), "false");
+    }
 }

@@ -46,10 +46,21 @@ fn account(participant: &str) -> String {
     format!("{participant}-01")
 }
 
+/// Status of a prior day's settled instructions as the system leaves them: a run appends a
+/// settled marker, then the sweep after it moves the pair's instructions to `settled`
+/// (V0016; the history's runs are recorded as swept).
+const HISTORY_STATUS: &str = "settled";
+
 /// Loads `day` into a migrated database that already holds its participants and securities:
 /// accounts, opening balances with their journal rows, instructions (status `matched`) and
 /// their matches, all by COPY BINARY in one transaction; then `ANALYZE`.
-pub async fn load_day(pool: &Pool, day: &BenchDay) -> Result<(), HostDbError> {
+///
+/// Before the day, `settled_days` prior settlement dates (calendar days back) of the same
+/// pairs, settled in full by one completed run each: their instructions (older ids, status
+/// [`HISTORY_STATUS`]), matches, run records and complete settled markers, the history a
+/// run finds in production. Only what the run's load reads: no journals for them (the
+/// benchmark's database is never audited).
+pub async fn load_day(pool: &Pool, day: &BenchDay, settled_days: usize) -> Result<(), HostDbError> {
     let mut client = super::client(pool).await?;
     let transaction = client.transaction().await.map_err(db("begin bench load"))?;
     // The generated day is consistent by construction: skip the per-row foreign-key
@@ -162,54 +173,69 @@ pub async fn load_day(pool: &Pool, day: &BenchDay) -> Result<(), HostDbError> {
     )
     .await?;
     let currency: Option<&str> = Some("HKD");
-    for (index, pair) in day.pairs.iter().enumerate() {
-        let number = index as i64 + 1;
-        let dvp = pair.amount_minor.is_some();
-        let payment = if dvp { "DVP" } else { "FOP" };
-        let deliverer = &day.participants[pair.deliverer as usize];
-        let receiver = &day.participants[pair.receiver as usize];
-        let isin = &day.isins[pair.security as usize];
-        let sides = [
-            (
-                2 * number - 1,
-                pair.deliverer,
-                deliverer,
-                receiver,
-                format!("BD{number}"),
-                if dvp { "543" } else { "542" },
-                "deliver",
-            ),
-            (
-                2 * number,
-                pair.receiver,
-                receiver,
-                deliverer,
-                format!("BR{number}"),
-                if dvp { "541" } else { "540" },
-                "receive",
-            ),
-        ];
-        for (id, own_index, own, other, reference, message_type, direction) in &sides {
-            copy.write(&[
-                id,
-                own,
-                reference,
-                message_type,
-                &"NEWM",
-                direction,
-                &payment,
-                &accounts[*own_index as usize],
-                other,
-                &account(other),
-                isin,
-                &pair.quantity,
-                &day.settlement_date,
-                &currency.filter(|_| dvp),
-                &pair.amount_minor,
-                &pair.partial_allowed,
-                &"matched",
-            ])
-            .await?;
+    let pair_count = day.pairs.len() as i64;
+    // Day `settled_days` is the day to settle; 0.. are the prior days, oldest first.
+    let day_date = |day_index: usize| {
+        day.settlement_date
+            .checked_sub(time::Duration::days((settled_days - day_index) as i64))
+            .unwrap_or(day.settlement_date)
+    };
+    for day_index in 0..=settled_days {
+        let settlement_date = day_date(day_index);
+        let status = if day_index == settled_days {
+            "matched"
+        } else {
+            HISTORY_STATUS
+        };
+        for (index, pair) in day.pairs.iter().enumerate() {
+            let number = day_index as i64 * pair_count + index as i64 + 1;
+            let dvp = pair.amount_minor.is_some();
+            let payment = if dvp { "DVP" } else { "FOP" };
+            let deliverer = &day.participants[pair.deliverer as usize];
+            let receiver = &day.participants[pair.receiver as usize];
+            let isin = &day.isins[pair.security as usize];
+            let sides = [
+                (
+                    2 * number - 1,
+                    pair.deliverer,
+                    deliverer,
+                    receiver,
+                    format!("BD{number}"),
+                    if dvp { "543" } else { "542" },
+                    "deliver",
+                ),
+                (
+                    2 * number,
+                    pair.receiver,
+                    receiver,
+                    deliverer,
+                    format!("BR{number}"),
+                    if dvp { "541" } else { "540" },
+                    "receive",
+                ),
+            ];
+            for (id, own_index, own, other, reference, message_type, direction) in &sides {
+                copy.write(&[
+                    id,
+                    own,
+                    reference,
+                    message_type,
+                    &"NEWM",
+                    direction,
+                    &payment,
+                    &accounts[*own_index as usize],
+                    other,
+                    &account(other),
+                    isin,
+                    &pair.quantity,
+                    &settlement_date,
+                    &currency.filter(|_| dvp),
+                    &pair.amount_minor,
+                    &pair.partial_allowed,
+                    &status,
+                ])
+                .await?;
+            }
         }
     }
     copy.finish().await?;
@@ -221,12 +247,62 @@ pub async fn load_day(pool: &Pool, day: &BenchDay) -> Result<(), HostDbError> {
         &[Type::INT8, Type::INT8, Type::INT8],
     )
     .await?;
-    for index in 0..day.pairs.len() {
-        let number = index as i64 + 1;
+    for number in 1..=(settled_days as i64 + 1) * pair_count {
         copy.write(&[&number, &(2 * number - 1), &(2 * number)])
             .await?;
     }
     copy.finish().await?;
+    if settled_days > 0 {
+        let dates: Vec<Date> = (0..settled_days).map(day_date).collect();
+        let run_ids: Vec<i64> = transaction
+            .query(
+                "INSERT INTO settlement_runs (settlement_date, run_number, scheduled_at,
+                     started_at, finished_at, status, leader, instructions_settled_count,
+                     swept_at)
+                 SELECT d, 1, now(), now(), now(), 'completed', 'bench:history', $2, now()
+                 FROM unnest($1::date[]) WITH ORDINALITY AS u(d, n) ORDER BY n
+                 RETURNING settlement_run_id",
+                &[&dates, &(2 * pair_count)],
+            )
+            .await
+            .map_err(db("insert bench history runs"))?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let mut copy = CopyIn::start(
+            &transaction,
+            "copy bench history markers",
+            "COPY instruction_settlements (match_id, settlement_run_id,
+                 delivering_instruction_id, receiving_instruction_id, quantity, amount_minor,
+                 complete) FROM STDIN BINARY",
+            &[
+                Type::INT8,
+                Type::INT8,
+                Type::INT8,
+                Type::INT8,
+                Type::INT8,
+                Type::INT8,
+                Type::BOOL,
+            ],
+        )
+        .await?;
+        for (day_index, run_id) in run_ids.iter().enumerate() {
+            for (index, pair) in day.pairs.iter().enumerate() {
+                let number = day_index as i64 * pair_count + index as i64 + 1;
+                copy.write(&[
+                    &number,
+                    run_id,
+                    &(2 * number - 1),
+                    &(2 * number),
+                    &pair.quantity,
+                    &pair.amount_minor,
+                    &true,
+                ])
+                .await?;
+            }
+        }
+        copy.finish().await?;
+    }
     transaction
         .batch_execute(
             "SELECT setval(pg_get_serial_sequence('instructions', 'instruction_id'),

@@ -182,7 +182,8 @@ pub struct PendingRow {
 
 /// The participant's open instructions: new instructions unmatched, matched, pending or
 /// partially settled whose match has no `complete` settlement marker (a settled SI keeps
-/// status `matched`; its settlement is in `instruction_settlements`).
+/// status `matched` until the sweep after the run moves it to `settled`, V0016; its
+/// settlement is in `instruction_settlements`).
 pub async fn pending(
     transaction: &Transaction<'_>,
     participant_id: &str,

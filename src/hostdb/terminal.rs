@@ -7,8 +7,9 @@
 //! capped by the caller (config `terminal.page_rows_max`).
 //!
 //! The settlement engine leaves a settled SI's `status` at `matched` and records settlement
-//! as markers in `instruction_settlements`; [`EFFECTIVE_STATUS`] derives what the user sees
-//! (`settled`, `partially_settled`) from them.
+//! as markers in `instruction_settlements` (the sweep after the run then moves a pair
+//! settled in full to `settled`, V0016); [`EFFECTIVE_STATUS`] derives what the user sees
+//! (`settled`, `partially_settled`) from the markers, whether swept or not.
 
 use std::future::Future;
 
@@ -228,7 +229,9 @@ where
 }
 
 /// What the user sees as an SI's status: settlement markers first, then the stored status.
+/// A swept SI (status `settled`, V0016) needs no marker lookup.
 pub const EFFECTIVE_STATUS: &str = "CASE
+    WHEN i.status = 'settled' THEN 'settled'
     WHEN EXISTS (SELECT 1 FROM instruction_settlements s
                  WHERE s.complete AND (s.delivering_instruction_id = i.instruction_id
                                        OR s.receiving_instruction_id = i.instruction_id))

@@ -6,6 +6,8 @@
 //!    securities and participants Zipf-skewed, 90 % DvP, 20 % allowing partial settlement.
 //!    Opening balances cover every pair except a `short_share` that lacks stock or money;
 //!    some deliverers are funded only by receipts of the same day (chains).
+//!    With `settled_days`, the same pairs also for that many prior days, settled in full
+//!    by earlier runs (the history a run finds after days of operation).
 //! 2. Load it into a fresh template database with COPY BINARY (not timed as the run), then
 //!    copy the template three times (`CREATE DATABASE … TEMPLATE`): the same starting state
 //!    for each contender.
@@ -48,6 +50,9 @@ pub struct BenchOptions {
     pub short_share: f64,
     /// Pairs settled one transaction each (baseline a).
     pub baseline_pairs: usize,
+    /// Prior settlement days already settled in full in the database (each as many pairs
+    /// as the day to settle): the history a run finds after days of operation.
+    pub settled_days: usize,
     pub keep_database: bool,
 }
 
@@ -77,10 +82,12 @@ pub struct BenchReport {
     pub securities: usize,
     pub short_share: f64,
     pub seed: u64,
+    pub settled_days: usize,
     pub generate: Duration,
     pub load: Duration,
     pub run: RunReport,
-    /// `run_now` end to end (connect, lock, load, settle, write, commit).
+    /// `run_now` end to end (connect, lock, load, settle, write, commit), without the sweep
+    /// after the commit (`run.sweep`, its own transaction).
     pub run_total: Duration,
     /// CPU time this process spent during `run_now` (the client's share of the run; the
     /// rest of `run_total` is the server's work or waiting for it). `None` without procfs.
@@ -130,6 +137,12 @@ impl fmt::Display for BenchReport {
         )?;
         writeln!(
             f,
+            "history: {} prior settled day(s) in the database ({} pairs settled in full)",
+            self.settled_days,
+            self.settled_days * self.pairs
+        )?;
+        writeln!(
+            f,
             "setup (not timed as the run): generate {:.2} s, load by COPY BINARY {:.2} s",
             self.generate.as_secs_f64(),
             self.load.as_secs_f64()
@@ -164,6 +177,18 @@ impl fmt::Display for BenchReport {
             run.load_steps.cns_shorts.as_secs_f64(),
             run.load_steps.pairs.as_secs_f64(),
             run.load_steps.balances.as_secs_f64()
+        )?;
+        writeln!(
+            f,
+            "  due read loaded {} open instructions, {} matches, {} pairs with settled markers",
+            run.loaded.instructions, run.loaded.matches, run.loaded.settled_pairs
+        )?;
+        writeln!(
+            f,
+            "  then (own transaction, not in end to end) sweep {:.3} s: {} instructions to \
+             settled",
+            run.sweep.as_secs_f64(),
+            run.swept_instruction_count
         )?;
         writeln!(
             f,
@@ -389,7 +414,7 @@ async fn measure(
     let day = generate(options, participants, isins, &lots, date);
     let generate_time = started.elapsed();
     let started = Instant::now();
-    sql::load_day(&template, &day).await?;
+    sql::load_day(&template, &day, options.settled_days).await?;
     let load = started.elapsed();
     template.close();
     drop(template);
@@ -402,7 +427,7 @@ async fn measure(
     let cpu_before = cpu::process_cpu_time();
     let started = Instant::now();
     let run = run::run_now(&pool, &config.settlement, date, &run_options).await?;
-    let run_total = started.elapsed();
+    let run_total = started.elapsed().saturating_sub(run.sweep);
     let run_client_cpu = cpu::process_cpu_time()
         .zip(cpu_before)
         .map(|(after, before)| after.saturating_sub(before));
@@ -427,6 +452,7 @@ async fn measure(
         securities: options.securities,
         short_share: options.short_share,
         seed: options.seed,
+        settled_days: options.settled_days,
         generate: generate_time,
         load,
         run,
@@ -469,6 +495,7 @@ mod tests {
             securities: 40,
             short_share,
             baseline_pairs: 10,
+            settled_days: 0,
             keep_database: false,
         }
     }

@@ -809,6 +809,10 @@ pub async fn process_batch(
             // Denied: an SI past matching, or a pair a run settled (even in part: stock and
             // money have moved).
             let denial = match state.filter(|state| state.settled_quantity > 0) {
+                // Swept after a run settled its pair in full (V0016).
+                _ if target.status == "settled" => {
+                    Some(Some("instruction already settled".to_owned()))
+                }
                 _ if target.status != "unmatched" && target.status != "matched" => Some(None),
                 Some(state) if state.complete => {
                     Some(Some("instruction already settled".to_owned()))

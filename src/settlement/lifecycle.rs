@@ -85,6 +85,13 @@ pub async fn apply(
         Change::Include => (MatchFlag::ExcludedFromRuns, false),
     };
     let pair = match instruction.status.as_str() {
+        // Swept after a run settled its pair in full (V0016).
+        "settled" => {
+            return Err(LifecycleError::AlreadySettled {
+                participant: participant.to_owned(),
+                reference: reference.to_owned(),
+            });
+        }
         "matched" => {
             // Decide against the settled state no run can change under us.
             sql::hold_off_settlement_runs(&transaction).await?;

@@ -8,7 +8,9 @@
 //! this run settled; a pair that stays pending gets an MT548 (`:25D::SETT//PEND`, reason
 //! `PEND//LACK` or `PEND//MONY`) to each side. The run writes them as compact rows (a few
 //! per participant, [`ConfirmationBatch`], V0010) that the relay expands at publish time with
-//! [`confirmation_messages`]; dedupe ids `bsr:{run}:{instruction}:{type}`.
+//! [`confirmation_messages`]; dedupe ids `bsr:{run}:{instruction}:{type}`. After the commit,
+//! a sweep in its own transaction moves the instructions of pairs settled in full to status
+//! `settled`, so the next runs read only open pairs (V0016).
 //!
 //! [`schedule`]: the loop `ccass up` runs: at each configured run time (local) it tries
 //! [`run_now`]; only the process holding the advisory lock runs, so with several processes
@@ -33,8 +35,8 @@ use crate::hostdb::outbox::{
     PendingReason, confirmations_dedupe_id,
 };
 use crate::hostdb::settlement::{
-    DuePairs, HoldingRow, KeyId, LogicalTerminals, OutboxRow, RunTotals, RunTransaction,
-    SettledMarker,
+    DuePairs, HoldingRow, KeyId, LoadedRows, LogicalTerminals, OutboxRow, RunTotals,
+    RunTransaction, SettledMarker, sweep_settled,
 };
 use crate::hostdb::{self, HostDbError, Pool};
 use crate::ids::{Isin, ParticipantId};
@@ -76,6 +78,9 @@ pub struct RunReport {
     pub settlement_run_id: i64,
     pub run_number: i16,
     pub pairs_due: usize,
+    /// Rows the due read loaded (open instructions, their matches and settled markers):
+    /// the read's cost, which grows with the open pairs only.
+    pub loaded: LoadedRows,
     /// Pairs settled in full by this run.
     pub settled_count: usize,
     /// Pairs of which this run settled a part (and a part remains).
@@ -102,6 +107,11 @@ pub struct RunReport {
     /// Parts of `write`.
     pub write_steps: WriteSteps,
     pub commit: Duration,
+    /// The sweep after the commit ([`sweep_settled`], its own transaction): outside the
+    /// run's end to end.
+    pub sweep: Duration,
+    /// Instructions the sweep moved to `settled` (this run's and any left by earlier runs).
+    pub swept_instruction_count: u64,
 }
 
 /// Where a run's load phase went.
@@ -171,13 +181,21 @@ impl std::fmt::Display for RunReport {
             self.confirmations_count,
             self.outbox_count
         )?;
+        writeln!(
+            f,
+            "loaded {} open instruction(s), {} match(es), {} pair(s) with settled markers",
+            self.loaded.instructions, self.loaded.matches, self.loaded.settled_pairs
+        )?;
         write!(
             f,
-            "wall time: load {} ms, settle {} ms, write {} ms, commit {} ms",
+            "wall time: load {} ms, settle {} ms, write {} ms, commit {} ms; then sweep {} ms \
+             ({} instruction(s) to settled)",
             self.load.as_millis(),
             self.settle.as_millis(),
             self.write.as_millis(),
-            self.commit.as_millis()
+            self.commit.as_millis(),
+            self.sweep.as_millis(),
+            self.swept_instruction_count
         )
     }
 }
@@ -204,13 +222,31 @@ pub enum RunError {
 /// Runs one Batch Settlement Run for `settlement_date` now. Pairs whose instructions were
 /// input after the day's input cut-off ([`SettlementConfig::input_cutoff_at`]) wait for the
 /// next settlement date's runs. Counts the run in the engine's metrics.
+///
+/// After the commit, sweeps ([`sweep_settled`], its own transaction): the instructions of
+/// pairs settled in full move to status `settled`, out of the next runs' due read. A sweep
+/// that fails is logged and left to the next run's sweep (the run itself committed; a pair
+/// not swept is still skipped by its complete marker).
 pub async fn run_now(
     pool: &Pool,
     config: &SettlementConfig,
     settlement_date: Date,
     options: &RunOptions,
 ) -> Result<RunReport, RunError> {
-    let result = settle_and_commit(pool, config, settlement_date, options).await;
+    let mut result = settle_and_commit(pool, config, settlement_date, options).await;
+    if let Ok(report) = &mut result {
+        let started = Instant::now();
+        match sweep_settled(pool).await {
+            Ok(swept) => report.swept_instruction_count = swept.instructions,
+            Err(error) => tracing::warn!(
+                %error,
+                run = report.settlement_run_id,
+                "settlement run: sweep of settled instructions failed; the next run's sweep \
+                 takes it over"
+            ),
+        }
+        report.sweep = started.elapsed();
+    }
     match &result {
         Ok(report) => {
             metrics::record_run_outcome("completed");
@@ -280,6 +316,7 @@ async fn settle_and_commit(
         settlement_run_id: run.settlement_run_id,
         run_number: run.run_number,
         pairs_due: pairs.len(),
+        loaded: due.loaded,
         first_pass_settled_count: settlement.first_pass_settled_count,
         settled_count: settlement.settled_count,
         chain_retry_count: settlement.retry_count,

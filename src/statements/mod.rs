@@ -8,8 +8,9 @@
 //! * [`load`] reads the data in one transaction (SQL in `hostdb::statements`): holdings are
 //!   the stored balances (`holdings`) at the time of the statement, movements are every leg of
 //!   the date's `holding_movements` rows on the participant's accounts, pending are its new
-//!   instructions not settled in full (a settled SI keeps status `matched`; its settlement is
-//!   a `complete` marker in `instruction_settlements`).
+//!   instructions not settled in full (a settled SI keeps status `matched` until the sweep
+//!   after the run moves it to `settled`; its settlement is a `complete` marker in
+//!   `instruction_settlements`).
 //! * End of day ([`schedule`], run by `ccass up`): at `statements.end_of_day_time` (local,
 //!   after the day's last Batch Settlement Run, checked at load; a run still holding the
 //!   leader lock then is waited for) on business days, every

@@ -10,7 +10,8 @@ async fn bench_settlement_smoke_run_settles_the_same_day_three_ways() {
     // outcomes are consistent. Method: 4,000 SIs (2,000 pairs) with a 5 % short share; the
     // engine settles most pairs (and at least as many as the single-pass set-based SQL,
     // which never uses receipts), chain resolution adds some, the per-transaction baseline
-    // settles its subset.
+    // settles its subset. Two prior days settled in full are in the database: none of their
+    // pairs is due again.
     let Some(_reachable) = postgres::database("bench_settlement_probe").await else {
         return;
     };
@@ -22,6 +23,7 @@ async fn bench_settlement_smoke_run_settles_the_same_day_three_ways() {
         securities: 30,
         short_share: 0.05,
         baseline_pairs: 50,
+        settled_days: 2,
         keep_database: false,
     };
     let report = bench::run(&config, &options).await.unwrap();

@@ -614,3 +614,172 @@ async fn relay_all(pool: &Pool, jetstream: &async_nats::jetstream::Context) -> u
         }
     }
 }
+
+#[tokio::test]
+async fn runs_after_settled_days_read_only_open_pairs_and_states_stay_right() {
+    // Goal: a run reads the open pairs only, however many days were settled before it, and
+    // every reader of the instruction state stays right (audit, the terminal's effective
+    // status); a pair settled in full but not swept (the sweep failed) is still skipped.
+    // Method: three settlement days, each with two FOP pairs that settle; a pair lacking
+    // stock input on the first day stays open throughout. Assert on the run report's
+    // loaded row counts (the same each day; before the sweep they grew by four instructions
+    // a day), the stored statuses and the audit after each run; then undo a sweep by hand
+    // and run again; last, a `settled` status without a complete marker fails the audit.
+    let Some(database) = seeded_database("bsr_open_pairs").await else {
+        return;
+    };
+    let pool = &database.pool;
+    let config = test_config();
+    sql::insert_matched_pairs(
+        pool,
+        &[pair(
+            "OPEN",
+            "I00456-01",
+            "B05678-01",
+            HKEX,
+            500,
+            None,
+            false,
+        )],
+    )
+    .await
+    .unwrap();
+    let mut settlement_date = SETTLEMENT_DATE;
+    let mut first_settled_id = None;
+    for day in 0..3i64 {
+        let pairs: Vec<NewMatchedPair> = (0..2)
+            .map(|n| {
+                balances::matched_pair(
+                    &format!("S{day}{n}"),
+                    "B01234-02",
+                    "C00123-01",
+                    TENCENT,
+                    1000,
+                    settlement_date,
+                    None,
+                    false,
+                )
+            })
+            .collect();
+        let match_ids = sql::insert_matched_pairs(pool, &pairs).await.unwrap();
+        let report = run::run_now(pool, &config.settlement, settlement_date, &options(false))
+            .await
+            .unwrap();
+        assert_eq!(
+            (
+                report.pairs_due,
+                report.settled_count,
+                report.recycled_count
+            ),
+            (3, 2, 1),
+            "day {day}: {report}"
+        );
+        // Today's two pairs and the open one: nothing of the earlier days.
+        assert_eq!(report.loaded.instructions, 6, "day {day}: {report}");
+        assert_eq!(report.loaded.matches, 3, "day {day}: {report}");
+        assert_eq!(report.loaded.settled_pairs, 0, "day {day}: {report}");
+        assert_eq!(report.swept_instruction_count, 4, "day {day}: {report}");
+        assert_eq!(
+            count(
+                pool,
+                "SELECT count(*) FROM instructions WHERE status = 'settled'"
+            )
+            .await,
+            4 * (day + 1)
+        );
+        assert_eq!(
+            count(
+                pool,
+                "SELECT count(*) FROM instructions WHERE status = 'matched'"
+            )
+            .await,
+            2
+        );
+        assert_eq!(
+            count(
+                pool,
+                "SELECT count(*) FROM settlement_runs WHERE swept_at IS NULL"
+            )
+            .await,
+            0
+        );
+        assert_audit_clean(pool).await;
+        if day == 0 {
+            let client = hostdb::client(pool).await.unwrap();
+            let id: i64 = client
+                .query_one(
+                    "SELECT delivering_instruction_id FROM instruction_matches WHERE match_id = $1",
+                    &[&match_ids[0]],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            first_settled_id = Some(id);
+        }
+        settlement_date = settlement_date.next_day().unwrap();
+    }
+    assert_eq!(holding(pool, "C00123-01", TENCENT).await, 1_006_000);
+    // The terminal shows a swept SI as settled, the open one as matched.
+    let settled = hostdb::terminal::instruction(pool, first_settled_id.unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(settled.status, "settled");
+
+    // A sweep that did not happen: the day's pairs back to `matched`, their run unswept.
+    // The next run reads them again, skips them by their complete markers, and sweeps them.
+    let client = hostdb::client(pool).await.unwrap();
+    let undone = client
+        .execute(
+            "UPDATE instructions SET status = 'matched'
+             WHERE status = 'settled' AND settlement_date = $1",
+            &[&settlement_date.previous_day().unwrap()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(undone, 4);
+    client
+        .execute(
+            "UPDATE settlement_runs SET swept_at = NULL
+             WHERE settlement_run_id = (SELECT max(settlement_run_id) FROM settlement_runs)",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_audit_clean(pool).await;
+    let report = run::run_now(pool, &config.settlement, settlement_date, &options(false))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            report.pairs_due,
+            report.settled_count,
+            report.recycled_count
+        ),
+        (1, 0, 1),
+        "{report}"
+    );
+    assert_eq!(report.loaded.instructions, 6, "{report}");
+    assert_eq!(report.loaded.settled_pairs, 2, "{report}");
+    assert_eq!(report.swept_instruction_count, 4, "{report}");
+    assert_eq!(holding(pool, "C00123-01", TENCENT).await, 1_006_000);
+    assert_audit_clean(pool).await;
+
+    // The audit refuses a `settled` status that no complete marker backs.
+    client
+        .execute(
+            "UPDATE instructions SET status = 'settled' WHERE sender_reference = 'DOPEN'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let violations = hostdb::audit::run(pool).await.unwrap();
+    assert!(
+        violations.iter().any(|violation| matches!(
+            violation,
+            hostdb::audit::Violation::SettledInstructionState { detail, .. }
+                if detail.contains("without a complete settled marker")
+        )),
+        "{violations:?}"
+    );
+}
