@@ -193,6 +193,20 @@ pub fn encode_batch(batch: &TradeBatch) -> Result<Vec<u8>, BatchEncodeError> {
     Ok(payload.into_bytes())
 }
 
+/// Splits `line` at its commas into exactly `N` fields (no quoting: the trade file and the
+/// wire format have none); otherwise `Err` with the number of fields it has.
+pub fn split_fields<const N: usize>(line: &str) -> Result<[&str; N], usize> {
+    let mut fields = [""; N];
+    let mut parts = line.split(',');
+    for field in &mut fields {
+        *field = parts.next().ok_or_else(|| line.split(',').count())?;
+    }
+    match parts.next() {
+        None => Ok(fields),
+        Some(_) => Err(line.split(',').count()),
+    }
+}
+
 /// Reads a payload as a batch without copying its strings (format in the module docs).
 pub fn decode_batch(payload: &[u8]) -> Result<TradeBatchView<'_>, BatchDecodeError> {
     if payload.first() == Some(&b'{') {
@@ -214,47 +228,7 @@ pub fn decode_batch(payload: &[u8]) -> Result<TradeBatchView<'_>, BatchDecodeErr
     };
     let mut trades = Vec::with_capacity(text.len() / 80);
     for (index, line) in lines.enumerate() {
-        let mut fields = line.split(',');
-        let mut next = || fields.next().map(Cow::Borrowed);
-        let record = (
-            next(),
-            next(),
-            next(),
-            next(),
-            next(),
-            next(),
-            next(),
-            next(),
-            next(),
-            next(),
-            next(),
-        );
-        let (
-            Some(trade_id),
-            Some(trade_date),
-            Some(trade_time),
-            Some(security),
-            Some(buyer),
-            Some(seller),
-            Some(quantity),
-            Some(price),
-            Some(currency),
-            Some(settlement_type),
-            None,
-        ) = record
-        else {
-            return Err(BatchDecodeError::FieldCount {
-                line: index + 2,
-                fields: line.split(',').count(),
-            });
-        };
-        let quantity = quantity
-            .parse::<i64>()
-            .map_err(|_| BatchDecodeError::Quantity {
-                line: index + 2,
-                quantity: quantity.into_owned(),
-            })?;
-        trades.push(TradeRecordView {
+        let [
             trade_id,
             trade_date,
             trade_time,
@@ -265,6 +239,27 @@ pub fn decode_batch(payload: &[u8]) -> Result<TradeBatchView<'_>, BatchDecodeErr
             price,
             currency,
             settlement_type,
+        ] = split_fields(line).map_err(|fields| BatchDecodeError::FieldCount {
+            line: index + 2,
+            fields,
+        })?;
+        let quantity = quantity
+            .parse::<i64>()
+            .map_err(|_| BatchDecodeError::Quantity {
+                line: index + 2,
+                quantity: quantity.to_owned(),
+            })?;
+        trades.push(TradeRecordView {
+            trade_id: Cow::Borrowed(trade_id),
+            trade_date: Cow::Borrowed(trade_date),
+            trade_time: Cow::Borrowed(trade_time),
+            security: Cow::Borrowed(security),
+            buyer: Cow::Borrowed(buyer),
+            seller: Cow::Borrowed(seller),
+            quantity,
+            price: Cow::Borrowed(price),
+            currency: Cow::Borrowed(currency),
+            settlement_type: Cow::Borrowed(settlement_type),
         });
     }
     Ok(TradeBatchView {

@@ -77,7 +77,6 @@ pub fn parse_csv(text: &str) -> Result<Vec<(String, TradeRecord)>, FeedError> {
         if line.contains('"') {
             return Err(csv_error("quoted fields are not supported".to_owned()));
         }
-        let fields: Vec<&str> = line.split(',').collect();
         let [
             trade_id,
             market,
@@ -90,10 +89,8 @@ pub fn parse_csv(text: &str) -> Result<Vec<(String, TradeRecord)>, FeedError> {
             price,
             currency,
             settlement_type,
-        ] = fields[..]
-        else {
-            return Err(csv_error(format!("{} fields, expected 11", fields.len())));
-        };
+        ] = crate::bus::trades::split_fields(line)
+            .map_err(|fields| csv_error(format!("{fields} fields, expected 11")))?;
         let quantity: i64 = quantity
             .parse()
             .map_err(|_| csv_error(format!("quantity `{quantity}` is not a whole number")))?;
