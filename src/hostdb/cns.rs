@@ -478,80 +478,152 @@ fn delta_lines<'a>(rows: impl IntoIterator<Item = DeltaRow<'a>>) -> (i32, String
 }
 
 /// Moves every appended delta of `settlement_date` into the provisional position rows
-/// (creating them). Each kind's move is one statement (the deleted delta sets feed the upsert),
-/// so a delta is folded exactly once even when folds run concurrently. Returns the number of
-/// stock and money delta lines folded.
+/// (creating them), in the caller's transaction: the delta sets are deleted (`RETURNING`
+/// their lines), summed here per position, and the sums upserted into the position rows in
+/// key order. A concurrent fold waits on the deleted rows and then finds none, so a delta is
+/// folded exactly once. Returns the number of stock and money delta lines folded.
+///
+/// Summing here rather than in SQL: for 2 M delta lines the single-statement fold (parse the
+/// lines with string_to_table, GROUP BY, upsert) took 6.1 s, 2.2 s of it parsing and 1.2 s a
+/// hash aggregate and sort spilled to disk.
 pub async fn fold_position_deltas(
-    client: &impl tokio_postgres::GenericClient,
+    transaction: &tokio_postgres::Transaction<'_>,
     settlement_date: Date,
 ) -> Result<(u64, u64), HostDbError> {
-    let stock = client
-        .query_one(
-            "WITH moved AS (
-                 DELETE FROM cns_position_delta_sets
-                 WHERE settlement_date = $1 AND kind = 'stock'
-                 RETURNING deltas
-             ), lines AS (
-                 SELECT f.fields[1] AS participant_id, f.fields[2] AS isin,
-                        f.fields[3]::int8 AS net_quantity, f.fields[4]::int4 AS obligation_count
-                 FROM moved
-                 CROSS JOIN LATERAL string_to_table(moved.deltas, E'\\n') AS l (line)
-                 CROSS JOIN LATERAL string_to_array(l.line, ',') AS f (fields)
-             ), folded AS (
-                 INSERT INTO cns_stock_positions
-                     (settlement_date, participant_id, isin, net_quantity, obligation_count, status)
-                 SELECT $1, participant_id, isin, sum(net_quantity)::int8,
-                        sum(obligation_count)::int4, 'provisional'
-                 FROM lines GROUP BY participant_id, isin
-                 ORDER BY participant_id, isin
-                 ON CONFLICT (settlement_date, participant_id, isin) DO UPDATE SET
-                     net_quantity = cns_stock_positions.net_quantity + EXCLUDED.net_quantity,
-                     obligation_count = cns_stock_positions.obligation_count
-                         + EXCLUDED.obligation_count,
-                     updated_at = now()
-             )
-             SELECT count(*) FROM lines",
+    let sets = transaction
+        .query(
+            "DELETE FROM cns_position_delta_sets WHERE settlement_date = $1
+             RETURNING kind, deltas",
+            &[&settlement_date],
+        )
+        .await
+        .map_err(db("take position delta sets"))?;
+    if sets.is_empty() {
+        return Ok((0, 0));
+    }
+    type Sums<'a> = foldhash::HashMap<(&'a str, &'a str), (i64, i64)>;
+    let (mut stock, mut money): (Sums<'_>, Sums<'_>) = Default::default();
+    let (mut stock_lines, mut money_lines) = (0u64, 0u64);
+    for set in &sets {
+        let (sums, lines) = match set.get::<_, &str>(0) {
+            "stock" => (&mut stock, &mut stock_lines),
+            _ => (&mut money, &mut money_lines),
+        };
+        for line in set.get::<_, &str>(1).split('\n') {
+            let (participant_id, key, net, count) = parse_delta_line(line)?;
+            let sum = sums.entry((participant_id, key)).or_default();
+            sum.0 += net;
+            sum.1 += count;
+            *lines += 1;
+        }
+    }
+    transaction
+        .batch_execute(
+            "SET LOCAL work_mem = '256MB';
+             CREATE TEMP TABLE folded_deltas (
+                 kind text NOT NULL, participant_id text NOT NULL, key text NOT NULL,
+                 net int8 NOT NULL, obligation_count int8 NOT NULL
+             ) ON COMMIT DROP",
+        )
+        .await
+        .map_err(db("create folded deltas"))?;
+    let mut rows = CopyRows::<5>::new();
+    for (kind, sums) in [("stock", &stock), ("money", &money)] {
+        for ((participant_id, key), (net, count)) in sums {
+            rows.push([
+                Field::Text(kind),
+                Field::Text(participant_id),
+                Field::Text(key),
+                Field::Int8(*net),
+                Field::Int8(*count),
+            ]);
+        }
+    }
+    copy_rows(
+        transaction,
+        "copy folded deltas",
+        "COPY folded_deltas (kind, participant_id, key, net, obligation_count) FROM STDIN BINARY",
+        rows,
+    )
+    .await?;
+    transaction
+        .execute(
+            "INSERT INTO cns_stock_positions
+                 (settlement_date, participant_id, isin, net_quantity, obligation_count, status)
+             SELECT $1, participant_id, key, net, obligation_count, 'provisional'
+             FROM folded_deltas WHERE kind = 'stock'
+             ORDER BY participant_id, key
+             ON CONFLICT (settlement_date, participant_id, isin) DO UPDATE SET
+                 net_quantity = cns_stock_positions.net_quantity + EXCLUDED.net_quantity,
+                 obligation_count = cns_stock_positions.obligation_count
+                     + EXCLUDED.obligation_count,
+                 updated_at = now()",
             &[&settlement_date],
         )
         .await
         .map_err(db("fold stock position deltas"))?;
-    let money = client
-        .query_one(
-            "WITH moved AS (
-                 DELETE FROM cns_position_delta_sets
-                 WHERE settlement_date = $1 AND kind = 'money'
-                 RETURNING deltas
-             ), lines AS (
-                 SELECT f.fields[1] AS participant_id, f.fields[2] AS currency_code,
-                        f.fields[3]::int8 AS net_amount_minor,
-                        f.fields[4]::int4 AS obligation_count
-                 FROM moved
-                 CROSS JOIN LATERAL string_to_table(moved.deltas, E'\\n') AS l (line)
-                 CROSS JOIN LATERAL string_to_array(l.line, ',') AS f (fields)
-             ), folded AS (
-                 INSERT INTO cns_money_positions
-                     (settlement_date, participant_id, currency_code, net_amount_minor,
-                      obligation_count, status)
-                 SELECT $1, participant_id, currency_code, sum(net_amount_minor)::int8,
-                        sum(obligation_count)::int4, 'provisional'
-                 FROM lines GROUP BY participant_id, currency_code
-                 ORDER BY participant_id, currency_code
-                 ON CONFLICT (settlement_date, participant_id, currency_code) DO UPDATE SET
-                     net_amount_minor = cns_money_positions.net_amount_minor
-                         + EXCLUDED.net_amount_minor,
-                     obligation_count = cns_money_positions.obligation_count
-                         + EXCLUDED.obligation_count,
-                     updated_at = now()
-             )
-             SELECT count(*) FROM lines",
+    transaction
+        .execute(
+            "INSERT INTO cns_money_positions
+                 (settlement_date, participant_id, currency_code, net_amount_minor,
+                  obligation_count, status)
+             SELECT $1, participant_id, key, net, obligation_count, 'provisional'
+             FROM folded_deltas WHERE kind = 'money'
+             ORDER BY participant_id, key
+             ON CONFLICT (settlement_date, participant_id, currency_code) DO UPDATE SET
+                 net_amount_minor = cns_money_positions.net_amount_minor
+                     + EXCLUDED.net_amount_minor,
+                 obligation_count = cns_money_positions.obligation_count
+                     + EXCLUDED.obligation_count,
+                 updated_at = now()",
             &[&settlement_date],
         )
         .await
         .map_err(db("fold money position deltas"))?;
-    Ok((
-        u64::try_from(stock.get::<_, i64>(0)).unwrap_or(0),
-        u64::try_from(money.get::<_, i64>(0)).unwrap_or(0),
-    ))
+    // Dropped now, not only at commit: a transaction may fold more than once.
+    transaction
+        .batch_execute("DROP TABLE folded_deltas")
+        .await
+        .map_err(db("drop folded deltas"))?;
+    Ok((stock_lines, money_lines))
+}
+
+/// [`fold_position_deltas`] in a transaction of its own, committed.
+pub async fn fold_position_deltas_now(
+    client: &mut deadpool_postgres::Client,
+    settlement_date: Date,
+) -> Result<(u64, u64), HostDbError> {
+    let transaction = client
+        .transaction()
+        .await
+        .map_err(db("begin position fold"))?;
+    let folded = fold_position_deltas(&transaction, settlement_date).await?;
+    transaction
+        .commit()
+        .await
+        .map_err(db("commit position fold"))?;
+    Ok(folded)
+}
+
+/// One delta line (V0017): (participant, ISIN or currency code, net, obligation count).
+fn parse_delta_line(line: &str) -> Result<(&str, &str, i64, i64), HostDbError> {
+    let malformed = || HostDbError::MalformedData {
+        context: "fold position deltas".to_owned(),
+        message: format!("delta line `{line}` is not participant,key,net,count"),
+    };
+    let mut fields = line.split(',');
+    let (Some(participant_id), Some(key), Some(net), Some(count), None) = (
+        fields.next(),
+        fields.next(),
+        fields.next(),
+        fields.next(),
+        fields.next(),
+    ) else {
+        return Err(malformed());
+    };
+    let net = net.parse().map_err(|_| malformed())?;
+    let count = count.parse().map_err(|_| malformed())?;
+    Ok((participant_id, key, net, count))
 }
 
 /// One side of an isolated trade.
@@ -900,8 +972,8 @@ pub async fn positions(
     participant_id: Option<&str>,
     settlement_date: Date,
 ) -> Result<Vec<PositionRow>, HostDbError> {
-    let client = super::client(pool).await?;
-    fold_position_deltas(&**client, settlement_date).await?;
+    let mut client = super::client(pool).await?;
+    fold_position_deltas_now(&mut client, settlement_date).await?;
     let rows = client
         .query(
             "SELECT settlement_date, participant_id, isin, NULL::text, net_quantity,
@@ -1055,7 +1127,7 @@ impl<'a> Cutoff<'a> {
             return Ok(None);
         }
         // Under the exclusive lock no capture appends meanwhile: fold everything netted.
-        fold_position_deltas(&*transaction, settlement_date).await?;
+        fold_position_deltas(&transaction, settlement_date).await?;
         Ok(Some(Cutoff {
             transaction,
             settlement_date,
@@ -1289,8 +1361,8 @@ pub async fn captured_batch_count(pool: &Pool, market: &str) -> Result<i64, Host
 
 /// Stock positions of `settlement_date` (after folding its deltas).
 pub async fn stock_position_count(pool: &Pool, settlement_date: Date) -> Result<i64, HostDbError> {
-    let client = super::client(pool).await?;
-    fold_position_deltas(&**client, settlement_date).await?;
+    let mut client = super::client(pool).await?;
+    fold_position_deltas_now(&mut client, settlement_date).await?;
     let row = client
         .query_one(
             "SELECT count(*) FROM cns_stock_positions WHERE settlement_date = $1",
@@ -1359,6 +1431,25 @@ mod tests {
         assert_eq!(count, 2);
         assert_eq!(lines, "B01234,HK0000000001,-400,3\nB05678,HKD,7,1");
         assert_eq!(delta_lines([]), (0, String::new()));
+        assert_eq!(
+            parse_delta_line("B01234,HK0000000001,-400,3").unwrap(),
+            ("B01234", "HK0000000001", -400, 3)
+        );
+        for bad in [
+            "",
+            "B01234,HKD,7",
+            "B01234,HKD,7,1,2",
+            "B01234,HKD,x,1",
+            "B01234,HKD,7,",
+        ] {
+            assert!(
+                matches!(
+                    parse_delta_line(bad),
+                    Err(HostDbError::MalformedData { .. })
+                ),
+                "{bad}"
+            );
+        }
         assert!(trade_id_storable("T-1/2026.A:b_c"));
         for bad in ["", "A,1", "A 1", "A\n1", "é1", &"7".repeat(65)] {
             assert!(!trade_id_storable(bad), "{bad}");

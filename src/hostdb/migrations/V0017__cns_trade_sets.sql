@@ -30,8 +30,8 @@
 --   trades: ~4 M delta rows). Now it appends one row per settlement date and kind, its deltas
 --   as lines `participant_id,key,net,obligation_count` (key: the ISIN for stock, the currency
 --   code for money; the same separators and guarantees as trade lines). Folding (unchanged in
---   what it does: moves every delta of a date into the position rows exactly once) parses
---   the lines in its one statement per kind.
+--   what it does: moves every delta of a date into the position rows exactly once) deletes
+--   the sets, sums their lines in the client and upserts the sums (src/hostdb/cns.rs).
 -- * Isolated obligations lose their three foreign keys (participant, security, currency).
 --   Each key check locked the referenced row FOR KEY SHARE, and two capture workers locking
 --   the same participants make multixacts: ~30 us a row (`ccass bench cns`, 5 M trades: 1.3
