@@ -49,7 +49,7 @@ use bytes::Bytes;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Deserialize;
-use tokio::io::{AsyncWriteExt as _, BufWriter};
+use tokio::io::AsyncWriteExt as _;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
@@ -501,159 +501,240 @@ impl Gateway {
             },
         ));
         let user_header = user.to_string();
+        let sender = Sender {
+            participant,
+            user,
+            user_header: &user_header,
+        };
         let nats = self.jetstream.client();
         let store_timeout = Duration::from_millis(self.config.store_timeout_ms);
-        let (mut reader, writer) = tokio::io::split(tls);
-        let (pending_tx, pending_rx) = mpsc::channel::<Pending>(self.config.in_flight_max);
-        let writer_task = tokio::spawn(write_replies(
-            BufWriter::new(writer),
-            pending_rx,
-            frames_rx,
-            logical_terminal.to_owned(),
-            Duration::from_millis(self.config.store_timeout_ms),
-            self.stages.clone(),
-        ));
         let idle = Duration::from_millis(self.config.idle_timeout_ms);
-        let mut input_sequence = 0u64;
-        let cause = loop {
-            let frame = match tokio::time::timeout(
-                idle,
-                protocol::read_frame(&mut reader, self.config.frame_bytes_max),
-            )
-            .await
-            {
-                Err(_) => break "idle",
-                Ok(Ok(None)) => break "closed",
-                Ok(Ok(Some(frame))) => frame,
-                Ok(Err(error @ (FrameError::BadPrefix(_) | FrameError::TooLarge { .. }))) => {
-                    input_sequence += 1;
-                    tracing::warn!(participant = participant.as_str(), %error, "gateway frame refused");
-                    let _ = pending_tx
-                        .send(Pending::ready(
-                            input_sequence,
-                            nak(GatewayNak::FrameRefused.as_str(), error.to_string()),
-                        ))
-                        .await;
-                    break "frame";
-                }
-                Ok(Err(FrameError::Truncated)) => break "truncated",
-                Ok(Err(FrameError::Io(_))) => break "io",
-            };
-            if frame.starts_with(protocol::SERVICE_PREFIX) {
-                // The PSS acknowledges output messages; service messages take no input number.
-                match std::str::from_utf8(&frame).ok().and_then(Reply::parse) {
-                    Some(Reply {
-                        input_sequence: output_sequence,
-                        outcome: Outcome::Ack,
-                    }) => {
-                        acked_tx.send_if_modified(|acked| {
-                            let newer = output_sequence > *acked;
-                            if newer {
-                                *acked = output_sequence;
-                            }
-                            newer
-                        });
-                    }
-                    other => tracing::info!(
-                        participant = participant.as_str(),
-                        service_message = ?other,
-                        "gateway ignored a service message that is not an ACK"
-                    ),
-                }
-                continue;
-            }
-            input_sequence += 1;
-            let received = Instant::now();
-            let step = match assess(&frame, participant) {
-                Err(outcome) => PendingStep::Ready(outcome),
-                Ok(accepted) => {
-                    let checked = Instant::now();
-                    ::metrics::counter!(names::MESSAGES_IN_TOTAL, "message_type" => accepted.message_type_label()).increment(1);
-                    // Without a bus nothing can be stored (nor authorised): say so at once
-                    // rather than make every message wait for its timeouts in turn.
-                    let authorised = if nats.connection_state()
-                        != async_nats::connection::State::Connected
-                    {
-                        Err(nak(
-                            GatewayNak::BusUnavailable.as_str(),
-                            "not stored: nats is disconnected".to_owned(),
-                        ))
-                    } else {
-                        match tokio::time::timeout_at(
-                            (received + store_timeout).into(),
-                            self.authorise(user, participant, &accepted),
-                        )
-                        .await
-                        {
-                            Ok(authorised) => authorised,
-                            Err(_) => Err(nak(
-                                GatewayNak::AuthorisationUnavailable.as_str(),
-                                format!("no authorisation within {} ms", store_timeout.as_millis()),
-                            )),
-                        }
-                    };
-                    let authorised_at = Instant::now();
-                    match authorised {
-                        Err(outcome) => PendingStep::Ready(outcome),
-                        Ok(()) => {
-                            let mut headers = async_nats::HeaderMap::new();
-                            headers.insert(
-                                async_nats::header::NATS_MESSAGE_ID,
-                                accepted.message_id.as_str(),
-                            );
-                            headers.insert(
-                                inbound_headers::INPUT_SEQUENCE,
-                                input_sequence.to_string().as_str(),
-                            );
-                            headers.insert(inbound_headers::USER, user_header.as_str());
-                            headers
-                                .insert(inbound_headers::CHANNEL, inbound_headers::CHANNEL_GATEWAY);
-                            match self
-                                .jetstream
-                                .publish_with_headers(accepted.subject, headers, Bytes::from(frame))
-                                .await
-                            {
-                                Ok(ack) => PendingStep::Stored {
-                                    ack,
-                                    reference: accepted.reference,
-                                    passage: Passage {
-                                        received,
-                                        checked,
-                                        authorised: authorised_at,
-                                        published: Instant::now(),
-                                    },
-                                },
-                                Err(error) => PendingStep::Ready(nak(
-                                    GatewayNak::BusUnavailable.as_str(),
-                                    format!("not stored: {error}"),
-                                )),
-                            }
-                        }
-                    }
-                }
-            };
-            let pending = Pending {
-                input_sequence,
-                received,
-                step,
-            };
-            if pending_tx.send(pending).await.is_err() {
-                break "io";
-            }
-        };
-        // Delivery acks what the PSS acknowledged last, then stops (bounded: it may be
-        // waiting for the bus).
-        drop(acked_tx);
+        // One task reads, publishes and writes: a message costs no wake-up of another task
+        // of the gateway's (JetStream's acknowledgement still comes from the NATS client's).
+        // Both halves are polled by this task only, so their shared lock is never contended.
+        let (reader, mut writer) = tokio::io::split(tls);
+        let mut frames = protocol::FrameReader::new(reader, self.config.frame_bytes_max);
+        let mut awaiting = Awaiting::new(store_timeout);
+        let mut outgoing = Outgoing::default();
+        let mut outputs = frames_rx;
+        let mut outputs_open = true;
+        let mut acked_tx = Some(acked_tx);
         let mut delivery = delivery;
-        if tokio::time::timeout(store_timeout, &mut delivery)
-            .await
-            .is_err()
-        {
-            delivery.abort();
+        let mut delivery_running = true;
+        // Once reading ended: the end's cause, and until when delivery may take to stop.
+        let mut ended: Option<(&'static str, Instant)> = None;
+        let idle_deadline = tokio::time::sleep(idle);
+        tokio::pin!(idle_deadline);
+        let mut input_sequence = 0u64;
+        loop {
+            if ended.is_some() && awaiting.is_empty() && outgoing.is_empty() && !delivery_running {
+                break;
+            }
+            // Replies are written without a flush until nothing is ready, or REPLIES_PER_FLUSH_MAX
+            // of them wait: then only writing goes on.
+            let room = outgoing.acks.len() < REPLIES_PER_FLUSH_MAX;
+            let reading = ended.is_none() && room && awaiting.len() < self.config.in_flight_max;
+            let mut end = None;
+            tokio::select! {
+                biased;
+                (answered, outcome) = awaiting.next_settled(), if room && !awaiting.is_empty() => {
+                    let stored = Instant::now();
+                    record(&outcome, answered.input_sequence, answered.received);
+                    if let (Outcome::Ack, Some(passage)) = (&outcome, answered.passage) {
+                        outgoing.acks.push((passage, stored));
+                    }
+                    let reply = Reply {
+                        input_sequence: answered.input_sequence,
+                        outcome,
+                    };
+                    outgoing.push_frame(reply.encode(logical_terminal).as_bytes());
+                }
+                output = outputs.recv(), if outputs_open && room => match output {
+                    Some(text) => outgoing.push_frame(&text),
+                    None => outputs_open = false,
+                },
+                frame = frames.next_frame(), if reading => {
+                    idle_deadline.as_mut().reset((Instant::now() + idle).into());
+                    match frame {
+                        Ok(Some(frame)) => {
+                            if frame.starts_with(protocol::SERVICE_PREFIX) {
+                                // The PSS acknowledges output messages; service messages take
+                                // no input number.
+                                acknowledged(&frame, participant, &acked_tx);
+                            } else {
+                                input_sequence += 1;
+                                let received = Instant::now();
+                                let step = self
+                                    .accept(frame, input_sequence, received, &nats, &sender)
+                                    .await;
+                                awaiting.push(Pending {
+                                    input_sequence,
+                                    received,
+                                    step,
+                                });
+                            }
+                        }
+                        Ok(None) => end = Some("closed"),
+                        Err(error @ (FrameError::BadPrefix(_) | FrameError::TooLarge { .. })) => {
+                            input_sequence += 1;
+                            tracing::warn!(participant = participant.as_str(), %error, "gateway frame refused");
+                            awaiting.push(Pending::ready(
+                                input_sequence,
+                                nak(GatewayNak::FrameRefused.as_str(), error.to_string()),
+                            ));
+                            end = Some("frame");
+                        }
+                        Err(FrameError::Truncated) => end = Some("truncated"),
+                        Err(FrameError::Io(_)) => end = Some("io"),
+                    }
+                }
+                () = &mut idle_deadline, if reading => end = Some("idle"),
+                _ = &mut delivery, if delivery_running => delivery_running = false,
+                () = sleep_until_ended(ended), if delivery_running && ended.is_some() => {
+                    delivery.abort();
+                    delivery_running = false;
+                }
+                written = outgoing.write_to(&mut writer, &self.stages), if !outgoing.is_empty() => {
+                    if written.is_err() {
+                        // Nothing more reaches this PSS: what awaits JetStream goes unanswered
+                        // (the PSS sends it again; a stored copy is then NAKed duplicate).
+                        outgoing.abandon();
+                        awaiting.abandon();
+                        end = Some("io");
+                    }
+                }
+            }
+            if let (Some(cause), None) = (end, ended) {
+                // Delivery acks what the PSS acknowledged last, then stops (bounded: it may be
+                // waiting for the bus).
+                acked_tx = None;
+                ended = Some((cause, Instant::now() + store_timeout));
+            }
         }
-        drop(pending_tx);
-        let _ = writer_task.await;
-        cause
+        drop(acked_tx);
+        let _ = writer.shutdown().await;
+        ended.map_or("closed", |(cause, _)| cause)
+    }
+
+    /// A message's way to its answer: the codec's checks, authorisation, then publishing to
+    /// INBOUND (pipelined: JetStream's acknowledgement is awaited later, in input order).
+    async fn accept(
+        &self,
+        frame: Bytes,
+        input_sequence: u64,
+        received: Instant,
+        nats: &async_nats::Client,
+        sender: &Sender<'_>,
+    ) -> PendingStep {
+        let Sender {
+            participant,
+            user,
+            user_header,
+        } = *sender;
+        let store_timeout = Duration::from_millis(self.config.store_timeout_ms);
+        let accepted = match assess(&frame, participant) {
+            Err(outcome) => return PendingStep::Ready(outcome),
+            Ok(accepted) => accepted,
+        };
+        let checked = Instant::now();
+        ::metrics::counter!(names::MESSAGES_IN_TOTAL, "message_type" => accepted.message_type_label()).increment(1);
+        // Without a bus nothing can be stored (nor authorised): say so at once rather than
+        // make every message wait for its timeouts in turn.
+        if nats.connection_state() != async_nats::connection::State::Connected {
+            return PendingStep::Ready(nak(
+                GatewayNak::BusUnavailable.as_str(),
+                "not stored: nats is disconnected".to_owned(),
+            ));
+        }
+        match tokio::time::timeout_at(
+            (received + store_timeout).into(),
+            self.authorise(user, participant, &accepted),
+        )
+        .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(outcome)) => return PendingStep::Ready(outcome),
+            Err(_) => {
+                return PendingStep::Ready(nak(
+                    GatewayNak::AuthorisationUnavailable.as_str(),
+                    format!("no authorisation within {} ms", store_timeout.as_millis()),
+                ));
+            }
+        }
+        let authorised = Instant::now();
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(
+            async_nats::header::NATS_MESSAGE_ID,
+            accepted.message_id.as_str(),
+        );
+        headers.insert(
+            inbound_headers::INPUT_SEQUENCE,
+            input_sequence.to_string().as_str(),
+        );
+        headers.insert(inbound_headers::USER, user_header);
+        headers.insert(inbound_headers::CHANNEL, inbound_headers::CHANNEL_GATEWAY);
+        match self
+            .jetstream
+            .publish_with_headers(accepted.subject, headers, frame)
+            .await
+        {
+            Ok(ack) => PendingStep::Stored {
+                ack: std::future::IntoFuture::into_future(ack),
+                reference: accepted.reference,
+                passage: Passage {
+                    received,
+                    checked,
+                    authorised,
+                    published: Instant::now(),
+                },
+            },
+            Err(error) => PendingStep::Ready(nak(
+                GatewayNak::BusUnavailable.as_str(),
+                format!("not stored: {error}"),
+            )),
+        }
+    }
+}
+
+/// Who sends on a session: the certificate's participant and user.
+#[derive(Clone, Copy)]
+struct Sender<'a> {
+    participant: &'a ParticipantId,
+    user: &'a UserRef,
+    /// `user` as the INBOUND header carries it.
+    user_header: &'a str,
+}
+
+/// Until delivery may take to stop once reading `ended` (never when it has not).
+async fn sleep_until_ended(ended: Option<(&'static str, Instant)>) {
+    match ended {
+        Some((_, deadline)) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The PSS's acknowledgement of output messages up to a number, passed to delivery.
+fn acknowledged(frame: &[u8], participant: &ParticipantId, acked: &Option<watch::Sender<u64>>) {
+    match std::str::from_utf8(frame).ok().and_then(Reply::parse) {
+        Some(Reply {
+            input_sequence: output_sequence,
+            outcome: Outcome::Ack,
+        }) => {
+            if let Some(acked) = acked {
+                acked.send_if_modified(|acked| {
+                    let newer = output_sequence > *acked;
+                    if newer {
+                        *acked = output_sequence;
+                    }
+                    newer
+                });
+            }
+        }
+        other => tracing::info!(
+            participant = participant.as_str(),
+            service_message = ?other,
+            "gateway ignored a service message that is not an ACK"
+        ),
     }
 }
 
@@ -722,22 +803,25 @@ struct Pending {
     step: PendingStep,
 }
 
+/// JetStream's acknowledgement of one publish, awaited in place.
+type StoreFuture = std::pin::Pin<
+    Box<
+        dyn Future<
+                Output = Result<
+                    async_nats::jetstream::publish::PublishAck,
+                    async_nats::jetstream::context::PublishError,
+                >,
+            > + Send,
+    >,
+>;
+
 enum PendingStep {
     Ready(Outcome),
     Stored {
-        ack: async_nats::jetstream::context::PublishAckFuture,
+        ack: StoreFuture,
         reference: String,
         passage: Passage,
     },
-}
-
-impl PendingStep {
-    fn passage(&self) -> Option<Passage> {
-        match self {
-            PendingStep::Ready(_) => None,
-            PendingStep::Stored { passage, .. } => Some(*passage),
-        }
-    }
 }
 
 impl Pending {
@@ -750,131 +834,186 @@ impl Pending {
     }
 }
 
+/// A message answered: its number, arrival and (when it was published) its passage.
+struct Answered {
+    input_sequence: u64,
+    received: Instant,
+    passage: Option<Passage>,
+}
+
+/// A session's messages awaiting their answers, in input order. Only the oldest is awaited:
+/// JetStream acknowledges in order anyway, and its `store_timeout` deadline (from its
+/// arrival) is the earliest. One timer serves the whole queue: armed for the oldest message,
+/// and moved on only when it fires early for a later one (deadlines only grow along the queue),
+/// so a message costs no timer of its own.
+struct Awaiting {
+    queue: std::collections::VecDeque<Pending>,
+    store_timeout: Duration,
+    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+    timer_deadline: Instant,
+}
+
+impl Awaiting {
+    fn new(store_timeout: Duration) -> Awaiting {
+        let timer_deadline = Instant::now() + store_timeout;
+        Awaiting {
+            queue: std::collections::VecDeque::new(),
+            store_timeout,
+            timer: Box::pin(tokio::time::sleep_until(timer_deadline.into())),
+            timer_deadline,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    fn push(&mut self, pending: Pending) {
+        self.queue.push_back(pending);
+    }
+
+    /// Drops every message without an answer (the session can no longer write).
+    fn abandon(&mut self) {
+        self.queue.clear();
+    }
+
+    /// The oldest message's outcome once it has one: JetStream's acknowledgement, or a NAK
+    /// `store_timeout` after its arrival. Cancellation safe: the message leaves the queue only
+    /// with its outcome. Pending forever when the queue is empty.
+    async fn next_settled(&mut self) -> (Answered, Outcome) {
+        std::future::poll_fn(|context| self.poll_settled(context)).await
+    }
+
+    fn poll_settled(
+        &mut self,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<(Answered, Outcome)> {
+        use std::task::Poll;
+        loop {
+            let Some(head) = self.queue.front_mut() else {
+                return Poll::Pending;
+            };
+            let outcome = match &mut head.step {
+                PendingStep::Ready(_) => None,
+                PendingStep::Stored { ack, reference, .. } => match ack.as_mut().poll(context) {
+                    Poll::Ready(Ok(ack)) if ack.duplicate => Some(nak(
+                        GatewayNak::Duplicate.as_str(),
+                        format!("duplicate reference {reference}"),
+                    )),
+                    Poll::Ready(Ok(_)) => Some(Outcome::Ack),
+                    Poll::Ready(Err(error)) => Some(nak(
+                        GatewayNak::BusUnavailable.as_str(),
+                        format!("not stored: {error}"),
+                    )),
+                    Poll::Pending => {
+                        let deadline = head.received + self.store_timeout;
+                        if Instant::now() >= deadline {
+                            Some(nak(
+                                GatewayNak::BusUnavailable.as_str(),
+                                format!("not stored within {} ms", self.store_timeout.as_millis()),
+                            ))
+                        } else {
+                            if self.timer_deadline > deadline || self.timer.is_elapsed() {
+                                self.timer_deadline = deadline;
+                                self.timer.as_mut().reset(deadline.into());
+                            }
+                            match self.timer.as_mut().poll(context) {
+                                // Fired for an earlier message: look again (re-armed above).
+                                Poll::Ready(()) => continue,
+                                Poll::Pending => return Poll::Pending,
+                            }
+                        }
+                    }
+                },
+            };
+            let Some(head) = self.queue.pop_front() else {
+                return Poll::Pending;
+            };
+            let (outcome, passage) = match (head.step, outcome) {
+                (PendingStep::Ready(ready), _) => (ready, None),
+                (PendingStep::Stored { passage, .. }, Some(outcome)) => (outcome, Some(passage)),
+                (PendingStep::Stored { .. }, None) => continue,
+            };
+            return Poll::Ready((
+                Answered {
+                    input_sequence: head.input_sequence,
+                    received: head.received,
+                    passage,
+                },
+                outcome,
+            ));
+        }
+    }
+}
+
 /// Replies written without a flush at most: then they go out even while more are ready.
 const REPLIES_PER_FLUSH_MAX: usize = 256;
 
-/// Writes replies in input order, and output messages as they come. Flushes whenever nothing
-/// further is ready: before waiting for JetStream's acknowledgement of the next message (a
-/// reply already written never waits for a later message's store), when the queue is empty,
-/// and after [`REPLIES_PER_FLUSH_MAX`] replies. Ends when the reader is done (the pending
-/// channel closes).
-async fn write_replies<W: tokio::io::AsyncWrite + Unpin>(
-    mut writer: BufWriter<W>,
-    mut pending: mpsc::Receiver<Pending>,
-    mut outputs: mpsc::Receiver<Vec<u8>>,
-    logical_terminal: String,
-    store_timeout: Duration,
-    stages: Arc<Stages>,
-) {
-    let mut outputs_open = true;
-    // ACKs written since the last flush: each message's passage and when its store was seen.
-    let mut unflushed: Vec<(Passage, Instant)> = Vec::new();
-    loop {
-        tokio::select! {
-            biased;
-            next = pending.recv() => {
-                let Some(next) = next else { break };
-                let mut next = Some(next);
-                while let Some(item) = next.take() {
-                    let passage = item.step.passage();
-                    let settling = settle(item.step, item.received, store_timeout);
-                    tokio::pin!(settling);
-                    let outcome = match futures::poll!(&mut settling) {
-                        std::task::Poll::Ready(outcome) => outcome,
-                        std::task::Poll::Pending => {
-                            if flush_replies(&mut writer, &stages, &mut unflushed).await.is_err() {
-                                return;
-                            }
-                            settling.await
-                        }
-                    };
-                    let stored = Instant::now();
-                    record(&outcome, item.input_sequence, item.received);
-                    if let (Outcome::Ack, Some(passage)) = (&outcome, passage) {
-                        unflushed.push((passage, stored));
-                    }
-                    let reply = Reply {
-                        input_sequence: item.input_sequence,
-                        outcome,
-                    };
-                    if protocol::write_frame(&mut writer, reply.encode(&logical_terminal).as_bytes())
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                    if unflushed.len() >= REPLIES_PER_FLUSH_MAX
-                        && flush_replies(&mut writer, &stages, &mut unflushed).await.is_err()
-                    {
-                        return;
-                    }
-                    next = pending.try_recv().ok();
-                }
-            }
-            output = outputs.recv(), if outputs_open => {
-                let Some(output) = output else {
-                    outputs_open = false;
-                    continue;
-                };
-                let mut output = Some(output);
-                while let Some(text) = output.take() {
-                    if protocol::write_frame(&mut writer, &text).await.is_err() {
-                        return;
-                    }
-                    output = outputs.try_recv().ok();
-                }
-            }
-        }
-        if flush_replies(&mut writer, &stages, &mut unflushed)
-            .await
-            .is_err()
-        {
-            return;
-        }
-    }
-    let _ = flush_replies(&mut writer, &stages, &mut unflushed).await;
-    let _ = writer.shutdown().await;
+/// Frames written to the session but not yet sent: replies and output messages, sent in one
+/// write (and one flush) when nothing else is ready, so a batch of replies costs one TLS
+/// record and one system call rather than one each.
+#[derive(Default)]
+struct Outgoing {
+    bytes: Vec<u8>,
+    /// How much of `bytes` the TLS stream has taken.
+    written: usize,
+    /// The ACKs among them: each message's passage and when its store was seen.
+    acks: Vec<(Passage, Instant)>,
 }
 
-/// Flushes the session's writer, then records the stages of the ACKs that went out.
-async fn flush_replies<W: tokio::io::AsyncWrite + Unpin>(
-    writer: &mut BufWriter<W>,
-    stages: &Stages,
-    unflushed: &mut Vec<(Passage, Instant)>,
-) -> std::io::Result<()> {
-    writer.flush().await?;
-    let flushed = Instant::now();
-    for (passage, stored) in unflushed.drain(..) {
-        stages.record(&passage, stored, flushed);
+impl Outgoing {
+    fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
     }
-    Ok(())
-}
 
-/// A message's outcome: ready, or JetStream's acknowledgement awaited until `store_timeout`
-/// after its arrival (awaiting in order must not add the waits up).
-async fn settle(step: PendingStep, received: Instant, store_timeout: Duration) -> Outcome {
-    match step {
-        PendingStep::Ready(outcome) => outcome,
-        PendingStep::Stored { ack, reference, .. } => match tokio::time::timeout_at(
-            (received + store_timeout).into(),
-            std::future::IntoFuture::into_future(ack),
-        )
-        .await
-        {
-            Err(_) => nak(
-                GatewayNak::BusUnavailable.as_str(),
-                format!("not stored within {} ms", store_timeout.as_millis()),
-            ),
-            Ok(Ok(ack)) if ack.duplicate => nak(
-                GatewayNak::Duplicate.as_str(),
-                format!("duplicate reference {reference}"),
-            ),
-            Ok(Ok(_)) => Outcome::Ack,
-            Ok(Err(error)) => nak(
-                GatewayNak::BusUnavailable.as_str(),
-                format!("not stored: {error}"),
-            ),
-        },
+    fn push_frame(&mut self, text: &[u8]) {
+        if let Err(error) = protocol::append_frame(&mut self.bytes, text) {
+            tracing::error!(%error, "gateway frame not written");
+        }
+    }
+
+    fn abandon(&mut self) {
+        self.bytes.clear();
+        self.written = 0;
+        self.acks.clear();
+    }
+
+    /// Writes and flushes everything, then records the stages of the ACKs that went out.
+    /// Cancellation safe: what the stream took is remembered, and more may be pushed
+    /// meanwhile.
+    async fn write_to<W: tokio::io::AsyncWrite + Unpin>(
+        &mut self,
+        writer: &mut W,
+        stages: &Stages,
+    ) -> std::io::Result<()> {
+        use std::task::Poll;
+        std::future::poll_fn(|context| {
+            while self.written < self.bytes.len() {
+                match std::pin::Pin::new(&mut *writer)
+                    .poll_write(context, &self.bytes[self.written..])
+                {
+                    Poll::Ready(Ok(0)) => {
+                        return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+                    }
+                    Poll::Ready(Ok(taken)) => self.written += taken,
+                    Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            std::pin::Pin::new(&mut *writer).poll_flush(context)
+        })
+        .await?;
+        self.bytes.clear();
+        self.written = 0;
+        let flushed = Instant::now();
+        for (passage, stored) in self.acks.drain(..) {
+            stages.record(&passage, stored, flushed);
+        }
+        Ok(())
     }
 }
 

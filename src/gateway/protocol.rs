@@ -102,16 +102,97 @@ fn parse_length(prefix: &[u8; LENGTH_PREFIX_BYTES]) -> usize {
 
 /// The frame for `text`: prefix and text. Fails for text of a million bytes or more.
 pub fn encode_frame(text: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut frame = Vec::with_capacity(LENGTH_PREFIX_BYTES + text.len());
+    append_frame(&mut frame, text)?;
+    Ok(frame)
+}
+
+/// Appends the frame for `text` to `buffer`. Fails for text of a million bytes or more.
+pub fn append_frame(buffer: &mut Vec<u8>, text: &[u8]) -> std::io::Result<()> {
     if text.len() > 999_999 {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
             format!("frame of {} bytes does not fit 6 digits", text.len()),
         ));
     }
-    let mut frame = Vec::with_capacity(LENGTH_PREFIX_BYTES + text.len());
-    frame.extend_from_slice(format!("{:06}", text.len()).as_bytes());
-    frame.extend_from_slice(text);
-    Ok(frame)
+    let mut prefix = [b'0'; LENGTH_PREFIX_BYTES];
+    let mut rest = text.len();
+    for digit in prefix.iter_mut().rev() {
+        *digit = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    buffer.extend_from_slice(&prefix);
+    buffer.extend_from_slice(text);
+    Ok(())
+}
+
+/// Bytes of room made in a [`FrameReader`]'s buffer before a read: several frames' worth, so
+/// one read takes whatever the stream has ready.
+const READ_CHUNK_BYTES: usize = 16 * 1024;
+
+/// Reads frames through a buffer of its own (at most a frame plus [`READ_CHUNK_BYTES`]), so
+/// [`FrameReader::next_frame`] is cancellation safe: bytes read stay buffered, and a session
+/// can wait for its next frame beside other events in one task. A frame is a slice of the
+/// buffer, not a copy.
+pub struct FrameReader<R> {
+    reader: R,
+    buffer: bytes::BytesMut,
+    frame_bytes_max: usize,
+}
+
+impl<R: tokio::io::AsyncRead + Unpin> FrameReader<R> {
+    pub fn new(reader: R, frame_bytes_max: usize) -> FrameReader<R> {
+        FrameReader {
+            reader,
+            buffer: bytes::BytesMut::new(),
+            frame_bytes_max,
+        }
+    }
+
+    /// The next frame; `Ok(None)` at a clean end of stream (between frames). Errors as
+    /// [`read_frame`]'s.
+    pub async fn next_frame(&mut self) -> Result<Option<bytes::Bytes>, FrameError> {
+        loop {
+            if let Some(frame) = self.buffered_frame()? {
+                return Ok(Some(frame));
+            }
+            self.buffer.reserve(READ_CHUNK_BYTES);
+            if self.reader.read_buf(&mut self.buffer).await? == 0 {
+                return if self.buffer.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(FrameError::Truncated)
+                };
+            }
+        }
+    }
+
+    /// A whole frame already in the buffer, if any, taken out of it.
+    fn buffered_frame(&mut self) -> Result<Option<bytes::Bytes>, FrameError> {
+        let seen = self.buffer.len().min(LENGTH_PREFIX_BYTES);
+        if !self.buffer[..seen].iter().all(u8::is_ascii_digit) {
+            return Err(FrameError::BadPrefix(
+                String::from_utf8_lossy(&self.buffer[..seen]).into_owned(),
+            ));
+        }
+        let Ok(prefix) = <[u8; LENGTH_PREFIX_BYTES]>::try_from(&self.buffer[..seen]) else {
+            return Ok(None);
+        };
+        let length_bytes = parse_length(&prefix);
+        if length_bytes > self.frame_bytes_max {
+            return Err(FrameError::TooLarge {
+                length_bytes,
+                limit_bytes: self.frame_bytes_max,
+            });
+        }
+        let frame_end = LENGTH_PREFIX_BYTES + length_bytes;
+        if self.buffer.len() < frame_end {
+            self.buffer.reserve(frame_end - self.buffer.len());
+            return Ok(None);
+        }
+        let mut frame = self.buffer.split_to(frame_end).freeze();
+        Ok(Some(frame.split_off(LENGTH_PREFIX_BYTES)))
+    }
 }
 
 /// Writes one frame (not flushed).
@@ -469,5 +550,63 @@ mod tests {
             read_frame(&mut short, 10).await,
             Err(FrameError::Truncated)
         ));
+    }
+
+    #[tokio::test]
+    async fn the_frame_reader_reads_frames_in_pieces_and_refuses_as_read_frame_does() {
+        // Goal: the buffered reader yields each frame once, whole, however the bytes arrive
+        // (one byte per read, several frames per read), and refuses what read_frame refuses.
+        // Method: a mock stream that hands out one byte per read, then whole slices.
+        let bytes = b"000005hello000000000003abc".to_vec();
+        let one_byte_reads = tokio_test_stream(&bytes, 1);
+        let mut reader = FrameReader::new(one_byte_reads, 10);
+        assert_eq!(&reader.next_frame().await.unwrap().unwrap()[..], b"hello");
+        assert_eq!(&reader.next_frame().await.unwrap().unwrap()[..], b"");
+        assert_eq!(&reader.next_frame().await.unwrap().unwrap()[..], b"abc");
+        assert!(reader.next_frame().await.unwrap().is_none());
+        let mut whole = FrameReader::new(&bytes[..], 10);
+        assert_eq!(&whole.next_frame().await.unwrap().unwrap()[..], b"hello");
+        assert_eq!(&whole.next_frame().await.unwrap().unwrap()[..], b"");
+        assert_eq!(&whole.next_frame().await.unwrap().unwrap()[..], b"abc");
+        assert!(whole.next_frame().await.unwrap().is_none());
+        let mut garbage = FrameReader::new(&b"GET / HTTP/1.1\r\n"[..], 10);
+        assert!(matches!(
+            garbage.next_frame().await,
+            Err(FrameError::BadPrefix(_))
+        ));
+        let mut large = FrameReader::new(&b"999999"[..], 10);
+        assert!(matches!(
+            large.next_frame().await,
+            Err(FrameError::TooLarge { .. })
+        ));
+        let mut short = FrameReader::new(&b"000009abc"[..], 10);
+        assert!(matches!(
+            short.next_frame().await,
+            Err(FrameError::Truncated)
+        ));
+    }
+
+    /// A stream that hands out `bytes` at most `per_read` bytes per read.
+    fn tokio_test_stream(bytes: &[u8], per_read: usize) -> impl tokio::io::AsyncRead + Unpin {
+        struct Trickle {
+            bytes: Vec<u8>,
+            per_read: usize,
+        }
+        impl tokio::io::AsyncRead for Trickle {
+            fn poll_read(
+                mut self: std::pin::Pin<&mut Self>,
+                _: &mut std::task::Context<'_>,
+                buffer: &mut tokio::io::ReadBuf<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                let take = self.per_read.min(self.bytes.len()).min(buffer.remaining());
+                buffer.put_slice(&self.bytes[..take]);
+                self.bytes.drain(..take);
+                std::task::Poll::Ready(Ok(()))
+            }
+        }
+        Trickle {
+            bytes: bytes.to_vec(),
+            per_read,
+        }
     }
 }
