@@ -9,16 +9,13 @@ use ccass::hostdb::settlement::{self as si_sql, NewMatchedPair};
 use ccass::hostdb::{self, Pool};
 use ccass::settlement::run::{self, RunError, RunOptions};
 use time::Date;
-use time::macros::date;
 
 use crate::harness::balances::{self, cash, holding};
+use crate::harness::dates::{cns_trade_date, next_settlement_date, settlement_date};
 use crate::harness::postgres::{TestDatabase, seeded_database};
 use crate::harness::{repo_root, test_config};
 
 const MARKET: &str = "xhkg";
-const TRADE_DATE: &str = "2026-11-24";
-const SETTLEMENT_DATE: Date = date!(2026 - 11 - 26);
-const NEXT_DATE: Date = date!(2026 - 11 - 27);
 /// AIA, board lot 200; B05678-01 opens with 600,000.
 const AIA: &str = "HK0000069689";
 /// Tencent, board lot 100; C00123-01 opens with 1,000,000.
@@ -35,7 +32,7 @@ fn trade(
 ) -> TradeRecord {
     TradeRecord {
         trade_id: id.to_owned(),
-        trade_date: TRADE_DATE.to_owned(),
+        trade_date: ccass::cns::format_date(cns_trade_date()),
         trade_time: "10:00:00".to_owned(),
         security: security.to_owned(),
         buyer: buyer.to_owned(),
@@ -72,7 +69,7 @@ async fn capture_and_cut_off(pool: &Pool) {
     .await
     .unwrap();
     assert_eq!(report.trades_accepted, 3, "{report:?}");
-    positions::cutoff(pool, "HKSCC0", SETTLEMENT_DATE)
+    positions::cutoff(pool, "HKSCC0", settlement_date())
         .await
         .unwrap();
 }
@@ -84,7 +81,7 @@ fn fop(reference: &str, from: &str, to: &str, isin: &str, quantity: i64) -> NewM
         to,
         isin,
         quantity,
-        SETTLEMENT_DATE,
+        settlement_date(),
         None,
         false,
     )
@@ -101,7 +98,7 @@ async fn run_once(pool: &Pool) {
     run::run_now(
         pool,
         &test_config().settlement,
-        SETTLEMENT_DATE,
+        settlement_date(),
         &options(false),
     )
     .await
@@ -115,7 +112,7 @@ async fn end_day(pool: &Pool) -> Option<day_end::DayEndReport> {
         &config.cns.calendar(),
         &config.cns.ccp_participant,
         config.settlement.leader_lock_key,
-        SETTLEMENT_DATE,
+        settlement_date(),
     )
     .await
     .unwrap()
@@ -192,17 +189,17 @@ async fn a_failing_short_feeds_longs_by_the_rule_and_the_rest_is_carried_forward
     // Short first: all 600,000 went to the CCP, so the competing SI found nothing.
     assert_eq!(holding(pool, "B05678-01", AIA).await, 0);
     assert_eq!(
-        position(pool, SETTLEMENT_DATE, "B05678", AIA).await,
+        position(pool, settlement_date(), "B05678", AIA).await,
         (-1_000_000, 600_000, "partially_settled".to_owned(), 0)
     );
     // 600,000 of 1,000,000 outstanding: 200,040 -> 200,000 and 399,960 -> 399,800 in lots
     // of 200, the leftover lot to the largest long (I00456).
     assert_eq!(
-        position(pool, SETTLEMENT_DATE, "B01234", AIA).await,
+        position(pool, settlement_date(), "B01234", AIA).await,
         (333_400, 200_000, "partially_settled".to_owned(), 0)
     );
     assert_eq!(
-        position(pool, SETTLEMENT_DATE, "I00456", AIA).await,
+        position(pool, settlement_date(), "I00456", AIA).await,
         (666_600, 400_000, "partially_settled".to_owned(), 0)
     );
     assert_eq!(holding(pool, "B01234-01", AIA).await, 200_000);
@@ -244,27 +241,34 @@ async fn a_failing_short_feeds_longs_by_the_rule_and_the_rest_is_carried_forward
     assert_audit_clean(pool).await;
 
     let report = end_day(pool).await.unwrap();
-    assert_eq!(report.carried_to, NEXT_DATE);
+    assert_eq!(report.carried_to, next_settlement_date());
     assert_eq!(report.carried_stock_position_count, 3);
     assert_eq!(
-        position(pool, SETTLEMENT_DATE, "B05678", AIA).await.2,
+        position(pool, settlement_date(), "B05678", AIA).await.2,
         "carried_forward"
     );
     assert_eq!(
-        position(pool, NEXT_DATE, "B05678", AIA).await,
+        position(pool, next_settlement_date(), "B05678", AIA).await,
         (-400_000, 0, "provisional".to_owned(), -400_000)
     );
     assert_eq!(
-        position(pool, NEXT_DATE, "B01234", AIA).await,
+        position(pool, next_settlement_date(), "B01234", AIA).await,
         (133_400, 0, "provisional".to_owned(), 133_400)
     );
     assert_eq!(
-        position(pool, NEXT_DATE, "I00456", AIA).await,
+        position(pool, next_settlement_date(), "I00456", AIA).await,
         (266_600, 0, "provisional".to_owned(), 266_600)
     );
     // The next date's cut-off still agrees: carried remainders are not netted trades.
-    positions::cutoff(pool, "HKSCC0", NEXT_DATE).await.unwrap();
-    assert_eq!(position(pool, NEXT_DATE, "B05678", AIA).await.2, "final");
+    positions::cutoff(pool, "HKSCC0", next_settlement_date())
+        .await
+        .unwrap();
+    assert_eq!(
+        position(pool, next_settlement_date(), "B05678", AIA)
+            .await
+            .2,
+        "final"
+    );
     assert_audit_clean(pool).await;
 }
 
@@ -326,7 +330,7 @@ async fn a_run_killed_before_commit_settles_no_position_and_the_rerun_settles_on
     let aborted = run::run_now(
         pool,
         &test_config().settlement,
-        SETTLEMENT_DATE,
+        settlement_date(),
         &options(true),
     )
     .await;
@@ -336,7 +340,7 @@ async fn a_run_killed_before_commit_settles_no_position_and_the_rerun_settles_on
         0
     );
     assert_eq!(holding(pool, "B05678-01", AIA).await, 600_000);
-    assert_eq!(position(pool, SETTLEMENT_DATE, "B05678", AIA).await.1, 0);
+    assert_eq!(position(pool, settlement_date(), "B05678", AIA).await.1, 0);
     run_once(pool).await;
     run_once(pool).await;
     assert_eq!(
@@ -344,7 +348,7 @@ async fn a_run_killed_before_commit_settles_no_position_and_the_rerun_settles_on
         3
     );
     assert_eq!(
-        position(pool, SETTLEMENT_DATE, "B05678", AIA).await.1,
+        position(pool, settlement_date(), "B05678", AIA).await.1,
         600_000
     );
     assert_audit_clean(pool).await;
@@ -450,13 +454,13 @@ async fn clearing_statements_validate_and_state_the_positions_once() {
     };
     let pool = &database.pool;
     capture_and_cut_off(pool).await;
-    let added = ccass::cns::statement::queue(pool, SETTLEMENT_DATE, true, 40)
+    let added = ccass::cns::statement::queue(pool, settlement_date(), true, 40)
         .await
         .unwrap();
     // B01234, B05678, I00456 have CNS positions.
     assert_eq!(added, 3);
     assert_eq!(
-        ccass::cns::statement::queue(pool, SETTLEMENT_DATE, true, 40)
+        ccass::cns::statement::queue(pool, settlement_date(), true, 40)
             .await
             .unwrap(),
         0
@@ -489,7 +493,7 @@ async fn clearing_statements_validate_and_state_the_positions_once() {
             )
         })
         .collect();
-    let (net, _, _, _) = position(pool, SETTLEMENT_DATE, "B01234", AIA).await;
+    let (net, _, _, _) = position(pool, settlement_date(), "B01234", AIA).await;
     assert_eq!(stated, vec![(AIA.to_owned(), net)]);
     assert!(text.contains("MONEY HKD PAY 333400,00"), "{text}");
 }
@@ -515,6 +519,7 @@ async fn the_cli_prints_a_statement_and_ends_a_day_once() {
     let Some(database) = seeded_database("cns_settle_cli").await else {
         return;
     };
+    let date = settlement_date().to_string();
     let pool = &database.pool;
     capture_and_cut_off(pool).await;
     let output = ccass(
@@ -524,7 +529,7 @@ async fn the_cli_prints_a_statement_and_ends_a_day_once() {
             "--participant",
             "I00456",
             "--date",
-            "2026-11-26",
+            &date,
             "--final",
         ],
         &database,
@@ -548,14 +553,14 @@ async fn the_cli_prints_a_statement_and_ends_a_day_once() {
             "--participant",
             "nobody",
             "--date",
-            "2026-11-26",
+            &date,
         ],
         &database,
     );
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("not a participant id"));
 
-    let first = ccass(&["cns", "day-end", "--date", "2026-11-26"], &database);
+    let first = ccass(&["cns", "day-end", "--date", &date], &database);
     assert!(
         first.status.success(),
         "{}",
@@ -566,7 +571,7 @@ async fn the_cli_prints_a_statement_and_ends_a_day_once() {
         "{}",
         String::from_utf8_lossy(&first.stdout)
     );
-    let second = ccass(&["cns", "day-end", "--date", "2026-11-26"], &database);
+    let second = ccass(&["cns", "day-end", "--date", &date], &database);
     assert!(String::from_utf8_lossy(&second.stdout).contains("already done"));
     assert_audit_clean(pool).await;
 }

@@ -5,14 +5,12 @@ use ccass::hostdb::settlement::{self as sql, NewMatchedPair};
 use ccass::hostdb::{self, Pool};
 use ccass::iso15022::{self, ParseOptions};
 use ccass::settlement::run::{self, RunError, RunOptions, RunReport};
-use time::Date;
-use time::macros::date;
 
 use crate::harness::balances::{self, cash, holding};
+use crate::harness::dates::settlement_date;
 use crate::harness::postgres::seeded_database;
 use crate::harness::test_config;
 
-const SETTLEMENT_DATE: Date = date!(2026 - 11 - 26);
 const TENCENT: &str = "KYG875721634";
 const HKEX: &str = "HK0388045442";
 const HANG_SENG: &str = "HK0011000095";
@@ -33,7 +31,7 @@ fn pair(
         to,
         isin,
         quantity,
-        SETTLEMENT_DATE,
+        settlement_date(),
         payment,
         partial,
     )
@@ -43,7 +41,7 @@ async fn settle(pool: &Pool) -> RunReport {
     run::run_now(
         pool,
         &test_config().settlement,
-        SETTLEMENT_DATE,
+        settlement_date(),
         &options(false),
     )
     .await
@@ -328,7 +326,7 @@ async fn leader_aborted_before_commit_settles_nothing_and_the_rerun_settles_once
     .await
     .unwrap();
     let config = test_config().settlement;
-    let aborted = run::run_now(pool, &config, SETTLEMENT_DATE, &options(true)).await;
+    let aborted = run::run_now(pool, &config, settlement_date(), &options(true)).await;
     assert!(
         matches!(aborted, Err(RunError::AbortedBeforeCommit)),
         "{aborted:?}"
@@ -355,7 +353,7 @@ async fn leader_aborted_before_commit_settles_nothing_and_the_rerun_settles_once
         .execute("SELECT pg_advisory_lock($1)", &[&config.leader_lock_key])
         .await
         .unwrap();
-    let busy = run::run_now(pool, &config, SETTLEMENT_DATE, &options(false)).await;
+    let busy = run::run_now(pool, &config, settlement_date(), &options(false)).await;
     assert!(matches!(busy, Err(RunError::LeaderBusy)), "{busy:?}");
     holder
         .execute("SELECT pg_advisory_unlock($1)", &[&config.leader_lock_key])
@@ -443,7 +441,7 @@ async fn instructions_input_after_the_cutoff_wait_for_the_next_settlement_day() 
     .await
     .unwrap();
     let config = test_config().settlement;
-    let cutoff = config.input_cutoff_at(SETTLEMENT_DATE).unwrap();
+    let cutoff = config.input_cutoff_at(settlement_date()).unwrap();
     let late_input = cutoff + time::Duration::minutes(10);
     let client = hostdb::client(pool).await.unwrap();
     let changed = client
@@ -469,7 +467,7 @@ async fn instructions_input_after_the_cutoff_wait_for_the_next_settlement_day() 
     );
     assert_eq!(count(pool, &settled_late).await, 0);
 
-    let next_day = SETTLEMENT_DATE.next_day().unwrap();
+    let next_day = settlement_date().next_day().unwrap();
     let tomorrow = run::run_now(pool, &config, next_day, &options(false))
         .await
         .unwrap();
@@ -644,7 +642,7 @@ async fn runs_after_settled_days_read_only_open_pairs_and_states_stay_right() {
     )
     .await
     .unwrap();
-    let mut settlement_date = SETTLEMENT_DATE;
+    let mut settlement_date = settlement_date();
     let mut first_settled_id = None;
     for day in 0..3i64 {
         let pairs: Vec<NewMatchedPair> = (0..2)

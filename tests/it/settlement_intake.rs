@@ -18,23 +18,13 @@ use ccass::settlement::intake::{self, Inbound};
 use ccass::settlement::lifecycle;
 use futures::StreamExt as _;
 use rust_decimal::Decimal;
-use time::{Date, Duration as Days, OffsetDateTime};
 
+use crate::harness::dates::settlement_date;
 use crate::harness::nats::NatsServer;
 use crate::harness::postgres::seeded_database;
 use crate::harness::test_config;
 
 const ISIN: &str = "GB0005405286";
-
-/// The first business day at least two days from today.
-fn settlement_date() -> Date {
-    let calendar = test_config().cns.calendar();
-    let mut date = OffsetDateTime::now_utc().date() + Days::days(2);
-    while !calendar.is_business_day(date) {
-        date += Days::days(1);
-    }
-    date
-}
 
 fn terminal(participant: &str) -> &'static str {
     match participant {

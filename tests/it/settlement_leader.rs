@@ -7,22 +7,21 @@ use std::time::Duration;
 
 use ccass::hostdb::settlement::{self as sql, NewInstruction, NewMatchedPair};
 use ccass::hostdb::{self, Pool};
-use time::Date;
-use time::macros::date;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+use crate::harness::dates::settlement_date;
 use crate::harness::postgres::{self, TestDatabase};
 use crate::harness::repo_root;
 
-const SETTLEMENT_DATE: Date = date!(2026 - 11 - 26);
 const TENCENT: &str = "KYG875721634";
 const PAIRS: i64 = 40;
 
 fn run_now(database: &TestDatabase, extra: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_ccass"));
     command
-        .args(["settlement", "run-now", "--date", "2026-11-26"])
+        .args(["settlement", "run-now", "--date"])
+        .arg(settlement_date().to_string())
         .args(extra)
         .current_dir(repo_root())
         .env("CCASS_ENV", "test")
@@ -80,7 +79,7 @@ async fn leader_killed_before_commit_leaves_nothing_and_the_rerun_settles_each_p
         counterparty_account_id: other.to_owned(),
         isin: TENCENT.to_owned(),
         quantity: 100,
-        settlement_date: SETTLEMENT_DATE,
+        settlement_date: settlement_date(),
         payment: Some(("HKD".to_owned(), 4_125_000)),
         partial_settlement_allowed: false,
     };

@@ -19,15 +19,13 @@ use ccass::settlement::run::{self, RunOptions};
 use ccass::statements::{self, Kind, RenderOptions, StatementError};
 use futures::StreamExt as _;
 use rust_decimal::prelude::ToPrimitive as _;
-use time::Date;
-use time::macros::date;
 
 use crate::harness::balances;
+use crate::harness::dates::settlement_date;
 use crate::harness::nats::NatsServer;
 use crate::harness::postgres::seeded_database;
 use crate::harness::{repo_root, test_config};
 
-const SETTLEMENT_DATE: Date = date!(2026 - 11 - 26);
 const TENCENT: &str = "KYG875721634";
 const HKEX: &str = "HK0388045442";
 
@@ -38,7 +36,7 @@ fn pair(reference: &str, from: &str, to: &str, isin: &str, quantity: i64) -> New
         to,
         isin,
         quantity,
-        SETTLEMENT_DATE,
+        settlement_date(),
         None,
         false,
     )
@@ -60,7 +58,7 @@ async fn settle_a_day(pool: &Pool) {
     run::run_now(
         pool,
         &test_config().settlement,
-        SETTLEMENT_DATE,
+        settlement_date(),
         &RunOptions::leader("test".to_owned()),
     )
     .await
@@ -150,7 +148,7 @@ async fn end_of_day_statements_equal_balances_journal_and_open_instructions() {
     let pool = &database.pool;
     settle_a_day(pool).await;
     let config = test_config();
-    let report = statements::send_end_of_day(pool, &config.statements, "HKSCC0", SETTLEMENT_DATE)
+    let report = statements::send_end_of_day(pool, &config.statements, "HKSCC0", settlement_date())
         .await
         .unwrap();
     assert!(report.participants >= 4, "{report:?}");
@@ -187,7 +185,7 @@ async fn end_of_day_statements_equal_balances_journal_and_open_instructions() {
              UNION ALL
              SELECT from_account_id, isin, quantity, 'DELI' FROM holding_movements
              WHERE settlement_date = $1 AND left(from_account_id, 6) = 'B01234'",
-            &[&SETTLEMENT_DATE],
+            &[&settlement_date()],
         )
         .await
         .unwrap()
@@ -210,7 +208,7 @@ async fn end_of_day_statements_equal_balances_journal_and_open_instructions() {
     );
     assert!(!pending.contains("RELA//DS1"));
 
-    let again = statements::send_end_of_day(pool, &config.statements, "HKSCC0", SETTLEMENT_DATE)
+    let again = statements::send_end_of_day(pool, &config.statements, "HKSCC0", settlement_date())
         .await
         .unwrap();
     assert_eq!(again.pages_queued, 0, "a repeat queues nothing");
@@ -238,14 +236,14 @@ async fn small_pages_split_and_rejoin_to_the_same_holdings() {
     };
     let mut client = hostdb::client(&database.pool).await.unwrap();
     let transaction = client.transaction().await.unwrap();
-    let (terminal, data) = statements::load(&transaction, "C00123", SETTLEMENT_DATE)
+    let (terminal, data) = statements::load(&transaction, "C00123", settlement_date())
         .await
         .unwrap();
     let mut limits = test_config().statements.limits();
     let render = |limits| {
         statements::render(
             Kind::Holdings,
-            SETTLEMENT_DATE,
+            settlement_date(),
             &data,
             Some("C00123-01"),
             &RenderOptions {
@@ -280,7 +278,7 @@ async fn small_pages_split_and_rejoin_to_the_same_holdings() {
     assert_eq!(holdings_of(&as_str(&split)), holdings_of(&as_str(&whole)));
 
     // Bad input: an unknown participant is named.
-    let error = statements::load(&transaction, "Z99999", SETTLEMENT_DATE)
+    let error = statements::load(&transaction, "Z99999", settlement_date())
         .await
         .unwrap_err();
     assert!(
@@ -300,7 +298,7 @@ fn request(reference: &str, requested: u16, account: &str) -> String {
         &StatementRequestSpec {
             reference,
             requested: MessageType(requested),
-            statement_date: SETTLEMENT_DATE,
+            statement_date: settlement_date(),
             account,
         },
     )
@@ -463,6 +461,7 @@ async fn ccass_statements_prints_valid_fin_and_names_an_unknown_participant() {
     let Some(database) = seeded_database("statements_cli").await else {
         return;
     };
+    let date = settlement_date().to_string();
     let run = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_ccass"))
             .args(args)
@@ -480,7 +479,7 @@ async fn ccass_statements_prints_valid_fin_and_names_an_unknown_participant() {
         "--participant",
         "B01234",
         "--date",
-        "2026-11-26",
+        &date,
         "--kind",
         "holdings",
     ]);
@@ -516,13 +515,7 @@ async fn ccass_statements_prints_valid_fin_and_names_an_unknown_participant() {
         .get(0);
     assert_eq!(total, expected);
 
-    let unknown = run(&[
-        "statements",
-        "--participant",
-        "Z99999",
-        "--date",
-        "2026-11-26",
-    ]);
+    let unknown = run(&["statements", "--participant", "Z99999", "--date", &date]);
     assert!(!unknown.status.success());
     let stderr = String::from_utf8_lossy(&unknown.stderr);
     assert!(stderr.contains("unknown participant Z99999"), "{stderr}");

@@ -16,9 +16,9 @@ use http_body_util::{BodyExt as _, Full};
 use hyper::body::Bytes;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use time::{Date, Duration as Days, OffsetDateTime};
 use tokio::sync::watch;
 
+use crate::harness::dates::settlement_date;
 use crate::harness::ldap::Slapd;
 use crate::harness::nats::NatsServer;
 use crate::harness::postgres::{self, TestDatabase};
@@ -156,16 +156,6 @@ impl Drop for World {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
     }
-}
-
-/// The first business day at least two days from today (intake refuses the past).
-pub fn settlement_date() -> Date {
-    let calendar = test_config().cns.calendar();
-    let mut date = OffsetDateTime::now_utc().date() + Days::days(2);
-    while !calendar.is_business_day(date) {
-        date += Days::days(1);
-    }
-    date
 }
 
 #[derive(Debug)]

@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use ccass::bus::auth::{AdminAction, AdminResult, UserRef};
 
+use crate::harness::dates::settlement_date;
 use crate::harness::{repo_root, skip};
-use crate::terminal::{World, publish_counter, settlement_date, wait_status};
+use crate::terminal::{World, publish_counter, wait_status};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 

@@ -1,5 +1,6 @@
 //! Test harness: real servers, never mocks.
 //!
+//! - [`dates`]: settlement and trade dates relative to today (tests that depend on the clock).
 //! - [`nats`]: a private nats-server with JetStream on a free loopback port and a temporary store,
 //!   stoppable and restartable on the same port (fault tests).
 //! - [`postgres`]: a fresh, migrated database per test on the project's PostgreSQL
@@ -14,6 +15,7 @@
 //! prints why and returns.
 
 pub mod balances;
+pub mod dates;
 pub mod ldap;
 pub mod nats;
 pub mod postgres;
