@@ -481,7 +481,9 @@ fn delta_lines<'a>(rows: impl IntoIterator<Item = DeltaRow<'a>>) -> (i32, String
 /// (creating them), in the caller's transaction: the delta sets are deleted (`RETURNING`
 /// their lines), summed here per position, and the sums upserted into the position rows in
 /// key order. A concurrent fold waits on the deleted rows and then finds none, so a delta is
-/// folded exactly once. Returns the number of stock and money delta lines folded.
+/// folded exactly once. Returns the number of stock and money delta lines folded. Sets
+/// `work_mem` to 256 MB for the rest of the caller's transaction (the key-order sort of up
+/// to a day's positions stays in memory).
 ///
 /// Summing here rather than in SQL: for 2 M delta lines the single-statement fold (parse the
 /// lines with string_to_table, GROUP BY, upsert) took 6.1 s, 2.2 s of it parsing and 1.2 s a
