@@ -11,6 +11,14 @@
 //! (DESIGN.md section 6: 34–43 M trades/s on one core). Memory is participants × securities
 //! cells of 16 bytes (1,500 × 2,600 ≈ 62 MB), allocated once and reused: the book remembers
 //! which cells it touched, so reading and clearing cost only what was netted.
+//!
+//! A whole day at once ([`NettingBook::add_all`] with many trades) is netted in three
+//! sequential passes instead of one random one: the stock cells far exceed the caches, so a
+//! trade posted straight into them waits on two cache misses. The first pass posts money (a
+//! few cells, always cached) and counts the trades of each block of securities whose stock
+//! cells fit a core's L2 cache; the second copies each trade's two stock legs into its block
+//! (a stable counting sort, so every cell still sees its obligations in trade order); the
+//! third posts the legs block by block, in cache. Measured by `ccass bench cns`.
 
 /// A CNS trade with dense ids, ready to net.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,7 +67,25 @@ pub struct NettingBook {
     money: Vec<Cell>,
     stock_touched: Vec<u32>,
     money_touched: Vec<u32>,
+    /// Scratch of [`NettingBook::add_partitioned`], kept between calls (grown, never shrunk).
+    stock_legs: Vec<StockLegs>,
 }
+
+/// A trade's two stock postings, as cell indices (buyer receives, seller delivers).
+#[derive(Debug, Clone, Copy, Default)]
+struct StockLegs {
+    buyer_cell: u32,
+    seller_cell: u32,
+    quantity: i64,
+}
+
+/// From this many trades on, [`NettingBook::add_all`] partitions by security block first;
+/// below it (capture's batches) the plain loop is as fast and needs no scratch.
+const PARTITION_TRADES_MIN: usize = 65_536;
+
+/// Stock cells per partition block: 16 Ki cells of 16 bytes (256 KiB) stay in a core's L2
+/// cache (512 KiB on this machine's EPYC) beside the streams being read and written.
+const PARTITION_BLOCK_CELLS: usize = 16_384;
 
 impl NettingBook {
     /// A book for ids `0..participant_count`, `0..security_count`, `0..currency_count`.
@@ -74,6 +100,7 @@ impl NettingBook {
             money: vec![Cell::default(); money_cells],
             stock_touched: Vec::new(),
             money_touched: Vec::new(),
+            stock_legs: Vec::new(),
         }
     }
 
@@ -135,9 +162,82 @@ impl NettingBook {
         cell.obligation_count += 1;
     }
 
+    /// Nets many trades: the same positions as [`NettingBook::add`] on each in turn (only the
+    /// order of [`NettingBook::stock_positions`] may differ), partitioned when there are many.
     pub fn add_all(&mut self, trades: &[NettableTrade]) {
+        if trades.len() < PARTITION_TRADES_MIN {
+            for trade in trades {
+                self.add(trade);
+            }
+        } else {
+            self.add_partitioned(trades, PARTITION_BLOCK_CELLS);
+        }
+    }
+
+    /// The three passes of the module docs, with blocks of about `block_cells` stock cells (a
+    /// power-of-two number of securities, so a trade's block is a shift, not a division).
+    fn add_partitioned(&mut self, trades: &[NettableTrade], block_cells: usize) {
+        let participants = self.participant_count as usize;
+        let currencies = usize::from(self.currency_count);
+        let securities_per_block = (block_cells / participants.max(1)).max(1);
+        let block_shift = securities_per_block.ilog2();
+        let blocks = (self.security_count as usize >> block_shift) + 1;
+
+        // Pass 1: money, and each block's size (in `block_start[block + 1]`).
+        let mut block_start = vec![0usize; blocks + 1];
         for trade in trades {
-            self.add(trade);
+            let buyer_money = trade.buyer as usize * currencies + usize::from(trade.currency);
+            let seller_money = trade.seller as usize * currencies + usize::from(trade.currency);
+            Self::post(
+                &mut self.money,
+                &mut self.money_touched,
+                buyer_money,
+                -trade.amount_minor,
+            );
+            Self::post(
+                &mut self.money,
+                &mut self.money_touched,
+                seller_money,
+                trade.amount_minor,
+            );
+            block_start[(trade.security as usize >> block_shift) + 1] += 1;
+        }
+        for block in 1..=blocks {
+            block_start[block] += block_start[block - 1];
+        }
+
+        // Pass 2: each trade's stock legs into its block, in trade order.
+        if self.stock_legs.len() < trades.len() {
+            self.stock_legs.resize(trades.len(), StockLegs::default());
+        }
+        let legs = &mut self.stock_legs[..trades.len()];
+        let mut block_next = block_start;
+        for trade in trades {
+            let block = trade.security as usize >> block_shift;
+            let security_row = trade.security as usize * participants;
+            // Cell indices fit u32: `new` sized the array from u32 x u32.
+            legs[block_next[block]] = StockLegs {
+                buyer_cell: (security_row + trade.buyer as usize) as u32,
+                seller_cell: (security_row + trade.seller as usize) as u32,
+                quantity: trade.quantity,
+            };
+            block_next[block] += 1;
+        }
+
+        // Pass 3: the legs, block by block, into cells that stay in cache.
+        for leg in legs.iter() {
+            Self::post(
+                &mut self.stock,
+                &mut self.stock_touched,
+                leg.buyer_cell as usize,
+                leg.quantity,
+            );
+            Self::post(
+                &mut self.stock,
+                &mut self.stock_touched,
+                leg.seller_cell as usize,
+                -leg.quantity,
+            );
         }
     }
 
@@ -360,11 +460,31 @@ mod tests {
             for trade in &nettable {
                 by_one.add(trade);
             }
+            // And the partitioned passes of a whole day, with blocks of one and of two
+            // securities (cells 5 and 10), twice into one book to reuse its scratch.
+            let mut partitioned = [NettingBook::new(5, 4, 2), NettingBook::new(5, 4, 2)];
+            for (book, block_cells) in partitioned.iter_mut().zip([5, 10]) {
+                book.add_partitioned(&nettable[..nettable.len() / 2], block_cells);
+                book.add_partitioned(&nettable[nettable.len() / 2..], block_cells);
+            }
             let key = |p: StockPosition| ((p.participant, p.security), (p.cell.net, p.cell.obligation_count));
+            let money_key = |p: MoneyPosition| ((p.participant, p.currency), (p.cell.net, p.cell.obligation_count));
             prop_assert_eq!(
                 by_one.stock_positions().map(key).collect::<HashMap<_, _>>(),
                 book.stock_positions().map(key).collect::<HashMap<_, _>>()
             );
+            for other in &partitioned {
+                prop_assert_eq!(
+                    by_one.stock_positions().map(key).collect::<HashMap<_, _>>(),
+                    other.stock_positions().map(key).collect::<HashMap<_, _>>()
+                );
+                prop_assert_eq!(
+                    by_one.money_positions().map(money_key).collect::<HashMap<_, _>>(),
+                    other.money_positions().map(money_key).collect::<HashMap<_, _>>()
+                );
+                prop_assert_eq!(by_one.stock_position_count(), other.stock_position_count());
+                prop_assert_eq!(by_one.money_position_count(), other.money_position_count());
+            }
             prop_assert_eq!(by_one.stock_position_count(), book.stock_position_count());
             prop_assert_eq!(by_one.money_position_count(), book.money_position_count());
             for &(buyer, seller, security, currency, quantity, amount) in &trades {
