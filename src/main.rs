@@ -1007,6 +1007,9 @@ fn run_with_config(config: Config, command: Command) -> anyhow::Result<ExitCode>
                     seconds,
                     nats_url,
                 };
+                // The bench's auth service writes the audit trail: an unmigrated database
+                // fails here, naming `ccass migrate`, rather than on every authorisation.
+                up::connect_postgres(&config, "ccass-bench-gateway").await?;
                 let report = gateway::bench::run(&config, &options).await?;
                 println!("{report}");
             }

@@ -219,6 +219,8 @@ pub struct Gateway {
     revocations: RevocationList,
     auth: AuthClient,
     jetstream: async_nats::jetstream::Context,
+    /// What sessions publish through ([`publishing_context`]).
+    publisher: async_nats::jetstream::Context,
     connections: Arc<Semaphore>,
     per_participant: Mutex<HashMap<String, usize>>,
     deliveries: outbound::DeliverySlots,
@@ -238,12 +240,14 @@ impl Gateway {
             &config.key_path,
             pki,
         )?));
+        let publisher = publishing_context(&config, &jetstream);
         Ok(Arc::new(Gateway {
             connections: Arc::new(Semaphore::new(config.connections_max)),
             config,
             acceptor,
             revocations: RevocationList::new(pki.revocation_list_path()),
             auth,
+            publisher,
             jetstream,
             per_participant: Mutex::new(HashMap::new()),
             deliveries: outbound::DeliverySlots::default(),
@@ -674,7 +678,7 @@ impl Gateway {
         headers.insert(inbound_headers::USER, user_header);
         headers.insert(inbound_headers::CHANNEL, inbound_headers::CHANNEL_GATEWAY);
         match self
-            .jetstream
+            .publisher
             .publish_with_headers(accepted.subject, headers, frame)
             .await
         {
@@ -694,6 +698,33 @@ impl Gateway {
             )),
         }
     }
+}
+
+/// The context sessions publish through: `jetstream`'s connection, with an ack window that
+/// every session's full window fits in together (`connections_max` x `in_flight_max`), and
+/// JetStream's acknowledgement awaited at most `store_timeout_ms`.
+///
+/// async-nats bounds a context's unacknowledged publishes with a semaphore (5,000 permits by
+/// default), and a publish waits for a permit. A permit is freed only when its ack future is
+/// polled to the end, and a session polls its own futures only between publishes: a session
+/// waiting for a permit would never free the ones it holds. With the context's window smaller
+/// than the sessions' together, every session could end up waiting so, and the gateway would
+/// stall for good (no reply, no store timeout). The bound that holds is each session's
+/// `in_flight_max` (it stops reading, backpressure through TCP), so the context's must never be
+/// the one reached.
+fn publishing_context(
+    config: &GatewayConfig,
+    jetstream: &async_nats::jetstream::Context,
+) -> async_nats::jetstream::Context {
+    async_nats::jetstream::context::ContextBuilder::new()
+        .timeout(Duration::from_millis(config.store_timeout_ms))
+        .max_ack_inflight(
+            config
+                .connections_max
+                .saturating_mul(config.in_flight_max)
+                .max(1),
+        )
+        .build(jetstream.client())
 }
 
 /// Who sends on a session: the certificate's participant and user.

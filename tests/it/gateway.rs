@@ -48,6 +48,16 @@ struct World {
 
 impl World {
     async fn start(test: &str, configure: impl FnOnce(&mut GatewayConfig)) -> Option<World> {
+        World::start_with_ack_window(test, configure, None).await
+    }
+
+    /// As `start`, with the gateway handed a JetStream context that admits at most
+    /// `ack_window` unacknowledged publishes (async-nats' default is 5,000).
+    async fn start_with_ack_window(
+        test: &str,
+        configure: impl FnOnce(&mut GatewayConfig),
+        ack_window: Option<usize>,
+    ) -> Option<World> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let database = postgres::database(test).await?;
         let nats = NatsServer::start().await?;
@@ -91,7 +101,13 @@ impl World {
             gateway_config,
             &pki,
             ccass::auth::AuthClient::new(nats_client.clone(), &config.auth),
-            jetstream.clone(),
+            match ack_window {
+                Some(window) => async_nats::jetstream::context::ContextBuilder::new()
+                    .timeout(Duration::from_millis(bus.publish_ack_timeout_ms))
+                    .max_ack_inflight(window)
+                    .build(nats_client.clone()),
+                None => jetstream.clone(),
+            },
         )
         .unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -531,6 +547,49 @@ async fn every_acked_message_survives_a_nats_server_kill() {
             "acked reference {reference} is not in the stream"
         );
     }
+    world.stop();
+}
+
+#[tokio::test]
+async fn a_session_never_stalls_on_the_jetstream_contexts_ack_window() {
+    // Goal: a session whose unacknowledged publishes reach the JetStream context's window
+    // (async-nats' 5,000 by default, shared by all sessions) still answers every message. The
+    // one-task session loop used to wait for a publish permit without polling the acks that
+    // would free its own permits: once every session waited so, the gateway stalled for good
+    // (`ccass bench gateway` hung at half the maximum rate). Method: hand the gateway a
+    // context with a window of 16, freeze nats-server while the PSS sends 200 messages (64
+    // in flight), let it go on, and require an answer to each.
+    let Some(world) = World::start_with_ack_window("gatewayackwindow", |_| {}, Some(16)).await
+    else {
+        return;
+    };
+    let config = world.pss("B01234", "ops1");
+    let mut session = Session::connect(&config, "B01234XXXXXX", 0).await.unwrap();
+    let messages: Vec<String> = (0..200)
+        .map(|index| mt540("B01234XXXXXX", &format!("W{index:06}")))
+        .collect();
+    world.nats.pause();
+    let sending = tokio::spawn(async move {
+        let replies = session.send_all(&messages).await;
+        (session, replies)
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    world.nats.unpause();
+    let (_session, replies) = tokio::time::timeout(Duration::from_secs(20), sending)
+        .await
+        .expect("every message is answered: the session did not stall")
+        .unwrap();
+    let replies = replies.unwrap();
+    assert_eq!(replies.len(), 200);
+    let acked = replies
+        .iter()
+        .filter(|reply| reply.outcome == Outcome::Ack)
+        .count();
+    for reply in &replies {
+        assert!(matches!(code(reply), "ACK" | "G03"), "{reply:?}");
+    }
+    assert!(acked > 0, "nothing acked after nats-server went on");
+    assert!(world.inbound_messages().await >= acked as u64);
     world.stop();
 }
 

@@ -114,6 +114,25 @@ impl NatsServer {
         }
     }
 
+    /// Freezes the server (SIGSTOP): its clients stay connected, nothing is answered.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused server go on (SIGCONT).
+    pub fn unpause(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("nats-server running");
+        let status = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} nats-server");
+    }
+
     /// Starts the server again on the same port and store; waits until it accepts clients.
     pub async fn resume(&mut self) {
         assert!(self.child.is_none(), "nats-server already running");
