@@ -545,7 +545,9 @@ pub async fn capture_batches_timed(
     }
     // Validation needs no database: do it before the transaction.
     let mut seen_batches: HashSet<&str> = HashSet::new();
-    let mut candidates: Vec<Candidate<'_>> = Vec::new();
+    // Sized once: a capture holds ~200 k trades, and growing by doubling copies them all.
+    let mut candidates: Vec<Candidate<'_>> =
+        Vec::with_capacity(batches.iter().map(|batch| batch.trades.len()).sum());
     let mut dates = TradeDates::new(calendar);
     for (index, batch) in batches.iter().enumerate() {
         if !seen_batches.insert(&batch.batch_id) {
@@ -584,12 +586,13 @@ pub async fn capture_batches_timed(
         // Duplicates: a trade id repeated within this call, or claimed by a committed
         // transaction (read without locks; the accepted trades claim their ids just before the
         // commit, which refuses a claim made meanwhile).
-        let mut keys_in_call: foldhash::HashSet<(Date, &str)> = Default::default();
-        let mut first_seen: Vec<(Date, &str)> = Vec::new();
+        let mut keys_in_call: foldhash::HashSet<(Date, &str)> =
+            foldhash::HashSet::with_capacity_and_hasher(candidates.len(), Default::default());
+        let mut first_seen: Vec<(Date, &str)> = Vec::with_capacity(candidates.len());
         // Per live candidate: the valid trade and its entry in `first_seen`, or why it is
         // refused already.
         type Pending<'t> = Result<(&'t ValidTrade<'t>, usize), Rejection>;
-        let mut pending: Vec<(&Candidate<'_>, Pending<'_>)> = Vec::new();
+        let mut pending: Vec<(&Candidate<'_>, Pending<'_>)> = Vec::with_capacity(candidates.len());
         for candidate in candidates.iter().filter(live) {
             let outcome = match &candidate.outcome {
                 Err(rejection) => Err(rejection.clone()),
@@ -610,7 +613,7 @@ pub async fn capture_batches_timed(
         mark = CapturePhases::add(&phases.claim_ns, mark);
 
         let mut report = CaptureReport::default();
-        let mut accepted: Vec<&ValidTrade> = Vec::new();
+        let mut accepted: Vec<&ValidTrade> = Vec::with_capacity(pending.len());
         let mut exceptions: Vec<ExceptionRow> = Vec::new();
         let mut batch_rows: BTreeMap<usize, BatchRow> = BTreeMap::new();
         for (candidate, outcome) in pending {

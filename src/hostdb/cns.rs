@@ -738,23 +738,37 @@ fn split_trade_ids<'a>(
 ) -> (BTreeMap<BlockKey<'a>, Vec<(usize, usize)>>, Vec<usize>) {
     let mut blocks: BTreeMap<BlockKey<'a>, Vec<(usize, usize)>> = BTreeMap::new();
     let mut others: Vec<usize> = Vec::new();
+    // Exchanges number trades in sequence, so ids come in long runs of one block: collect a
+    // run, then add it to the map in one lookup (not one tree search per id).
+    let mut run: Option<(BlockKey<'a>, Vec<(usize, usize)>)> = None;
     for (entry, &(trade_date, trade_id)) in ids.iter().enumerate() {
         match TradeIdKey::of(trade_id) {
             TradeIdKey::Numbered {
                 prefix,
                 digits,
                 number,
-            } => blocks
-                .entry((
+            } => {
+                let key = (
                     trade_date,
                     prefix,
                     i16::from(digits),
                     number / TRADE_ID_BLOCK_BITS,
-                ))
-                .or_default()
-                .push((entry, (number % TRADE_ID_BLOCK_BITS) as usize)),
+                );
+                let bit = (entry, (number % TRADE_ID_BLOCK_BITS) as usize);
+                match &mut run {
+                    Some((run_key, bits)) if *run_key == key => bits.push(bit),
+                    _ => {
+                        if let Some((run_key, bits)) = run.replace((key, vec![bit])) {
+                            blocks.entry(run_key).or_default().extend(bits);
+                        }
+                    }
+                }
+            }
             TradeIdKey::Other(_) => others.push(entry),
         }
+    }
+    if let Some((run_key, bits)) = run {
+        blocks.entry(run_key).or_default().extend(bits);
     }
     (blocks, others)
 }
@@ -1479,5 +1493,54 @@ mod tests {
         for other in ["ABC", "", "A1B", "1-2", "X1234567890123456789", "7é"] {
             assert_eq!(TradeIdKey::of(other), TradeIdKey::Other(other), "{other}");
         }
+    }
+    #[test]
+    fn trade_ids_split_into_blocks_in_input_order_whatever_the_runs() {
+        // Goal: grouping runs of one block gives what one map entry per id gives: every
+        // entry once, under its block, in input order, when runs of two blocks interleave.
+        // Method: a straightforward per-id grouping over ids that jump between blocks.
+        let day = time::macros::date!(2026 - 11 - 24);
+        let other_day = time::macros::date!(2026 - 11 - 25);
+        let raw: Vec<(Date, String)> = [
+            (day, "G1"),
+            (day, "G2"),
+            (day, "G8193"),
+            (day, "G3"),
+            (other_day, "G3"),
+            (day, "X-Y"),
+            (day, "G8194"),
+            (day, "G4"),
+            (day, "H4"),
+        ]
+        .iter()
+        .map(|(date, id)| (*date, (*id).to_owned()))
+        .collect();
+        let ids: Vec<(Date, &str)> = raw.iter().map(|(date, id)| (*date, id.as_str())).collect();
+        let (blocks, others) = split_trade_ids(&ids);
+        let mut expected: BTreeMap<BlockKey<'_>, Vec<(usize, usize)>> = BTreeMap::new();
+        for (entry, (date, id)) in ids.iter().enumerate() {
+            if let TradeIdKey::Numbered {
+                prefix,
+                digits,
+                number,
+            } = TradeIdKey::of(id)
+            {
+                expected
+                    .entry((
+                        *date,
+                        prefix,
+                        i16::from(digits),
+                        number / TRADE_ID_BLOCK_BITS,
+                    ))
+                    .or_default()
+                    .push((entry, (number % TRADE_ID_BLOCK_BITS) as usize));
+            }
+        }
+        assert_eq!(blocks, expected);
+        assert_eq!(
+            blocks[&(day, "G", 1, 0)],
+            vec![(0, 1), (1, 2), (3, 3), (7, 4)]
+        );
+        assert_eq!(others, vec![5]);
     }
 }
