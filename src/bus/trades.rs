@@ -197,36 +197,32 @@ pub fn encode_batch(batch: &TradeBatch) -> Result<Vec<u8>, BatchEncodeError> {
 /// Splits `line` at its commas into exactly `N` fields (no quoting: the trade file and the
 /// wire format have none); otherwise `Err` with the number of fields it has.
 pub fn split_fields<const N: usize>(line: &str) -> Result<[&str; N], usize> {
-    let field_count = || line.bytes().filter(|byte| *byte == b',').count() + 1;
     let mut fields = [""; N];
-    // Commas found as bytes (`str::split(',')` compares each candidate as UTF-8 through a
-    // call per byte); a comma is ASCII, so every slice ends on a character boundary.
-    let mut commas = memchr::memchr_iter(b',', line.as_bytes());
-    let mut start = 0;
-    for (index, field) in fields.iter_mut().enumerate() {
-        let end = if index + 1 == N {
-            line.len()
-        } else {
-            commas.next().ok_or_else(field_count)?
-        };
-        *field = line.get(start..end).ok_or_else(field_count)?;
-        start = end + 1;
+    let mut parts = split_ascii(line, b',');
+    for field in &mut fields {
+        *field = parts
+            .next()
+            .ok_or_else(|| split_ascii(line, b',').count())?;
     }
-    if N > 0 && memchr::memchr(b',', fields[N - 1].as_bytes()).is_some() {
-        return Err(field_count());
+    match parts.next() {
+        None => Ok(fields),
+        Some(_) => Err(split_ascii(line, b',').count()),
     }
-    Ok(fields)
 }
 
-/// `text.split('\n')`, finding the line breaks as bytes (see [`split_fields`]).
-fn split_lines(text: &str) -> impl Iterator<Item = &str> {
-    let mut ends = memchr::memchr_iter(b'\n', text.as_bytes()).chain(std::iter::once(text.len()));
+/// `text.split(separator)` for an ASCII separator, found as bytes with memchr
+/// (`str::split(',')` compares each candidate as UTF-8 through a call per byte). An ASCII
+/// byte is never inside a multi-byte character, so every slice ends on a character boundary.
+fn split_ascii(text: &str, separator: u8) -> impl Iterator<Item = &str> {
+    debug_assert!(separator.is_ascii());
+    let mut ends =
+        memchr::memchr_iter(separator, text.as_bytes()).chain(std::iter::once(text.len()));
     let mut start = 0;
     std::iter::from_fn(move || {
         let end = ends.next()?;
-        let line = text.get(start..end)?;
+        let part = text.get(start..end)?;
         start = end + 1;
-        Some(line)
+        Some(part)
     })
 }
 
@@ -238,7 +234,7 @@ pub fn decode_batch(payload: &[u8]) -> Result<TradeBatchView<'_>, BatchDecodeErr
     }
     let text = std::str::from_utf8(payload)?;
     let text = text.strip_suffix('\n').unwrap_or(text);
-    let mut lines = split_lines(text);
+    let mut lines = split_ascii(text, b'\n');
     let header = lines.next().unwrap_or_default();
     let mut header_fields = header.split(',');
     let (Some(BATCH_FORMAT), Some(market), Some(batch_id), None) = (
@@ -486,7 +482,7 @@ mod tests {
             assert_eq!(split_fields::<3>(line), expected, "{line:?}");
             let lines = line.replace(',', "\n");
             assert_eq!(
-                split_lines(&lines).collect::<Vec<_>>(),
+                split_ascii(&lines, b'\n').collect::<Vec<_>>(),
                 lines.split('\n').collect::<Vec<_>>()
             );
         }

@@ -742,35 +742,44 @@ fn split_trade_ids<'a>(
     // run, then add it to the map in one lookup (not one tree search per id).
     let mut run: Option<(BlockKey<'a>, Vec<(usize, usize)>)> = None;
     for (entry, &(trade_date, trade_id)) in ids.iter().enumerate() {
-        match TradeIdKey::of(trade_id) {
-            TradeIdKey::Numbered {
-                prefix,
-                digits,
-                number,
-            } => {
-                let key = (
-                    trade_date,
-                    prefix,
-                    i16::from(digits),
-                    number / TRADE_ID_BLOCK_BITS,
-                );
-                let bit = (entry, (number % TRADE_ID_BLOCK_BITS) as usize);
-                match &mut run {
-                    Some((run_key, bits)) if *run_key == key => bits.push(bit),
-                    _ => {
-                        if let Some((run_key, bits)) = run.replace((key, vec![bit])) {
-                            blocks.entry(run_key).or_default().extend(bits);
-                        }
-                    }
+        let Some((key, bit)) = block_bit(trade_date, trade_id) else {
+            others.push(entry);
+            continue;
+        };
+        match &mut run {
+            Some((run_key, bits)) if *run_key == key => bits.push((entry, bit)),
+            _ => {
+                if let Some((run_key, bits)) = run.replace((key, vec![(entry, bit)])) {
+                    blocks.entry(run_key).or_default().extend(bits);
                 }
             }
-            TradeIdKey::Other(_) => others.push(entry),
         }
     }
     if let Some((run_key, bits)) = run {
         blocks.entry(run_key).or_default().extend(bits);
     }
     (blocks, others)
+}
+
+/// The block of a numbered trade id and its bit there; `None` for an id claimed in
+/// `cns_trade_ids` instead (V0014).
+fn block_bit(trade_date: Date, trade_id: &str) -> Option<(BlockKey<'_>, usize)> {
+    match TradeIdKey::of(trade_id) {
+        TradeIdKey::Numbered {
+            prefix,
+            digits,
+            number,
+        } => Some((
+            (
+                trade_date,
+                prefix,
+                i16::from(digits),
+                number / TRADE_ID_BLOCK_BITS,
+            ),
+            (number % TRADE_ID_BLOCK_BITS) as usize,
+        )),
+        TradeIdKey::Other(_) => None,
+    }
 }
 
 fn bit_is_set(seen: &[u8], bit: usize) -> bool {
@@ -1494,6 +1503,7 @@ mod tests {
             assert_eq!(TradeIdKey::of(other), TradeIdKey::Other(other), "{other}");
         }
     }
+
     #[test]
     fn trade_ids_split_into_blocks_in_input_order_whatever_the_runs() {
         // Goal: grouping runs of one block gives what one map entry per id gives: every
@@ -1501,7 +1511,7 @@ mod tests {
         // Method: a straightforward per-id grouping over ids that jump between blocks.
         let day = time::macros::date!(2026 - 11 - 24);
         let other_day = time::macros::date!(2026 - 11 - 25);
-        let raw: Vec<(Date, String)> = [
+        let ids: Vec<(Date, &str)> = vec![
             (day, "G1"),
             (day, "G2"),
             (day, "G8193"),
@@ -1511,29 +1521,12 @@ mod tests {
             (day, "G8194"),
             (day, "G4"),
             (day, "H4"),
-        ]
-        .iter()
-        .map(|(date, id)| (*date, (*id).to_owned()))
-        .collect();
-        let ids: Vec<(Date, &str)> = raw.iter().map(|(date, id)| (*date, id.as_str())).collect();
+        ];
         let (blocks, others) = split_trade_ids(&ids);
         let mut expected: BTreeMap<BlockKey<'_>, Vec<(usize, usize)>> = BTreeMap::new();
         for (entry, (date, id)) in ids.iter().enumerate() {
-            if let TradeIdKey::Numbered {
-                prefix,
-                digits,
-                number,
-            } = TradeIdKey::of(id)
-            {
-                expected
-                    .entry((
-                        *date,
-                        prefix,
-                        i16::from(digits),
-                        number / TRADE_ID_BLOCK_BITS,
-                    ))
-                    .or_default()
-                    .push((entry, (number % TRADE_ID_BLOCK_BITS) as usize));
+            if let Some((key, bit)) = block_bit(*date, id) {
+                expected.entry(key).or_default().push((entry, bit));
             }
         }
         assert_eq!(blocks, expected);
