@@ -43,6 +43,7 @@ pub enum RejectReason {
     NotBoardLot,
     BadPrice,
     NotBusinessDay,
+    BeyondCalendar,
     DuplicateTrade,
     SettlementDateClosed,
 }
@@ -60,6 +61,7 @@ impl RejectReason {
             RejectReason::NotBoardLot => "not_board_lot",
             RejectReason::BadPrice => "bad_price",
             RejectReason::NotBusinessDay => "not_business_day",
+            RejectReason::BeyondCalendar => "beyond_calendar",
             RejectReason::DuplicateTrade => "duplicate_trade",
             RejectReason::SettlementDateClosed => "settlement_date_closed",
         }
@@ -336,6 +338,16 @@ pub fn validate_dated<'a>(
         return Err(reject(
             RejectReason::NotBusinessDay,
             format!("trade date {} is not a business day", record.trade_date),
+        ));
+    }
+    if !dates.calendar.covers(settlement_date) {
+        return Err(reject(
+            RejectReason::BeyondCalendar,
+            format!(
+                "settlement date {} of trade date {} is beyond the holiday calendar (cns.holidays_known_through)",
+                super::format_date(settlement_date),
+                record.trade_date
+            ),
         ));
     }
     let buyer = reference.party("buyer", &record.buyer)?;
@@ -1079,7 +1091,7 @@ pub async fn run_worker_timed(
 
 /// The reason code as a static label (bounded label values only).
 fn reason_label(code: &str) -> &'static str {
-    const ALL: [RejectReason; 12] = [
+    const ALL: [RejectReason; 13] = [
         RejectReason::MalformedField,
         RejectReason::UnknownParticipant,
         RejectReason::ParticipantNotActive,
@@ -1090,6 +1102,7 @@ fn reason_label(code: &str) -> &'static str {
         RejectReason::NotBoardLot,
         RejectReason::BadPrice,
         RejectReason::NotBusinessDay,
+        RejectReason::BeyondCalendar,
         RejectReason::DuplicateTrade,
         RejectReason::SettlementDateClosed,
     ];

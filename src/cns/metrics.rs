@@ -8,6 +8,7 @@ pub const BATCHES_MALFORMED_TOTAL: &str = "ccass_cns_batches_malformed_total";
 pub const CAPTURE_TRANSACTION_SECONDS: &str = "ccass_cns_capture_transaction_seconds";
 pub const CAPTURE_FAILURES_TOTAL: &str = "ccass_cns_capture_failures_total";
 pub const CAPTURE_RETRIES_TOTAL: &str = "ccass_cns_capture_retries_total";
+pub const CALENDAR_HORIZON_DAYS: &str = "ccass_cns_calendar_horizon_days";
 
 pub fn describe_all() {
     metrics::describe_counter!(TRADES_CAPTURED_TOTAL, "trades captured and netted");
@@ -36,5 +37,9 @@ pub fn describe_all() {
     metrics::describe_counter!(
         CAPTURE_RETRIES_TOTAL,
         "capture transactions started over because another transaction claimed one of their trade ids meanwhile"
+    );
+    metrics::describe_gauge!(
+        CALENDAR_HORIZON_DAYS,
+        "days from today to cns.holidays_known_through (settlement dates after it are refused)"
     );
 }

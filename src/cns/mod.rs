@@ -100,6 +100,10 @@ use crate::config::{ConfigError, check_range};
 /// stalled 1 M trades for a whole ack wait (61 s instead of 10 s).
 const CAPTURE_IN_FLIGHT_BYTES_MAX: usize = 48 * 1024 * 1024;
 
+/// The scheduler warns daily once the holiday list covers fewer days ahead than this: enough
+/// for a change of config to be reviewed and deployed.
+pub const CALENDAR_HORIZON_WARN_DAYS: i64 = 60;
+
 /// `[cns]` in config.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -112,6 +116,9 @@ pub struct CnsConfig {
     pub settlement_cycle_days: u8,
     /// Non-business days besides Saturdays and Sundays, `YYYY-MM-DD`.
     pub holidays: Vec<String>,
+    /// The last date the holiday list covers (`YYYY-MM-DD`): settlement dates after it are
+    /// refused, and `ccass up` warns when fewer than [`CALENDAR_HORIZON_WARN_DAYS`] remain.
+    pub holidays_known_through: String,
     /// Capture workers started by `ccass up` (one pull consumer shared by all).
     pub capture_workers: usize,
     /// Messages (trade batches) taken per fetch, captured in one transaction.
@@ -166,7 +173,23 @@ impl CnsConfig {
             self.settlement_cycle_days,
             0..=10,
         )?;
-        self.holiday_dates()?;
+        let holidays = self.holiday_dates()?;
+        let known_through =
+            parse_date(&self.holidays_known_through).ok_or_else(|| ConfigError::Key {
+                key: "cns.holidays_known_through".to_owned(),
+                message: format!(
+                    "`{}` is not a date such as 2027-12-31",
+                    self.holidays_known_through
+                ),
+            })?;
+        if let Some(late) = holidays.iter().find(|holiday| **holiday > known_through) {
+            return Err(ConfigError::Key {
+                key: "cns.holidays_known_through".to_owned(),
+                message: format!(
+                    "holiday {late} is after the horizon {known_through}: move the horizon to the last day the list covers"
+                ),
+            });
+        }
         check_range("cns.capture_workers", self.capture_workers, 1..=64)?;
         check_range(
             "cns.capture_fetch_messages_max",
@@ -247,7 +270,11 @@ impl CnsConfig {
     /// The settlement calendar (dates were checked at load).
     pub fn calendar(&self) -> calendar::Calendar {
         let holidays = self.holidays.iter().filter_map(|text| parse_date(text));
-        calendar::Calendar::new(holidays, self.settlement_cycle_days)
+        let calendar = calendar::Calendar::new(holidays, self.settlement_cycle_days);
+        match parse_date(&self.holidays_known_through) {
+            Some(last_date) => calendar.known_through(last_date),
+            None => calendar,
+        }
     }
 }
 
@@ -293,6 +320,28 @@ mod tests {
     use time::macros::{date, time};
 
     use super::*;
+
+    #[test]
+    fn the_holiday_horizon_must_cover_the_holiday_list() {
+        // Goal: the shipped config loads with a horizon its holidays respect, and a horizon
+        // before a listed holiday is refused at load, naming the key. Method: the real config
+        // directory, then the same with the horizon overridden to mid-2027.
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let config = crate::config::load(&dir, "dev", []).unwrap();
+        let calendar = config.cns.calendar();
+        let horizon = calendar.horizon().expect("a horizon is configured");
+        assert!(calendar.covers(horizon) && !calendar.covers(horizon + time::Duration::days(1)));
+        let early = [(
+            "CCASS_CNS__HOLIDAYS_KNOWN_THROUGH".to_owned(),
+            "2027-06-30".to_owned(),
+        )];
+        let error = crate::config::load(&dir, "dev", early).unwrap_err();
+        assert!(
+            matches!(&error, ConfigError::Key { key, message }
+                if key == "cns.holidays_known_through" && message.contains("2027-07-01")),
+            "{error}"
+        );
+    }
 
     #[test]
     fn dates_and_times_parse_by_hand_as_their_formats_say() {

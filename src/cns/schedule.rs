@@ -44,6 +44,7 @@ pub async fn schedule(
     let poll = Duration::from_millis(config.scheduler_poll_ms);
     let mut cut_off: Option<Date> = None;
     let mut ended: Option<Date> = None;
+    let mut horizon_checked: Option<Date> = None;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -52,6 +53,10 @@ pub async fn schedule(
         }
         let local = OffsetDateTime::now_utc().to_offset(offset);
         let today = local.date();
+        if horizon_checked != Some(today) {
+            horizon_checked = Some(today);
+            check_horizon(&calendar, today);
+        }
         if !calendar.is_business_day(today) {
             continue;
         }
@@ -131,6 +136,23 @@ pub async fn schedule(
                 Err(error) => tracing::error!(%error, "cns cut-off failed; retrying"),
             }
         }
+    }
+}
+
+/// Publishes the days left in the holiday list and warns, once a day, when they run short:
+/// past the horizon intake and capture refuse every settlement date.
+fn check_horizon(calendar: &super::calendar::Calendar, today: Date) {
+    let Some(horizon) = calendar.horizon() else {
+        return;
+    };
+    let days_left = (horizon - today).whole_days();
+    metrics::gauge!(super::metrics::CALENDAR_HORIZON_DAYS).set(days_left as f64);
+    if days_left < super::CALENDAR_HORIZON_WARN_DAYS {
+        tracing::warn!(
+            known_through = %super::format_date(horizon),
+            days_left,
+            "cns.holidays_known_through is near: add next year's holidays and move it"
+        );
     }
 }
 

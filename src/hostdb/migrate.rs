@@ -132,6 +132,11 @@ pub fn embedded() -> Vec<Migration> {
             name: Cow::Borrowed("cns_trade_sets"),
             sql: Cow::Borrowed(include_str!("migrations/V0017__cns_trade_sets.sql")),
         },
+        Migration {
+            version: 18,
+            name: Cow::Borrowed("beyond_calendar"),
+            sql: Cow::Borrowed(include_str!("migrations/V0018__beyond_calendar.sql")),
+        },
     ]
 }
 

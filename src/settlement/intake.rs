@@ -351,6 +351,14 @@ pub fn evaluate(
             format!("settlement date {settlement_date} is past"),
         ));
     }
+    if !calendar.covers(settlement_date) {
+        return Err(refuse(
+            ReasonCode::Ddat,
+            format!(
+                "settlement date {settlement_date} is beyond the holiday calendar (cns.holidays_known_through)"
+            ),
+        ));
+    }
     if !calendar.is_business_day(settlement_date) {
         return Err(refuse(
             ReasonCode::Ddat,
@@ -1346,7 +1354,8 @@ mod tests {
     }
 
     fn outcome(text: &str) -> Result<Accepted, ReasonCode> {
-        let calendar = Calendar::new([date!(2026 - 12 - 25)], 2);
+        let calendar =
+            Calendar::new([date!(2026 - 12 - 25)], 2).known_through(date!(2027 - 12 - 31));
         evaluate(&reference(), &calendar, &config(), TODAY, "B01234", text)
             .map_err(|refusal| refusal.reason)
     }
@@ -1370,11 +1379,12 @@ mod tests {
             outcome(&message("HBSLHKHHAXXX", "B05678-01", date, *b"HKD")).unwrap_err(),
             ReasonCode::Safe
         );
-        // A Saturday, a holiday and a past date.
+        // A Saturday, a holiday, a past date and a weekday after the holiday horizon.
         for bad_date in [
             date!(2026 - 11 - 28),
             date!(2026 - 12 - 25),
             date!(2026 - 11 - 23),
+            date!(2028 - 01 - 03),
         ] {
             assert_eq!(
                 outcome(&message("HBSLHKHHAXXX", "B01234-01", bad_date, *b"HKD")).unwrap_err(),

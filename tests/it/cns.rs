@@ -677,6 +677,7 @@ async fn a_trade_file_flows_from_the_feed_to_positions_and_rejects_are_reported(
         ("T0001", "duplicate_trade"),
         ("T0011", "currency_mismatch"),
         ("T0012", "not_business_day"),
+        ("T0014", "beyond_calendar"),
     ];
     let expected_reasons: Vec<(String, String)> = expected_reasons
         .iter()
@@ -685,7 +686,7 @@ async fn a_trade_file_flows_from_the_feed_to_positions_and_rejects_are_reported(
     assert_eq!(reasons, expected_reasons);
 
     let mut reported: Vec<String> = Vec::new();
-    while reported.len() < 8 {
+    while reported.len() < expected_reasons.len() {
         let message = tokio::time::timeout(Duration::from_secs(10), events.next())
             .await
             .expect("rejection events")
