@@ -57,6 +57,11 @@ enum Command {
     },
     /// Check the whole host database: journals against balances, conservation, no negatives.
     Audit,
+    /// The outbox the relay publishes from.
+    Outbox {
+        #[command(subcommand)]
+        command: OutboxCommand,
+    },
     /// NATS and JetStream administration.
     Bus {
         #[command(subcommand)]
@@ -547,6 +552,21 @@ enum BusCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum OutboxCommand {
+    /// After a point-in-time restore (docs/operations.md): give the outbox rows stored from
+    /// now on message ids of their own, so none repeats an id the lost timeline published.
+    NewIncarnation {
+        /// Why, for the record (e.g. "restored to 2026-12-07 10:15 after disk loss").
+        #[arg(long)]
+        reason: String,
+        /// Begin at this outbox id rather than the next: the first row stored after the
+        /// restore (the relay's id collision error names it).
+        #[arg(long)]
+        from_outbox_id: Option<i64>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum ConfigCommand {
     /// Load and check the configuration, then print it with secrets redacted.
     Check,
@@ -775,6 +795,21 @@ fn run_with_config(config: Config, command: Command) -> anyhow::Result<ExitCode>
                     return Ok(ExitCode::FAILURE);
                 }
                 println!("audit: ok");
+            }
+            Command::Outbox {
+                command:
+                    OutboxCommand::NewIncarnation {
+                        reason,
+                        from_outbox_id,
+                    },
+            } => {
+                let pool = connect_hostdb(&config).await?;
+                let started =
+                    hostdb::outbox::begin_incarnation(&pool, &reason, from_outbox_id).await?;
+                println!(
+                    "outbox incarnation {} begins at outbox id {}: rows from it on are published with new message ids",
+                    started.incarnation, started.first_outbox_id
+                );
             }
             Command::Bus {
                 command: BusCommand::Init,

@@ -759,9 +759,13 @@ async fn day(
         }
     }
     let on_stream = outbound_message_ids(jetstream, &everyone, demo).await?;
-    let instance_id = crate::relay::instance_id(pool).await?;
+    let ids = crate::relay::MessageIds::load(&**hostdb::client(pool).await?).await?;
+    let on_stream: std::collections::HashSet<&str> = on_stream
+        .iter()
+        .filter_map(|message_id| ids.dedupe_id_in(message_id))
+        .collect();
     for (dedupe_id, statement_type) in &outbound {
-        if on_stream.contains(&crate::relay::stream_message_id(&instance_id, dedupe_id)) {
+        if on_stream.contains(dedupe_id.as_str()) {
             observed.outbound_delivered += 1;
             if let Some(message_type) = statement_type {
                 *observed

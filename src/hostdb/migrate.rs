@@ -137,6 +137,11 @@ pub fn embedded() -> Vec<Migration> {
             name: Cow::Borrowed("beyond_calendar"),
             sql: Cow::Borrowed(include_str!("migrations/V0018__beyond_calendar.sql")),
         },
+        Migration {
+            version: 19,
+            name: Cow::Borrowed("outbox_incarnations"),
+            sql: Cow::Borrowed(include_str!("migrations/V0019__outbox_incarnations.sql")),
+        },
     ]
 }
 

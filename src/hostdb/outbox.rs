@@ -395,13 +395,109 @@ pub(super) async fn confirmation_batches(
         .collect())
 }
 
-/// This database's instance id (V0012): the prefix of every `Nats-Msg-Id` the relay sets.
-pub async fn instance_id(client: &impl GenericClient) -> Result<String, HostDbError> {
+/// What names the relay's messages: the instance id (V0012) and the outbox incarnations
+/// (V0019) as (first outbox id, incarnation), ascending. One round trip.
+pub async fn message_id_parts(
+    client: &impl GenericClient,
+) -> Result<(String, Vec<(i64, i32)>), HostDbError> {
     let row = client
-        .query_one("SELECT instance_id FROM system_identity", &[])
+        .query_one(
+            "SELECT (SELECT instance_id FROM system_identity),
+                    coalesce((SELECT array_agg(first_outbox_id ORDER BY incarnation)
+                              FROM outbox_incarnations), '{}'),
+                    coalesce((SELECT array_agg(incarnation ORDER BY incarnation)
+                              FROM outbox_incarnations), '{}')",
+            &[],
+        )
         .await
-        .map_err(db("read the database's instance id"))?;
-    Ok(row.get(0))
+        .map_err(db("read the outbox's message id parts"))?;
+    let first_ids: Vec<i64> = row.get(1);
+    let incarnations: Vec<i32> = row.get(2);
+    Ok((
+        row.get(0),
+        first_ids.into_iter().zip(incarnations).collect(),
+    ))
+}
+
+/// An outbox incarnation ([`begin_incarnation`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Incarnation {
+    pub incarnation: i32,
+    pub first_outbox_id: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IncarnationError {
+    #[error(transparent)]
+    Db(#[from] HostDbError),
+    /// `--from-outbox-id` outside (the last incarnation's first id, the next outbox id].
+    #[error(
+        "outbox id {requested} cannot begin an incarnation: it must be above {after} (where the last one began) and at most {next} (the next outbox id)"
+    )]
+    FirstIdOutOfRange {
+        requested: i64,
+        after: i64,
+        next: i64,
+    },
+}
+
+/// Starts the next outbox incarnation (V0019) for `reason`, at `from_outbox_id` (rows stored
+/// after the restore but before this, named in the relay's id collision error) or else at
+/// the next outbox id. Waits for transactions inserting outbox rows to finish and holds off
+/// new ones until it commits (SHARE lock), so every row stored after it belongs to it.
+pub async fn begin_incarnation(
+    pool: &super::Pool,
+    reason: &str,
+    from_outbox_id: Option<i64>,
+) -> Result<Incarnation, IncarnationError> {
+    let mut client = super::client(pool).await?;
+    let transaction = client
+        .transaction()
+        .await
+        .map_err(db("begin outbox incarnation"))?;
+    transaction
+        .batch_execute("LOCK TABLE outbox IN SHARE MODE")
+        .await
+        .map_err(db("hold off outbox writers"))?;
+    let bounds = transaction
+        .query_one(
+            "SELECT coalesce((SELECT max(first_outbox_id) FROM outbox_incarnations), 0),
+                    coalesce((SELECT max(outbox_id) FROM outbox), 0) + 1",
+            &[],
+        )
+        .await
+        .map_err(db("read outbox incarnation bounds"))?;
+    let (after, next): (i64, i64) = (bounds.get(0), bounds.get(1));
+    if let Some(requested) = from_outbox_id
+        && !(after < requested && requested <= next)
+    {
+        return Err(IncarnationError::FirstIdOutOfRange {
+            requested,
+            after,
+            next,
+        });
+    }
+    // Without a requested id: the sequence's next value (above every id handed out, also
+    // those of rolled-back inserts).
+    let row = transaction
+        .query_one(
+            "INSERT INTO outbox_incarnations (incarnation, first_outbox_id, reason)
+             SELECT coalesce(max(incarnation), 0) + 1,
+                    coalesce($2, nextval(pg_get_serial_sequence('outbox', 'outbox_id'))), $1
+             FROM outbox_incarnations
+             RETURNING incarnation, first_outbox_id",
+            &[&reason, &from_outbox_id],
+        )
+        .await
+        .map_err(db("record outbox incarnation"))?;
+    transaction
+        .commit()
+        .await
+        .map_err(db("commit outbox incarnation"))?;
+    Ok(Incarnation {
+        incarnation: row.get(0),
+        first_outbox_id: row.get(1),
+    })
 }
 
 /// The dedupe id of a run's `chunk`-th compact row for `participant_id`.

@@ -10,6 +10,8 @@ pub const BATCH_TRANSACTION_SECONDS: &str = "ccass_intake_batch_transaction_seco
 pub const BATCH_FAILURES_TOTAL: &str = "ccass_intake_batch_failures_total";
 pub const RELAY_PUBLISHED_TOTAL: &str = "ccass_relay_rows_published_total";
 pub const RELAY_FAILURES_TOTAL: &str = "ccass_relay_failures_total";
+pub const RELAY_ID_COLLISIONS_TOTAL: &str = "ccass_relay_id_collisions_total";
+pub const RELAY_DUPLICATES_UNCHECKED_TOTAL: &str = "ccass_relay_duplicates_unchecked_total";
 pub const RUNS_TOTAL: &str = "ccass_settlement_runs_total";
 pub const PAIRS_SETTLED_TOTAL: &str = "ccass_settlement_pairs_settled_total";
 pub const PAIRS_PARTIALLY_SETTLED_TOTAL: &str = "ccass_settlement_pairs_partially_settled_total";
@@ -74,6 +76,14 @@ pub fn describe_all() {
     metrics::describe_counter!(
         RELAY_FAILURES_TOTAL,
         "relay batches that failed and were retried"
+    );
+    metrics::describe_counter!(
+        RELAY_ID_COLLISIONS_TOTAL,
+        "messages whose id a stream already holds for a different message (a restored database reissued it; the relay stops until `ccass outbox new-incarnation`)"
+    );
+    metrics::describe_counter!(
+        RELAY_DUPLICATES_UNCHECKED_TOTAL,
+        "duplicate acks whose stored copy could not be read to compare (stream limits removed it)"
     );
     metrics::describe_counter!(
         RUNS_TOTAL,

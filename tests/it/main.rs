@@ -20,6 +20,7 @@ mod docs;
 mod gateway;
 mod hostdb;
 mod ops;
+mod relay;
 mod settlement_bench;
 mod settlement_engine;
 mod settlement_intake;

@@ -600,10 +600,9 @@ fn relay_test_pairs() -> Vec<NewMatchedPair> {
 
 /// Relays until the outbox is empty; returns how many messages were published.
 async fn relay_all(pool: &Pool, jetstream: &async_nats::jetstream::Context) -> usize {
-    let instance_id = ccass::relay::instance_id(pool).await.unwrap();
     let mut published = 0;
     loop {
-        match ccass::relay::relay_once(pool, jetstream, &instance_id, 1024)
+        match ccass::relay::relay_once(pool, jetstream, 1024)
             .await
             .unwrap()
         {

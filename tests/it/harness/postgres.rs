@@ -40,22 +40,7 @@ pub async fn empty_database(test_name: &str) -> Option<TestDatabase> {
             return None;
         }
     };
-    let sanitized: String = test_name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '_'
-            }
-        })
-        .take(32)
-        .collect();
-    let name = format!(
-        "ccass_t_{sanitized}_{}_{}",
-        std::process::id(),
-        DATABASE_COUNTER.fetch_add(1, Ordering::Relaxed)
-    );
+    let name = database_name(test_name);
     admin_client
         .batch_execute(&format!("CREATE DATABASE \"{name}\""))
         .await
@@ -68,6 +53,59 @@ pub async fn empty_database(test_name: &str) -> Option<TestDatabase> {
         name,
         admin,
     })
+}
+
+/// `ccass_t_<test name>_<pid>_<counter>`: unique per process and call.
+fn database_name(test_name: &str) -> String {
+    let sanitized: String = test_name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .take(32)
+        .collect();
+    format!(
+        "ccass_t_{sanitized}_{}_{}",
+        std::process::id(),
+        DATABASE_COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+impl TestDatabase {
+    /// A copy of this database as it is now (`CREATE DATABASE … TEMPLATE`): what a restore
+    /// of a backup taken now gives (same instance id, same sequences). A template must have
+    /// no sessions: this ends this database's open ones first; its pool reconnects on use.
+    pub async fn backup_copy(&self, test_name: &str) -> TestDatabase {
+        let admin_client = admin_connect(&self.admin).await.expect("admin connection");
+        let name = database_name(test_name);
+        admin_client
+            .execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE datname = $1 AND pid <> pg_backend_pid()",
+                &[&self.name],
+            )
+            .await
+            .expect("end sessions of the template");
+        admin_client
+            .batch_execute(&format!(
+                "CREATE DATABASE \"{name}\" TEMPLATE \"{}\"",
+                self.name
+            ))
+            .await
+            .unwrap_or_else(|error| panic!("copy database {} to {name}: {error}", self.name));
+        let config = self.admin.with_database(&name);
+        let pool = hostdb::connect(&config).expect("build pool");
+        TestDatabase {
+            pool,
+            config,
+            name,
+            admin: self.admin.clone(),
+        }
+    }
 }
 
 /// A new database for `test_name` with every embedded migration applied.
