@@ -110,6 +110,10 @@ impl<const COLUMNS: usize> CopyRows<COLUMNS> {
         self.rows == 0
     }
 
+    pub(crate) fn len(&self) -> u64 {
+        self.rows
+    }
+
     /// The complete COPY BINARY stream (header, rows, trailer).
     fn into_stream(mut self) -> BytesMut {
         self.buffer.put_i16(-1);
@@ -133,8 +137,16 @@ pub(crate) async fn copy_rows<const COLUMNS: usize>(
         .copy_in::<_, Bytes>(statement)
         .await
         .map_err(|error| HostDbError::from_postgres(context, error))?;
+    send_rows(sink, rows.into_stream(), context).await
+}
+
+/// Sends a complete COPY BINARY stream in chunks of at most [`CHUNK_BYTES`] and finishes.
+async fn send_rows(
+    sink: tokio_postgres::CopyInSink<Bytes>,
+    mut stream: BytesMut,
+    context: &'static str,
+) -> Result<u64, HostDbError> {
     futures::pin_mut!(sink);
-    let mut stream = rows.into_stream();
     while !stream.is_empty() {
         let chunk = stream.split_to(stream.len().min(CHUNK_BYTES)).freeze();
         sink.feed(chunk)
@@ -145,6 +157,53 @@ pub(crate) async fn copy_rows<const COLUMNS: usize>(
         .finish()
         .await
         .map_err(|error| HostDbError::from_postgres(context, error))
+}
+
+/// A COPY whose rows a task of its own sends ([`start_copy_rows`]) while the caller computes:
+/// the server ingests on one core while the client works on the other. The caller must
+/// [`PendingCopy::finish`] it before the transaction's next statement.
+#[must_use = "a COPY must be finished before the transaction's next statement"]
+pub struct PendingCopy {
+    task: Option<tokio::task::JoinHandle<Result<u64, HostDbError>>>,
+    context: &'static str,
+}
+
+impl PendingCopy {
+    /// Waits for the server's answer; returns the number of rows written.
+    pub async fn finish(self) -> Result<u64, HostDbError> {
+        let Some(task) = self.task else {
+            return Ok(0);
+        };
+        task.await.map_err(|error| HostDbError::Unavailable {
+            context: self.context.to_owned(),
+            detail: format!("the task sending the rows failed: {error}"),
+        })?
+    }
+}
+
+/// [`copy_rows`], but the rows are sent by a spawned task: returns once the server accepted
+/// the statement, before the rows are in.
+pub(crate) async fn start_copy_rows<const COLUMNS: usize>(
+    transaction: &tokio_postgres::Transaction<'_>,
+    context: &'static str,
+    statement: &str,
+    rows: CopyRows<COLUMNS>,
+) -> Result<PendingCopy, HostDbError> {
+    if rows.is_empty() {
+        return Ok(PendingCopy {
+            task: None,
+            context,
+        });
+    }
+    let sink = transaction
+        .copy_in::<_, Bytes>(statement)
+        .await
+        .map_err(|error| HostDbError::from_postgres(context, error))?;
+    let stream = rows.into_stream();
+    Ok(PendingCopy {
+        task: Some(tokio::spawn(send_rows(sink, stream, context))),
+        context,
+    })
 }
 
 /// Reading `COPY … TO STDOUT (FORMAT binary)` rows field by field, without an allocation

@@ -10,7 +10,7 @@ use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
 
 use super::HostDbError;
-use super::copy::{CopyRows, Field, copy_rows};
+use super::copy::{CopyRows, Field, PendingCopy, copy_rows, start_copy_rows};
 
 /// Why a stock movement happened (`holding_movements.movement_kind`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,6 +142,103 @@ impl CopyIn {
     }
 }
 
+/// The journal a movement kind belongs to: its table's COPY statement.
+pub trait JournalKind: Copy {
+    const COPY: &'static str;
+    const CONTEXT: &'static str;
+    fn as_str(self) -> &'static str;
+}
+
+impl JournalKind for HoldingMovementKind {
+    const COPY: &'static str = HOLDING_COPY;
+    const CONTEXT: &'static str = "copy holding movements";
+    fn as_str(self) -> &'static str {
+        HoldingMovementKind::as_str(self)
+    }
+}
+
+impl JournalKind for CashMovementKind {
+    const COPY: &'static str = CASH_COPY;
+    const CONTEXT: &'static str = "copy cash movements";
+    fn as_str(self) -> &'static str {
+        CashMovementKind::as_str(self)
+    }
+}
+
+/// Rows of one journal, encoded for COPY BINARY as they are pushed (no owned strings per row:
+/// the settlement run pushes half a million). Both journals have the same shape: date, run,
+/// from and to (accounts, or participants' cash accounts), what moved (an ISIN, or a
+/// currency), how much (a quantity, or minor units), kind and reference.
+pub struct Journal<K> {
+    rows: CopyRows<8>,
+    kind: std::marker::PhantomData<K>,
+}
+
+/// Rows of `holding_movements`.
+pub type HoldingJournal = Journal<HoldingMovementKind>;
+/// Rows of `cash_movements`.
+pub type CashJournal = Journal<CashMovementKind>;
+
+impl<K> Default for Journal<K> {
+    fn default() -> Self {
+        Journal {
+            rows: CopyRows::new(),
+            kind: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<K: JournalKind> Journal<K> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn push(
+        &mut self,
+        settlement_date: Date,
+        settlement_run_id: Option<i64>,
+        from: Option<&str>,
+        to: Option<&str>,
+        asset: &str,
+        amount: i64,
+        kind: K,
+        reference: &str,
+    ) {
+        self.rows.push([
+            Field::Date(settlement_date),
+            Field::optional_int8(settlement_run_id),
+            Field::optional_text(from),
+            Field::optional_text(to),
+            Field::Text(asset),
+            Field::Int8(amount),
+            Field::Text(kind.as_str()),
+            Field::Text(reference),
+        ]);
+    }
+
+    pub fn len(&self) -> usize {
+        usize::try_from(self.rows.len()).unwrap_or(usize::MAX)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Appends the rows with one COPY BINARY; returns the row count. A row the journal's
+    /// CHECK constraints refuse fails the whole COPY (nothing appended).
+    pub async fn append(
+        self,
+        transaction: &tokio_postgres::Transaction<'_>,
+    ) -> Result<u64, HostDbError> {
+        copy_rows(transaction, K::CONTEXT, K::COPY, self.rows).await
+    }
+
+    /// Starts the COPY; a task sends the rows ([`PendingCopy`]).
+    pub async fn start_append(
+        self,
+        transaction: &tokio_postgres::Transaction<'_>,
+    ) -> Result<PendingCopy, HostDbError> {
+        start_copy_rows(transaction, K::CONTEXT, K::COPY, self.rows).await
+    }
+}
+
 /// Appends `movements` to `holding_movements` with one COPY BINARY (encoded in bulk);
 /// returns the row count. A row the journal's CHECK constraints refuse fails the whole COPY
 /// (nothing appended).
@@ -149,20 +246,20 @@ pub async fn append_holding_movements(
     transaction: &tokio_postgres::Transaction<'_>,
     movements: &[HoldingMovement],
 ) -> Result<u64, HostDbError> {
-    let mut rows = CopyRows::<8>::new();
+    let mut journal = HoldingJournal::default();
     for movement in movements {
-        rows.push([
-            Field::Date(movement.settlement_date),
-            Field::optional_int8(movement.settlement_run_id),
-            Field::optional_text(movement.from_account_id.as_deref()),
-            Field::optional_text(movement.to_account_id.as_deref()),
-            Field::Text(&movement.isin),
-            Field::Int8(movement.quantity),
-            Field::Text(movement.kind.as_str()),
-            Field::Text(&movement.reference),
-        ]);
+        journal.push(
+            movement.settlement_date,
+            movement.settlement_run_id,
+            movement.from_account_id.as_deref(),
+            movement.to_account_id.as_deref(),
+            &movement.isin,
+            movement.quantity,
+            movement.kind,
+            &movement.reference,
+        );
     }
-    copy_rows(transaction, "copy holding movements", HOLDING_COPY, rows).await
+    journal.append(transaction).await
 }
 
 /// Appends `movements` to `cash_movements` with one COPY BINARY (encoded in bulk); returns
@@ -171,18 +268,18 @@ pub async fn append_cash_movements(
     transaction: &tokio_postgres::Transaction<'_>,
     movements: &[CashMovement],
 ) -> Result<u64, HostDbError> {
-    let mut rows = CopyRows::<8>::new();
+    let mut journal = CashJournal::default();
     for movement in movements {
-        rows.push([
-            Field::Date(movement.settlement_date),
-            Field::optional_int8(movement.settlement_run_id),
-            Field::optional_text(movement.from_participant_id.as_deref()),
-            Field::optional_text(movement.to_participant_id.as_deref()),
-            Field::Text(&movement.currency_code),
-            Field::Int8(movement.amount_minor),
-            Field::Text(movement.kind.as_str()),
-            Field::Text(&movement.reference),
-        ]);
+        journal.push(
+            movement.settlement_date,
+            movement.settlement_run_id,
+            movement.from_participant_id.as_deref(),
+            movement.to_participant_id.as_deref(),
+            &movement.currency_code,
+            movement.amount_minor,
+            movement.kind,
+            &movement.reference,
+        );
     }
-    copy_rows(transaction, "copy cash movements", CASH_COPY, rows).await
+    journal.append(transaction).await
 }

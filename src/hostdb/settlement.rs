@@ -28,6 +28,7 @@ use std::pin::Pin;
 use time::Date;
 use tokio_postgres::types::Type;
 
+use super::copy::PendingCopy;
 use super::copy::{CopyOut, CopyRows, Field, copy_rows};
 use super::journal::{self, CashMovement, CopyIn, HoldingMovement};
 use super::{HostDbError, Pool};
@@ -594,6 +595,23 @@ impl<'c> RunTransaction<'c> {
         self.append_journals(holding_movements, cash_movements)
             .await?;
         self.apply_balance_deltas(holding_deltas, cash_deltas).await
+    }
+
+    /// Starts the COPY of the run's stock journal; a task sends the rows while the caller
+    /// computes. Finish it before the next statement.
+    pub async fn start_holding_journal(
+        &self,
+        journal: journal::HoldingJournal,
+    ) -> Result<PendingCopy, HostDbError> {
+        journal.start_append(&self.transaction).await
+    }
+
+    /// Starts the COPY of the run's money journal, as [`Self::start_holding_journal`].
+    pub async fn start_cash_journal(
+        &self,
+        journal: journal::CashJournal,
+    ) -> Result<PendingCopy, HostDbError> {
+        journal.start_append(&self.transaction).await
     }
 
     /// Appends the journals with COPY BINARY.

@@ -27,9 +27,7 @@ use super::SettlementConfig;
 use super::engine::{self, InvariantError, Ledger, Pair, Shortage};
 use super::metrics;
 use crate::bus::subjects;
-use crate::hostdb::journal::{
-    CashMovement, CashMovementKind, HoldingMovement, HoldingMovementKind,
-};
+use crate::hostdb::journal::{CashJournal, CashMovementKind, HoldingJournal, HoldingMovementKind};
 use crate::hostdb::outbox::{
     CONFIRMATION_ENTRIES_PER_ROW_MAX, ConfirmationBatch, ConfirmationEntry, InstructionFacts,
     PendingReason, confirmations_dedupe_id,
@@ -131,9 +129,11 @@ pub struct LoadSteps {
 /// Where a run's write phase went.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WriteSteps {
-    /// Building the compact confirmation rows (the FIN texts are built by the relay).
+    /// Building the compact confirmation rows (the FIN texts are built by the relay), while
+    /// the server ingests the money journal: part of `journals`.
     pub build_messages: Duration,
-    /// Journals by COPY BINARY.
+    /// The journals and markers built, and the journals sent by COPY BINARY (with the
+    /// confirmation rows and balance deltas built meanwhile).
     pub journals: Duration,
     /// The balance deltas (set-based updates).
     pub balances: Duration,
@@ -325,8 +325,39 @@ async fn settle_and_commit(
         settle,
         ..RunReport::default()
     };
-    let mut holding_movements = Vec::new();
-    let mut cash_movements = Vec::new();
+    // The logical terminals first: the rest of the write path issues no query until the
+    // journals are in.
+    let terminals = run.logical_terminals().await?;
+    lap(); // the write steps start here
+    // The server ingests each journal while the client builds what comes next (rows are
+    // encoded as pushed; a task sends them): the stock journal, then the money journal and
+    // the markers, then the confirmation rows and the balance deltas.
+    let mut reference = String::new();
+    let match_reference = |reference: &mut String, match_id: i64| {
+        use std::fmt::Write as _;
+        reference.clear();
+        let _ = write!(reference, "match:{match_id}");
+    };
+    let mut holding_journal = HoldingJournal::default();
+    for (pair, result) in pairs.iter().zip(&settlement.results) {
+        if result.settled_quantity == 0 {
+            continue;
+        }
+        match_reference(&mut reference, pair.match_id);
+        holding_journal.push(
+            settlement_date,
+            Some(run.settlement_run_id),
+            Some(due.name(pair.deliverer_account)),
+            Some(due.name(pair.receiver_account)),
+            due.name(pair.isin),
+            result.settled_quantity,
+            HoldingMovementKind::Settlement,
+            &reference,
+        );
+    }
+    report.holding_movements_count = holding_journal.len();
+    let holding_copy = run.start_holding_journal(holding_journal).await?;
+    let mut cash_journal = CashJournal::default();
     let mut markers = Vec::new();
     for (pair, result) in pairs.iter().zip(&settlement.results) {
         let currency = pair.currency.map(|id| due.name(id));
@@ -345,33 +376,23 @@ async fn settle_and_commit(
         if result.shortage.is_some() {
             report.partially_settled_count += 1;
         }
-        let reference = format!("match:{}", pair.match_id);
-        holding_movements.push(HoldingMovement {
-            settlement_date,
-            settlement_run_id: Some(run.settlement_run_id),
-            from_account_id: Some(due.name(pair.deliverer_account).to_owned()),
-            to_account_id: Some(due.name(pair.receiver_account).to_owned()),
-            isin: due.name(pair.isin).to_owned(),
-            quantity: result.settled_quantity,
-            kind: HoldingMovementKind::Settlement,
-            reference: reference.clone(),
-        });
         let amount_minor = (result.settled_amount_minor > 0).then_some(result.settled_amount_minor);
         if let (Some(currency), Some(amount)) = (currency, amount_minor) {
             *report
                 .settled_value_minor
                 .entry(currency.to_owned())
                 .or_default() += amount;
-            cash_movements.push(CashMovement {
+            match_reference(&mut reference, pair.match_id);
+            cash_journal.push(
                 settlement_date,
-                settlement_run_id: Some(run.settlement_run_id),
-                from_participant_id: Some(due.name(pair.receiver_participant).to_owned()),
-                to_participant_id: Some(due.name(pair.deliverer_participant).to_owned()),
-                currency_code: currency.to_owned(),
-                amount_minor: amount,
-                kind: CashMovementKind::Dvp,
-                reference,
-            });
+                Some(run.settlement_run_id),
+                Some(due.name(pair.receiver_participant)),
+                Some(due.name(pair.deliverer_participant)),
+                currency,
+                amount,
+                CashMovementKind::Dvp,
+                &reference,
+            );
         }
         markers.push(SettledMarker {
             match_id: pair.match_id,
@@ -382,11 +403,10 @@ async fn settle_and_commit(
             complete: result.shortage.is_none(),
         });
     }
-    let stored = dense.stored_stock(&holdings);
-    let (holding_updates, new_holdings, cash_deltas) =
-        dense.deltas(&before, &after, &stored, &cash_keys);
-    let terminals = run.logical_terminals().await?;
-    lap(); // the write steps start here
+    report.cash_movements_count = cash_journal.len();
+    holding_copy.finish().await?;
+    let cash_copy = run.start_cash_journal(cash_journal).await?;
+    let build_started = Instant::now();
     let (outbox, confirmations_count) = confirmation_rows(
         &due,
         &settlement.results,
@@ -394,9 +414,11 @@ async fn settle_and_commit(
         config,
         &terminals,
     )?;
-    report.write_steps.build_messages = lap();
-    run.append_journals(&holding_movements, &cash_movements)
-        .await?;
+    report.write_steps.build_messages = build_started.elapsed();
+    let stored = dense.stored_stock(&holdings);
+    let (holding_updates, new_holdings, cash_deltas) =
+        dense.deltas(&before, &after, &stored, &cash_keys);
+    cash_copy.finish().await?;
     report.write_steps.journals = lap();
     run.apply_run_balance_deltas(&holding_updates, &new_holdings, &cash_deltas)
         .await?;
@@ -405,8 +427,6 @@ async fn settle_and_commit(
     report.write_steps.markers = lap();
     run.append_confirmation_rows(&outbox).await?;
     report.write_steps.outbox = lap();
-    report.holding_movements_count = holding_movements.len();
-    report.cash_movements_count = cash_movements.len();
     report.outbox_count = outbox.len();
     report.confirmations_count = confirmations_count;
     // CNS long positions receive what the CCP received, after the SIs.
