@@ -348,7 +348,8 @@ impl OpsPort {
 
 /// The schedules that belong to the run leader: Batch Settlement Runs at
 /// `settlement.run_times`, end-of-day statements after the day's last run (when
-/// `statements.end_of_day_enabled`), and the CNS cut-off and day-end. Each takes the advisory
+/// `statements.end_of_day_enabled`), and the CNS cut-off and day-end (when
+/// `cns.schedule_enabled`). Each takes the advisory
 /// lock `settlement.leader_lock_key` for its work, so any number of processes may run them.
 pub fn spawn_leader_schedules(
     config: &Config,
@@ -375,13 +376,15 @@ pub fn spawn_leader_schedules(
         )));
     }
     // Both idempotent.
-    tasks.push(tokio::spawn(cns::schedule::schedule(
-        pool.clone(),
-        config.cns.clone(),
-        config.settlement.utc_offset_minutes,
-        config.settlement.leader_lock_key,
-        shutdown,
-    )));
+    if config.cns.schedule_enabled {
+        tasks.push(tokio::spawn(cns::schedule::schedule(
+            pool.clone(),
+            config.cns.clone(),
+            config.settlement.utc_offset_minutes,
+            config.settlement.leader_lock_key,
+            shutdown,
+        )));
+    }
     tasks
 }
 

@@ -144,6 +144,9 @@ pub struct CnsConfig {
     pub day_end_time: String,
     /// How often the CNS scheduler of `ccass up` looks whether a cut-off or day-end is due.
     pub scheduler_poll_ms: u64,
+    /// Whether `ccass up` runs the CNS schedule (cut-off, day-end, clearing statements) on
+    /// the real clock. `ccass demo` turns it off: it plays the same date on its own clock.
+    pub schedule_enabled: bool,
     /// Local `HH:MM` on trade day when each participant's provisional clearing statement of
     /// that day's settlement date is queued.
     pub provisional_statement_time: String,

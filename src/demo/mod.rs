@@ -30,8 +30,10 @@
 //!   settlement date, and the demo plays that date now on its own compressed clock
 //!   ([`timeline::Clock`], `[demo] compressed_hour_ms`): each event waits for its time and
 //!   for the event before it to finish, so the numbers depend on the seed only, never on the
-//!   machine's speed. The services of `ccass up` inside the demo keep their own schedules
-//!   on the real clock; those act on the real date, not the demo's settlement date.
+//!   machine's speed. The services of `ccass up` inside the demo keep their Batch Settlement
+//!   Run and statement schedules on the real clock; those act on the real date, not the
+//!   demo's settlement date. The CNS schedule is off (`cns.schedule_enabled`): its cut-off
+//!   closes the real T+2, which is the demo's settlement date.
 //! - At day end: the CNS cut-off (positions final), day-end (positions carried to the
 //!   next business day, money settled against the CCP) and the end-of-day statements, each
 //!   a checked row of the summary: the reports' counts against the positions' statuses, the
@@ -275,6 +277,10 @@ pub async fn run(
     admin.close();
     let mut system = config.clone();
     system.hostdb = config.hostdb.with_database(&demo.database);
+    // The demo plays the CNS day (cut-off, day-end) of the real T+2 itself; the real-clock
+    // CNS schedule would close that same date at `cns.cutoff_time` (checked: after 18:30 HKT
+    // the demo's own cut-off found the date closed).
+    system.cns.schedule_enabled = false;
     let pool = hostdb::connect_as(&system.hostdb, "ccass-demo")?;
     hostdb::migrate::run(&pool).await?;
     let reference =
