@@ -161,7 +161,9 @@ async fn send_rows(
 
 /// A COPY whose rows a task of its own sends ([`start_copy_rows`]) while the caller computes:
 /// the server ingests on one core while the client works on the other. The caller must
-/// [`PendingCopy::finish`] it before the transaction's next statement.
+/// [`PendingCopy::finish`] it before the transaction's next statement. Dropped unfinished (the
+/// caller failed meanwhile), the task still ends the COPY, and the transaction's rollback
+/// follows it on the connection.
 #[must_use = "a COPY must be finished before the transaction's next statement"]
 pub struct PendingCopy {
     task: Option<tokio::task::JoinHandle<Result<u64, HostDbError>>>,

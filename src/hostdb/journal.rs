@@ -239,6 +239,44 @@ impl<K: JournalKind> Journal<K> {
     }
 }
 
+impl<'a> FromIterator<&'a HoldingMovement> for HoldingJournal {
+    fn from_iter<T: IntoIterator<Item = &'a HoldingMovement>>(movements: T) -> Self {
+        let mut journal = HoldingJournal::default();
+        for movement in movements {
+            journal.push(
+                movement.settlement_date,
+                movement.settlement_run_id,
+                movement.from_account_id.as_deref(),
+                movement.to_account_id.as_deref(),
+                &movement.isin,
+                movement.quantity,
+                movement.kind,
+                &movement.reference,
+            );
+        }
+        journal
+    }
+}
+
+impl<'a> FromIterator<&'a CashMovement> for CashJournal {
+    fn from_iter<T: IntoIterator<Item = &'a CashMovement>>(movements: T) -> Self {
+        let mut journal = CashJournal::default();
+        for movement in movements {
+            journal.push(
+                movement.settlement_date,
+                movement.settlement_run_id,
+                movement.from_participant_id.as_deref(),
+                movement.to_participant_id.as_deref(),
+                &movement.currency_code,
+                movement.amount_minor,
+                movement.kind,
+                &movement.reference,
+            );
+        }
+        journal
+    }
+}
+
 /// Appends `movements` to `holding_movements` with one COPY BINARY (encoded in bulk);
 /// returns the row count. A row the journal's CHECK constraints refuse fails the whole COPY
 /// (nothing appended).
@@ -246,20 +284,11 @@ pub async fn append_holding_movements(
     transaction: &tokio_postgres::Transaction<'_>,
     movements: &[HoldingMovement],
 ) -> Result<u64, HostDbError> {
-    let mut journal = HoldingJournal::default();
-    for movement in movements {
-        journal.push(
-            movement.settlement_date,
-            movement.settlement_run_id,
-            movement.from_account_id.as_deref(),
-            movement.to_account_id.as_deref(),
-            &movement.isin,
-            movement.quantity,
-            movement.kind,
-            &movement.reference,
-        );
-    }
-    journal.append(transaction).await
+    movements
+        .iter()
+        .collect::<HoldingJournal>()
+        .append(transaction)
+        .await
 }
 
 /// Appends `movements` to `cash_movements` with one COPY BINARY (encoded in bulk); returns
@@ -268,18 +297,9 @@ pub async fn append_cash_movements(
     transaction: &tokio_postgres::Transaction<'_>,
     movements: &[CashMovement],
 ) -> Result<u64, HostDbError> {
-    let mut journal = CashJournal::default();
-    for movement in movements {
-        journal.push(
-            movement.settlement_date,
-            movement.settlement_run_id,
-            movement.from_participant_id.as_deref(),
-            movement.to_participant_id.as_deref(),
-            &movement.currency_code,
-            movement.amount_minor,
-            movement.kind,
-            &movement.reference,
-        );
-    }
-    journal.append(transaction).await
+    movements
+        .iter()
+        .collect::<CashJournal>()
+        .append(transaction)
+        .await
 }

@@ -597,19 +597,11 @@ impl<'c> RunTransaction<'c> {
         self.apply_balance_deltas(holding_deltas, cash_deltas).await
     }
 
-    /// Starts the COPY of the run's stock journal; a task sends the rows while the caller
+    /// Starts the COPY of one of the run's journals; a task sends the rows while the caller
     /// computes. Finish it before the next statement.
-    pub async fn start_holding_journal(
+    pub async fn start_journal<K: journal::JournalKind>(
         &self,
-        journal: journal::HoldingJournal,
-    ) -> Result<PendingCopy, HostDbError> {
-        journal.start_append(&self.transaction).await
-    }
-
-    /// Starts the COPY of the run's money journal, as [`Self::start_holding_journal`].
-    pub async fn start_cash_journal(
-        &self,
-        journal: journal::CashJournal,
+        journal: journal::Journal<K>,
     ) -> Result<PendingCopy, HostDbError> {
         journal.start_append(&self.transaction).await
     }

@@ -196,9 +196,11 @@ async fn publish(
     for slice in messages.chunks(window.max(1)) {
         let mut pending = Vec::with_capacity(slice.len());
         for message in slice {
-            let message_id = ids.of(message.outbox_id, &message.dedupe_id);
             let mut headers = HeaderMap::new();
-            headers.insert("Nats-Msg-Id", message_id.as_str());
+            headers.insert(
+                "Nats-Msg-Id",
+                ids.of(message.outbox_id, &message.dedupe_id).as_str(),
+            );
             let ack = jetstream
                 .publish_with_headers(
                     message.subject.clone(),
@@ -210,22 +212,20 @@ async fn publish(
                     subject: message.subject.clone(),
                     message: error.to_string(),
                 })?;
-            pending.push((ack, message_id));
+            pending.push(ack);
         }
-        let (acks, message_ids): (Vec<_>, Vec<_>) = pending.into_iter().unzip();
-        for ((result, message), message_id) in
-            futures::future::join_all(acks.into_iter().map(|ack| ack.into_future()))
+        for (result, message) in
+            futures::future::join_all(pending.into_iter().map(|ack| ack.into_future()))
                 .await
                 .into_iter()
                 .zip(slice)
-                .zip(message_ids)
         {
             let ack = result.map_err(|error| RelayError::Publish {
                 subject: message.subject.clone(),
                 message: error.to_string(),
             })?;
             if ack.duplicate {
-                check_duplicate(jetstream, &ack, message, message_id).await?;
+                check_duplicate(jetstream, &ack, message, ids).await?;
             }
         }
     }
@@ -239,9 +239,11 @@ async fn check_duplicate(
     jetstream: &jetstream::Context,
     ack: &jetstream::publish::PublishAck,
     message: &Message,
-    message_id: String,
+    ids: &MessageIds,
 ) -> Result<(), RelayError> {
-    let stored = match jetstream.get_stream(&ack.stream).await {
+    let message_id = ids.of(message.outbox_id, &message.dedupe_id);
+    // One request: the stream handle without its info.
+    let stored = match jetstream.get_stream_no_info(&ack.stream).await {
         Ok(stream) => stream
             .get_raw_message(ack.sequence)
             .await
@@ -330,14 +332,14 @@ pub async fn run(
                 metrics::counter!(names::RELAY_PUBLISHED_TOTAL).increment(published as u64);
                 continue;
             }
-            Err(error @ RelayError::IdCollision { .. }) => {
-                metrics::counter!(names::RELAY_FAILURES_TOTAL).increment(1);
-                tracing::error!(%error, "outbox relay: batch not published; retrying");
-                retry_delay
-            }
             Err(error) => {
                 metrics::counter!(names::RELAY_FAILURES_TOTAL).increment(1);
-                tracing::warn!(%error, "outbox relay: batch not published; retrying");
+                // A collision needs an operator (it never clears by itself); the rest retry.
+                if matches!(error, RelayError::IdCollision { .. }) {
+                    tracing::error!(%error, "outbox relay: batch not published; retrying");
+                } else {
+                    tracing::warn!(%error, "outbox relay: batch not published; retrying");
+                }
                 retry_delay
             }
         };

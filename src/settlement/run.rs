@@ -356,7 +356,7 @@ async fn settle_and_commit(
         );
     }
     report.holding_movements_count = holding_journal.len();
-    let holding_copy = run.start_holding_journal(holding_journal).await?;
+    let holding_copy = run.start_journal(holding_journal).await?;
     let mut cash_journal = CashJournal::default();
     let mut markers = Vec::new();
     for (pair, result) in pairs.iter().zip(&settlement.results) {
@@ -405,7 +405,7 @@ async fn settle_and_commit(
     }
     report.cash_movements_count = cash_journal.len();
     holding_copy.finish().await?;
-    let cash_copy = run.start_cash_journal(cash_journal).await?;
+    let cash_copy = run.start_journal(cash_journal).await?;
     let build_started = Instant::now();
     let (outbox, confirmations_count) = confirmation_rows(
         &due,

@@ -15,7 +15,7 @@ use ccass::ids::ParticipantId;
 use tokio::sync::oneshot;
 
 use crate::harness::ldap::Slapd;
-use crate::harness::nats::NatsServer;
+use crate::harness::nats::{NatsServer, initialised_bus};
 use crate::harness::postgres::{self, TestDatabase};
 
 /// One auth service on private servers, and a client of it.
@@ -975,12 +975,7 @@ async fn ccass_up_answers_auth_requests_and_counts_denials_in_metrics() {
     config.hostdb = database.config.clone();
     config.bus = nats.bus_config();
     config.directory = slapd.directory_config();
-    let nats_client = ccass::bus::connect(&config.bus, "test").await.unwrap();
-    let jetstream = ccass::bus::jetstream(&config.bus, nats_client.clone());
-    let catalogue = ccass::bus::catalogue::Catalogue::embedded().unwrap();
-    ccass::bus::init::run(&config.bus, &jetstream, &catalogue)
-        .await
-        .unwrap();
+    let (nats_client, _jetstream) = initialised_bus(&config.bus, "test").await;
     let mut auth = config.auth.clone();
     auth.cache_ttl_ms = 0;
     let client = AuthClient::new(nats_client, &auth);

@@ -17,7 +17,7 @@ use rust_decimal::prelude::*;
 use time::Date;
 use time::macros::date;
 
-use crate::harness::nats::NatsServer;
+use crate::harness::nats::{NatsServer, initialised_bus};
 use crate::harness::postgres::{TestDatabase, empty_database, seeded_database};
 use crate::harness::{repo_root, test_config};
 
@@ -607,12 +607,7 @@ async fn a_trade_file_flows_from_the_feed_to_positions_and_rejects_are_reported(
         return;
     };
     let bus_config = nats.bus_config();
-    let client = ccass::bus::connect(&bus_config, "cns-test").await.unwrap();
-    let jetstream = ccass::bus::jetstream(&bus_config, client.clone());
-    let catalogue = ccass::bus::catalogue::Catalogue::embedded().unwrap();
-    ccass::bus::init::run(&bus_config, &jetstream, &catalogue)
-        .await
-        .unwrap();
+    let (client, jetstream) = initialised_bus(&bus_config, "cns-test").await;
     // The CCP's event subject receives every rejection (the parties get those they are in).
     let ccp_events = subjects::events(&ParticipantId::parse("HKSCC0").unwrap(), EventKind::Trade);
     let mut events = client.subscribe(ccp_events).await.unwrap();

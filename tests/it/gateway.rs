@@ -17,7 +17,7 @@ use tokio::io::AsyncWriteExt as _;
 use tokio::sync::oneshot;
 
 use crate::harness::ldap::Slapd;
-use crate::harness::nats::NatsServer;
+use crate::harness::nats::{NatsServer, initialised_bus};
 use crate::harness::postgres::{self, TestDatabase};
 
 /// A valid MT540 (public sample `mt540-pwintegr-1.fin`) with the sender and reference filled in.
@@ -66,12 +66,7 @@ impl World {
         let mut bus = nats.bus_config();
         // A dead server shows as NAK G03 within a second rather than five.
         bus.publish_ack_timeout_ms = 1000;
-        let nats_client = ccass::bus::connect(&bus, "test").await.unwrap();
-        let jetstream = ccass::bus::jetstream(&bus, nats_client.clone());
-        let catalogue = ccass::bus::catalogue::Catalogue::embedded().unwrap();
-        ccass::bus::init::run(&bus, &jetstream, &catalogue)
-            .await
-            .unwrap();
+        let (nats_client, jetstream) = initialised_bus(&bus, "test").await;
 
         let auth_stop = start_auth(&slapd, &database, &nats_client).await;
         let mut stops = Vec::new();

@@ -590,30 +590,13 @@ async fn copy_binary_appends_settlement_movements() {
 
     // The same through a started COPY, whose rows a task sends while the caller goes on:
     // the rows are counted when it finishes, and a refused row fails it at finish.
-    let push = |journal: &mut journal::HoldingJournal, movement: &HoldingMovement| {
-        journal.push(
-            movement.settlement_date,
-            movement.settlement_run_id,
-            movement.from_account_id.as_deref(),
-            movement.to_account_id.as_deref(),
-            &movement.isin,
-            movement.quantity,
-            movement.kind,
-            &movement.reference,
-        );
-    };
     let mut client = hostdb::client(&database.pool).await.unwrap();
     let transaction = client.transaction().await.unwrap();
-    let mut started_journal = journal::HoldingJournal::default();
-    for movement in &movements[..1_000] {
-        push(&mut started_journal, movement);
-    }
+    let started_journal: journal::HoldingJournal = movements[..1_000].iter().collect();
     assert_eq!(started_journal.len(), 1_000);
     let pending = started_journal.start_append(&transaction).await.unwrap();
     assert_eq!(pending.finish().await.unwrap(), 1_000);
-    let mut refused_journal = journal::HoldingJournal::default();
-    push(&mut refused_journal, &movements[1]);
-    push(&mut refused_journal, &bad);
+    let refused_journal: journal::HoldingJournal = [&movements[1], &bad].into_iter().collect();
     let pending = refused_journal.start_append(&transaction).await.unwrap();
     let error = pending.finish().await.unwrap_err();
     assert!(matches!(error, HostDbError::Constraint { .. }), "{error}");

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::harness::nats::NatsServer;
+use crate::harness::nats::{NatsServer, initialised_bus};
 use crate::harness::postgres;
 use crate::harness::proxy::Proxy;
 
@@ -74,12 +74,7 @@ async fn readyz_follows_postgres_and_nats_and_metrics_are_valid_prometheus_text(
     config.hostdb.port = proxy.address().port();
     config.bus = nats.bus_config();
     config.telemetry.readiness_check_timeout_ms = 1000;
-    let client = ccass::bus::connect(&config.bus, "test").await.unwrap();
-    let jetstream = ccass::bus::jetstream(&config.bus, client);
-    let catalogue = ccass::bus::catalogue::Catalogue::embedded().unwrap();
-    ccass::bus::init::run(&config.bus, &jetstream, &catalogue)
-        .await
-        .unwrap();
+    let (_client, _jetstream) = initialised_bus(&config.bus, "test").await;
 
     let listeners = ccass::up::Listeners::bind(&config).await.unwrap();
     let ops = listeners.ops.local_addr().unwrap();
@@ -302,14 +297,7 @@ async fn two_bsr_commands_run_each_scheduled_run_once_and_the_standby_takes_over
     let Some(nats) = NatsServer::start().await else {
         return;
     };
-    let client = ccass::bus::connect(&nats.bus_config(), "test")
-        .await
-        .unwrap();
-    let jetstream = ccass::bus::jetstream(&nats.bus_config(), client);
-    let catalogue = ccass::bus::catalogue::Catalogue::embedded().unwrap();
-    ccass::bus::init::run(&nats.bus_config(), &jetstream, &catalogue)
-        .await
-        .unwrap();
+    let (_client, _jetstream) = initialised_bus(&nats.bus_config(), "test").await;
 
     // Both processes must start within the minute before 12:01 local: not in its last seconds.
     let seconds_in_minute = |now: time::OffsetDateTime| now.second();

@@ -5,7 +5,7 @@
 use ccass::hostdb::Pool;
 use ccass::relay::{self, MessageIds, RelayError};
 
-use crate::harness::nats::NatsServer;
+use crate::harness::nats::{NatsServer, initialised_bus};
 use crate::harness::postgres::database;
 
 const SUBJECT: &str = "ccass.v1.outbound.B01234";
@@ -69,14 +69,7 @@ async fn a_restored_database_never_loses_a_message_to_a_reissued_id() {
         return;
     };
     let bus_config = nats.bus_config();
-    let client = ccass::bus::connect(&bus_config, "relay-test")
-        .await
-        .unwrap();
-    let jetstream = ccass::bus::jetstream(&bus_config, client);
-    let catalogue = ccass::bus::catalogue::Catalogue::embedded().unwrap();
-    ccass::bus::init::run(&bus_config, &jetstream, &catalogue)
-        .await
-        .unwrap();
+    let (_, jetstream) = initialised_bus(&bus_config, "relay-test").await;
 
     let restored = original.backup_copy("relay_restore_copy").await;
     store(&original.pool, "statement:2026-12-07:B01234", "lost").await;

@@ -515,14 +515,7 @@ async fn compact_confirmations_reach_outbound_each_once_also_when_the_relay_publ
     }
 
     let bus_config = nats.bus_config();
-    let client = ccass::bus::connect(&bus_config, "relay-test")
-        .await
-        .unwrap();
-    let jetstream = ccass::bus::jetstream(&bus_config, client);
-    let catalogue = ccass::bus::catalogue::Catalogue::embedded().unwrap();
-    ccass::bus::init::run(&bus_config, &jetstream, &catalogue)
-        .await
-        .unwrap();
+    let (_, jetstream) = crate::harness::nats::initialised_bus(&bus_config, "relay-test").await;
     let stored = || async {
         let mut stream = jetstream.get_stream("OUTBOUND").await.unwrap();
         stream.info().await.unwrap().state.messages

@@ -20,7 +20,7 @@ use futures::StreamExt as _;
 use rust_decimal::Decimal;
 
 use crate::harness::dates::settlement_date;
-use crate::harness::nats::NatsServer;
+use crate::harness::nats::{NatsServer, initialised_bus};
 use crate::harness::postgres::seeded_database;
 use crate::harness::test_config;
 
@@ -151,14 +151,7 @@ async fn intake_matches_reports_cancels_and_refuses_through_the_bus() {
         return;
     };
     let bus_config = nats.bus_config();
-    let client = ccass::bus::connect(&bus_config, "intake-test")
-        .await
-        .unwrap();
-    let jetstream = ccass::bus::jetstream(&bus_config, client.clone());
-    let catalogue = ccass::bus::catalogue::Catalogue::embedded().unwrap();
-    ccass::bus::init::run(&bus_config, &jetstream, &catalogue)
-        .await
-        .unwrap();
+    let (client, jetstream) = initialised_bus(&bus_config, "intake-test").await;
 
     let mut events = client
         .subscribe(subjects::events(

@@ -22,7 +22,7 @@ use rust_decimal::prelude::ToPrimitive as _;
 
 use crate::harness::balances;
 use crate::harness::dates::settlement_date;
-use crate::harness::nats::NatsServer;
+use crate::harness::nats::{NatsServer, initialised_bus};
 use crate::harness::postgres::seeded_database;
 use crate::harness::{repo_root, test_config};
 
@@ -320,14 +320,7 @@ async fn mt549_request_is_answered_on_the_outbound_stream() {
     };
     settle_a_day(&database.pool).await;
     let bus_config = nats.bus_config();
-    let client = ccass::bus::connect(&bus_config, "statements-test")
-        .await
-        .unwrap();
-    let jetstream = ccass::bus::jetstream(&bus_config, client.clone());
-    let catalogue = ccass::bus::catalogue::Catalogue::embedded().unwrap();
-    ccass::bus::init::run(&bus_config, &jetstream, &catalogue)
-        .await
-        .unwrap();
+    let (_, jetstream) = initialised_bus(&bus_config, "statements-test").await;
     let config = test_config();
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let tasks = vec![

@@ -20,7 +20,7 @@ use tokio::sync::watch;
 
 use crate::harness::dates::settlement_date;
 use crate::harness::ldap::Slapd;
-use crate::harness::nats::NatsServer;
+use crate::harness::nats::{NatsServer, initialised_bus};
 use crate::harness::postgres::{self, TestDatabase};
 use crate::harness::{repo_root, test_config};
 
@@ -52,14 +52,7 @@ impl World {
         let mut config = test_config();
         config.bus = nats.bus_config();
         config.intake.unmatched_report_delay_ms = 600_000;
-        let nats_client = ccass::bus::connect(&config.bus, "terminal-test")
-            .await
-            .unwrap();
-        let jetstream = ccass::bus::jetstream(&config.bus, nats_client.clone());
-        let catalogue = ccass::bus::catalogue::Catalogue::embedded().unwrap();
-        ccass::bus::init::run(&config.bus, &jetstream, &catalogue)
-            .await
-            .unwrap();
+        let (nats_client, jetstream) = initialised_bus(&config.bus, "terminal-test").await;
         let (stop, stopped) = watch::channel(false);
 
         let service = Arc::new(AuthService::new(

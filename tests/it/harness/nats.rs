@@ -17,6 +17,21 @@ pub struct NatsServer {
     child: Option<Child>,
 }
 
+/// A client named `name` on `bus` and its JetStream context, with the catalogue's streams and
+/// consumers created (`ccass bus init`), as the services find them.
+pub async fn initialised_bus(
+    bus: &ccass::bus::BusConfig,
+    name: &str,
+) -> (async_nats::Client, async_nats::jetstream::Context) {
+    let client = ccass::bus::connect(bus, name).await.unwrap();
+    let jetstream = ccass::bus::jetstream(bus, client.clone());
+    let catalogue = ccass::bus::catalogue::Catalogue::embedded().unwrap();
+    ccass::bus::init::run(bus, &jetstream, &catalogue)
+        .await
+        .unwrap();
+    (client, jetstream)
+}
+
 /// The nats-server binary: `CCASS_NATS_SERVER_BIN`, else the one `scripts/services up` linked
 /// into `.ccass/bin`, else `nats-server` on PATH.
 fn binary() -> Option<PathBuf> {
