@@ -355,6 +355,34 @@ enum CnsCommand {
         #[arg(long)]
         date: String,
     },
+    /// Feed batches capture set aside (malformed, or refused by the host database).
+    Quarantine {
+        #[command(subcommand)]
+        command: QuarantineCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum QuarantineCommand {
+    /// Print the held batches (oldest first).
+    List {
+        /// Also the released and dismissed ones.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Capture a held batch again, once its cause is mended, and mark it released.
+    Release {
+        #[arg(long)]
+        id: i64,
+    },
+    /// Mark a held batch handled without capturing it.
+    Dismiss {
+        #[arg(long)]
+        id: i64,
+        /// Why (e.g. "corrected and loaded again as batch X").
+        #[arg(long)]
+        note: String,
+    },
 }
 
 /// The ops port of a service command (/metrics, /healthz, /readyz).
@@ -1286,6 +1314,47 @@ async fn cns_command(config: &Config, command: CnsCommand) -> anyhow::Result<()>
                 println!("{page}");
             }
         }
+        CnsCommand::Quarantine { command } => match command {
+            QuarantineCommand::List { all } => {
+                let batches = cns::quarantine::list(&pool, all).await?;
+                println!(
+                    "{:>6}  {:<9} {:<9} {:<25} {:>10}  subject / error",
+                    "id", "status", "reason", "quarantined at", "sequence"
+                );
+                for batch in &batches {
+                    println!(
+                        "{:>6}  {:<9} {:<9} {:<25} {:>10}  {} / {}{}",
+                        batch.quarantine_id,
+                        batch.status,
+                        batch.reason,
+                        batch
+                            .quarantined_at
+                            .format(&time::format_description::well_known::Rfc3339)
+                            .unwrap_or_default(),
+                        batch.nats_stream_sequence,
+                        batch.subject,
+                        batch.error,
+                        batch
+                            .note
+                            .as_deref()
+                            .map(|note| format!(" ({note})"))
+                            .unwrap_or_default()
+                    );
+                }
+                println!("{} batch(es)", batches.len());
+            }
+            QuarantineCommand::Release { id } => {
+                let report = cns::quarantine::release(&pool, &config.cns, id).await?;
+                println!(
+                    "cns quarantine: batch {id} released: {}",
+                    cns::quarantine::summary(&report)
+                );
+            }
+            QuarantineCommand::Dismiss { id, note } => {
+                cns::quarantine::dismiss(&pool, id, &note).await?;
+                println!("cns quarantine: batch {id} dismissed");
+            }
+        },
         CnsCommand::DayEnd { date } => {
             let date = parse_date_arg(&date)?;
             let report = cns::day_end::day_end(

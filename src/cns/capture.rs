@@ -454,6 +454,19 @@ pub enum CaptureError {
     Db(#[from] HostDbError),
 }
 
+impl CaptureError {
+    /// Whether capturing the same batches again can only fail the same way: set the batch
+    /// aside rather than retry it (see [`HostDbError::refuses_the_data`]).
+    pub fn refuses_the_batch(&self) -> bool {
+        match self {
+            CaptureError::WrongMarket { .. }
+            | CaptureError::Unbalanced { .. }
+            | CaptureError::Encode(_) => true,
+            CaptureError::Db(error) => error.refuses_the_data(),
+        }
+    }
+}
+
 /// A refused trade to report, with the parties it concerns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReportedRejection {
@@ -1007,38 +1020,59 @@ pub async fn run_worker_timed(
                 }
             }
         }
-        // Decoded in place: the views borrow their strings from the fetched payloads.
-        let mut by_market: BTreeMap<String, Vec<TradeBatchView<'_>>> = BTreeMap::new();
-        let mut acks: Vec<&jetstream::Message> = Vec::new();
+        // Decoded in place: the views borrow their strings from the fetched payloads. Each
+        // market's batches beside their messages, in delivery order.
+        let mut by_market: BTreeMap<String, MarketGroup<'_>> = BTreeMap::new();
         for message in &fetched {
-            match crate::bus::trades::decode_batch(&message.payload) {
+            let decoded = crate::bus::trades::decode_batch(&message.payload)
+                .map_err(|error| error.to_string())
+                .and_then(|batch| {
+                    if sql::batch_key_storable(&batch.market, &batch.batch_id) {
+                        Ok(batch)
+                    } else {
+                        Err(
+                            "the market or batch id is empty, too long or holds control characters"
+                                .to_owned(),
+                        )
+                    }
+                });
+            match decoded {
                 Ok(decoded) => {
-                    acks.push(message);
-                    by_market
-                        .entry(decoded.market.to_string())
-                        .or_default()
-                        .push(decoded);
+                    let group = by_market.entry(decoded.market.to_string()).or_default();
+                    group.batches.push(decoded);
+                    group.messages.push(message);
                 }
                 Err(error) => {
-                    // Not a trade batch: never capturable, so terminate it (no redelivery).
-                    tracing::error!(%error, subject = %message.subject, "cns capture: malformed trade batch terminated");
+                    // Never capturable: kept in the quarantine, then terminated on the stream.
                     metrics::counter!(names::BATCHES_MALFORMED_TOTAL).increment(1);
-                    if let Err(error) = message.ack_with(AckKind::Term).await {
-                        tracing::warn!(%error, "cns capture: terminate malformed batch");
-                    }
+                    set_aside(
+                        &pool,
+                        message,
+                        sql::QuarantineReason::Malformed,
+                        &error,
+                        retry_delay,
+                    )
+                    .await;
                 }
             }
         }
         CapturePhases::add(&phases.decode_ns, mark);
-        if acks.is_empty() {
+        if by_market.is_empty() {
             continue;
         }
         let started = Instant::now();
         let mut outcome: Result<CaptureReport, CaptureError> = Ok(CaptureReport::default());
-        for (market, batches) in &by_market {
-            let captured =
-                capture_batches_timed(&pool, reference, &calendar, market, batches, book, &phases)
-                    .await;
+        for (market, group) in &by_market {
+            let captured = capture_batches_timed(
+                &pool,
+                reference,
+                &calendar,
+                market,
+                &group.batches,
+                book,
+                &phases,
+            )
+            .await;
             match captured {
                 Ok(report) => {
                     if let Ok(total) = outcome.as_mut() {
@@ -1054,20 +1088,15 @@ pub async fn run_worker_timed(
                 }
             }
         }
+        let acks: Vec<&jetstream::Message> = by_market
+            .values()
+            .flat_map(|group| group.messages.iter().copied())
+            .collect();
         match outcome {
             Ok(report) => {
                 metrics::histogram!(names::CAPTURE_TRANSACTION_SECONDS)
                     .record(started.elapsed().as_secs_f64());
-                metrics::counter!(names::BATCHES_CAPTURED_TOTAL)
-                    .increment(report.batches_captured as u64);
-                metrics::counter!(names::BATCHES_REDELIVERED_TOTAL)
-                    .increment(report.batches_already_captured as u64);
-                metrics::counter!(names::TRADES_CAPTURED_TOTAL)
-                    .increment(report.trades_accepted as u64);
-                for rejection in &report.rejections {
-                    metrics::counter!(names::TRADES_REJECTED_TOTAL, "reason" => reason_label(&rejection.event.reason_code))
-                        .increment(1);
-                }
+                record_captured(&report);
                 // Committed: acknowledge every message (acks are sent, not awaited one by one).
                 let acking = Instant::now();
                 let acked = futures::future::join_all(acks.iter().map(|m| m.ack())).await;
@@ -1075,6 +1104,52 @@ pub async fn run_worker_timed(
                 if let Some(Err(error)) = acked.into_iter().find(Result::is_err) {
                     // Redelivery is harmless: the batch markers make it a no-op.
                     tracing::warn!(%error, "cns capture: acknowledge captured batches");
+                }
+            }
+            Err(error) if error.refuses_the_batch() => {
+                // A batch the database refuses would fail every transaction it is fetched
+                // into, for ever: capture the group one batch at a time and set the refused
+                // one aside (a group that was refused mid-way is rolled back as a whole).
+                metrics::counter!(names::CAPTURE_FAILURES_TOTAL).increment(1);
+                tracing::warn!(%error, batches = acks.len(), "cns capture: the group was refused; capturing its batches one by one");
+                'isolate: for (market, group) in &by_market {
+                    for (batch, message) in group.batches.iter().zip(&group.messages) {
+                        let alone = capture_batches_timed(
+                            &pool,
+                            reference,
+                            &calendar,
+                            market,
+                            std::slice::from_ref(batch),
+                            book,
+                            &phases,
+                        )
+                        .await;
+                        match alone {
+                            Ok(report) => {
+                                record_captured(&report);
+                                if let Err(error) = message.ack().await {
+                                    tracing::warn!(%error, "cns capture: acknowledge captured batch");
+                                }
+                            }
+                            Err(error) if error.refuses_the_batch() => {
+                                tracing::error!(%error, batch_id = %batch.batch_id, subject = %message.subject, "cns capture: the host database refuses this batch; quarantined (ccass cns quarantine list)");
+                                set_aside(
+                                    &pool,
+                                    message,
+                                    sql::QuarantineReason::Refused,
+                                    &error.to_string(),
+                                    retry_delay,
+                                )
+                                .await;
+                            }
+                            Err(error) => {
+                                metrics::counter!(names::CAPTURE_FAILURES_TOTAL).increment(1);
+                                tracing::error!(%error, "cns capture: transaction failed; the rest of the group will be redelivered");
+                                sleep_or_shutdown(retry_delay, &mut shutdown).await;
+                                break 'isolate;
+                            }
+                        }
+                    }
                 }
             }
             Err(error) => {
@@ -1085,6 +1160,67 @@ pub async fn run_worker_timed(
                 }
                 sleep_or_shutdown(retry_delay, &mut shutdown).await;
             }
+        }
+    }
+}
+
+/// One market's batches of a fetch, each beside the message it came in.
+#[derive(Default)]
+struct MarketGroup<'a> {
+    batches: Vec<TradeBatchView<'a>>,
+    messages: Vec<&'a jetstream::Message>,
+}
+
+/// Counts what a committed capture transaction did.
+fn record_captured(report: &CaptureReport) {
+    metrics::counter!(names::BATCHES_CAPTURED_TOTAL).increment(report.batches_captured as u64);
+    metrics::counter!(names::BATCHES_REDELIVERED_TOTAL)
+        .increment(report.batches_already_captured as u64);
+    metrics::counter!(names::TRADES_CAPTURED_TOTAL).increment(report.trades_accepted as u64);
+    for rejection in &report.rejections {
+        metrics::counter!(names::TRADES_REJECTED_TOTAL, "reason" => reason_label(&rejection.event.reason_code))
+            .increment(1);
+    }
+}
+
+/// Stores `message` in the quarantine (V0020), then terminates it on the stream: it is
+/// never redelivered, and never lost. When the quarantine cannot be written, the message is
+/// left for redelivery (negative ack with `retry_delay`) instead.
+async fn set_aside(
+    pool: &Pool,
+    message: &jetstream::Message,
+    reason: sql::QuarantineReason,
+    error: &str,
+    retry_delay: Duration,
+) {
+    let info = match message.info() {
+        Ok(info) => info,
+        Err(info_error) => {
+            tracing::warn!(error = %info_error, "cns capture: message without stream info; left for redelivery");
+            return;
+        }
+    };
+    let row = sql::QuarantineRow {
+        nats_stream: info.stream,
+        nats_stream_sequence: info.stream_sequence,
+        subject: message.subject.as_str(),
+        payload: &message.payload,
+        reason,
+        error,
+    };
+    match sql::quarantine_batch(pool, &row).await {
+        Ok(quarantine_id) => {
+            metrics::counter!(names::BATCHES_QUARANTINED_TOTAL, "reason" => reason.as_str())
+                .increment(1);
+            tracing::error!(quarantine_id, reason = reason.as_str(), %error, subject = %message.subject, stream_sequence = info.stream_sequence, "cns capture: batch quarantined; see ccass cns quarantine list");
+            if let Err(term_error) = message.ack_with(AckKind::Term).await {
+                // Redelivered, it finds its quarantine row and is terminated again.
+                tracing::warn!(error = %term_error, "cns capture: terminate quarantined batch");
+            }
+        }
+        Err(store_error) => {
+            tracing::error!(error = %store_error, "cns capture: cannot quarantine a batch; left for redelivery");
+            let _ = message.ack_with(AckKind::Nak(Some(retry_delay))).await;
         }
     }
 }

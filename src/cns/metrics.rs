@@ -5,6 +5,7 @@ pub const TRADES_REJECTED_TOTAL: &str = "ccass_cns_trades_rejected_total";
 pub const BATCHES_CAPTURED_TOTAL: &str = "ccass_cns_batches_captured_total";
 pub const BATCHES_REDELIVERED_TOTAL: &str = "ccass_cns_batches_redelivered_total";
 pub const BATCHES_MALFORMED_TOTAL: &str = "ccass_cns_batches_malformed_total";
+pub const BATCHES_QUARANTINED_TOTAL: &str = "ccass_cns_batches_quarantined_total";
 pub const CAPTURE_TRANSACTION_SECONDS: &str = "ccass_cns_capture_transaction_seconds";
 pub const CAPTURE_FAILURES_TOTAL: &str = "ccass_cns_capture_failures_total";
 pub const CAPTURE_RETRIES_TOTAL: &str = "ccass_cns_capture_retries_total";
@@ -23,7 +24,11 @@ pub fn describe_all() {
     );
     metrics::describe_counter!(
         BATCHES_MALFORMED_TOTAL,
-        "feed messages that are not a trade batch (terminated, never redelivered)"
+        "feed messages that are not a trade batch (quarantined, then terminated on the stream)"
+    );
+    metrics::describe_counter!(
+        BATCHES_QUARANTINED_TOTAL,
+        "feed batches set aside in cns_quarantined_batches, by reason (malformed, refused): ccass cns quarantine list"
     );
     metrics::describe_histogram!(
         CAPTURE_TRANSACTION_SECONDS,

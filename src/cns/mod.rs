@@ -17,6 +17,8 @@
 //! - [`capture`]: validation and the capture worker.
 //! - [`netting`]: novation and netting in memory on dense ids (pure).
 //! - [`positions`]: the cut-off and the positions view.
+//! - [`quarantine`]: batches capture set aside (malformed, or refused by the database), and
+//!   their release.
 //! - [`bench`]: `ccass bench cns`.
 //! - [`settle`] (pure), [`bsr`]: settlement of positions in the Batch Settlement Run.
 //! - [`day_end`]: carry forward and money settlement; [`statement`]: clearing statements;
@@ -86,6 +88,7 @@ pub mod feed;
 pub mod metrics;
 pub mod netting;
 pub mod positions;
+pub mod quarantine;
 pub mod schedule;
 pub mod settle;
 pub mod statement;

@@ -6,6 +6,7 @@
 //! is claimed once per (market, trade date) ([`claim_trade_ids`], V0014), with locks taken in
 //! key order, so concurrent capture transactions never deadlock on each other.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use time::{Date, Time};
@@ -217,6 +218,158 @@ pub struct BatchRow {
     pub accepted_count: i32,
 }
 
+/// Why capture set a batch aside (`cns_quarantined_batches.reason`, V0020).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuarantineReason {
+    /// Not a trade batch, or its market or batch id cannot be stored.
+    Malformed,
+    /// The host database refused the batch when it was captured on its own.
+    Refused,
+}
+
+impl QuarantineReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QuarantineReason::Malformed => "malformed",
+            QuarantineReason::Refused => "refused",
+        }
+    }
+}
+
+/// A feed message capture sets aside, as delivered.
+#[derive(Debug, Clone, Copy)]
+pub struct QuarantineRow<'a> {
+    pub nats_stream: &'a str,
+    pub nats_stream_sequence: u64,
+    pub subject: &'a str,
+    pub payload: &'a [u8],
+    pub reason: QuarantineReason,
+    pub error: &'a str,
+}
+
+/// Stores a batch capture cannot take (V0020). Returns its quarantine id; a message already
+/// quarantined (redelivered before its termination reached the stream) keeps its first row.
+pub async fn quarantine_batch(pool: &Pool, row: &QuarantineRow<'_>) -> Result<i64, HostDbError> {
+    let client = super::client(pool).await?;
+    let error = super::storable_text(row.error);
+    let found = client
+        .query_one(
+            "WITH inserted AS (
+                 INSERT INTO cns_quarantined_batches
+                     (nats_stream, nats_stream_sequence, subject, payload, reason, error)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (nats_stream, nats_stream_sequence) DO NOTHING
+                 RETURNING quarantine_id)
+             SELECT quarantine_id FROM inserted
+             UNION ALL
+             SELECT quarantine_id FROM cns_quarantined_batches
+             WHERE nats_stream = $1 AND nats_stream_sequence = $2
+             LIMIT 1",
+            &[
+                &row.nats_stream,
+                &(row.nats_stream_sequence as i64),
+                &row.subject,
+                &row.payload,
+                &row.reason.as_str(),
+                &error.as_ref(),
+            ],
+        )
+        .await
+        .map_err(db("quarantine trade batch"))?;
+    Ok(found.get(0))
+}
+
+/// A quarantined batch as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuarantinedBatch {
+    pub quarantine_id: i64,
+    pub nats_stream: String,
+    pub nats_stream_sequence: i64,
+    pub subject: String,
+    pub payload: Vec<u8>,
+    pub reason: String,
+    pub error: String,
+    pub quarantined_at: time::OffsetDateTime,
+    pub status: String,
+    pub note: Option<String>,
+}
+
+const QUARANTINED_SELECT: &str = "SELECT quarantine_id, nats_stream, nats_stream_sequence, \
+    subject, payload, reason, error, quarantined_at, status, note FROM cns_quarantined_batches";
+
+fn quarantined_from_row(row: &tokio_postgres::Row) -> QuarantinedBatch {
+    QuarantinedBatch {
+        quarantine_id: row.get(0),
+        nats_stream: row.get(1),
+        nats_stream_sequence: row.get(2),
+        subject: row.get(3),
+        payload: row.get(4),
+        reason: row.get(5),
+        error: row.get(6),
+        quarantined_at: row.get(7),
+        status: row.get(8),
+        note: row.get(9),
+    }
+}
+
+/// The quarantined batches, oldest first: the held ones only unless `all`; at most `limit`.
+pub async fn quarantined_batches(
+    pool: &Pool,
+    all: bool,
+    limit: i64,
+) -> Result<Vec<QuarantinedBatch>, HostDbError> {
+    let client = super::client(pool).await?;
+    let rows = client
+        .query(
+            &format!(
+                "{QUARANTINED_SELECT} WHERE $1 OR status = 'held' ORDER BY quarantine_id LIMIT $2"
+            ),
+            &[&all, &limit],
+        )
+        .await
+        .map_err(db("read quarantined batches"))?;
+    Ok(rows.iter().map(quarantined_from_row).collect())
+}
+
+/// One quarantined batch, held or not.
+pub async fn quarantined_batch(
+    pool: &Pool,
+    quarantine_id: i64,
+) -> Result<Option<QuarantinedBatch>, HostDbError> {
+    let client = super::client(pool).await?;
+    let row = client
+        .query_opt(
+            &format!("{QUARANTINED_SELECT} WHERE quarantine_id = $1"),
+            &[&quarantine_id],
+        )
+        .await
+        .map_err(db("read quarantined batch"))?;
+    Ok(row.as_ref().map(quarantined_from_row))
+}
+
+/// Closes a held quarantined batch as `released` (captured again) or `dismissed`, with a
+/// note. Returns false when it was not held (closed before, or no such id).
+pub async fn close_quarantined_batch(
+    pool: &Pool,
+    quarantine_id: i64,
+    released: bool,
+    note: &str,
+) -> Result<bool, HostDbError> {
+    let client = super::client(pool).await?;
+    let status = if released { "released" } else { "dismissed" };
+    let note = super::storable_text(note);
+    let closed = client
+        .execute(
+            "UPDATE cns_quarantined_batches
+             SET status = $2, closed_at = now(), note = $3
+             WHERE quarantine_id = $1 AND status = 'held'",
+            &[&quarantine_id, &status, &note.as_ref()],
+        )
+        .await
+        .map_err(db("close quarantined batch"))?;
+    Ok(closed == 1)
+}
+
 /// Which of `batch_ids` of `market` are already captured.
 pub async fn captured_batches(
     transaction: &tokio_postgres::Transaction<'_>,
@@ -268,6 +421,18 @@ pub fn trade_id_storable(trade_id: &str) -> bool {
         && trade_id.len() <= TRADE_ID_LENGTH_MAX
         && trade_id.bytes().all(|b| b.is_ascii_graphic() && b != b',')
 }
+
+/// Whether a batch's market and id can be stored as its capture marker: 1 to
+/// [`BATCH_KEY_LENGTH_MAX`] bytes each, no control characters (a text column refuses NUL,
+/// and the key is indexed).
+pub fn batch_key_storable(market: &str, batch_id: &str) -> bool {
+    [market, batch_id].iter().all(|key| {
+        !key.is_empty() && key.len() <= BATCH_KEY_LENGTH_MAX && !key.chars().any(char::is_control)
+    })
+}
+
+/// Longest market or batch id stored.
+pub const BATCH_KEY_LENGTH_MAX: usize = 200;
 
 /// Longest trade id stored.
 pub const TRADE_ID_LENGTH_MAX: usize = 64;
@@ -378,13 +543,27 @@ pub async fn insert_exceptions(
     if exceptions.is_empty() {
         return Ok(());
     }
+    // A refused trade is stored as it came, but for NUL characters (a text column refuses
+    // them, and with them the whole capture transaction).
     let markets: Vec<&str> = exceptions.iter().map(|e| e.market.as_str()).collect();
     let batch_ids: Vec<&str> = exceptions.iter().map(|e| e.batch_id.as_str()).collect();
-    let trade_ids: Vec<&str> = exceptions.iter().map(|e| e.trade_id.as_str()).collect();
+    let trade_ids: Vec<Cow<'_, str>> = exceptions
+        .iter()
+        .map(|e| super::storable_text(&e.trade_id))
+        .collect();
     let dates: Vec<Option<Date>> = exceptions.iter().map(|e| e.trade_date).collect();
     let reasons: Vec<&str> = exceptions.iter().map(|e| e.reason_code).collect();
-    let details: Vec<&str> = exceptions.iter().map(|e| e.detail.as_str()).collect();
-    let trades: Vec<&serde_json::Value> = exceptions.iter().map(|e| &e.trade).collect();
+    let details: Vec<Cow<'_, str>> = exceptions
+        .iter()
+        .map(|e| super::storable_text(&e.detail))
+        .collect();
+    let trades: Vec<Cow<'_, serde_json::Value>> = exceptions
+        .iter()
+        .map(|e| super::storable_json(&e.trade))
+        .collect();
+    let trade_ids: Vec<&str> = trade_ids.iter().map(|id| id.as_ref()).collect();
+    let details: Vec<&str> = details.iter().map(|detail| detail.as_ref()).collect();
+    let trades: Vec<&serde_json::Value> = trades.iter().map(|trade| trade.as_ref()).collect();
     transaction
         .execute(
             "INSERT INTO cns_trade_exceptions

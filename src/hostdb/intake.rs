@@ -81,6 +81,10 @@ pub async fn journal_inbound(
     transaction: &Transaction<'_>,
     row: &InboundMessageRow<'_>,
 ) -> Result<Option<i64>, HostDbError> {
+    // Stored as received but for NUL characters, which a text column refuses (text_sha256
+    // is of the message as received).
+    let fin_text = super::storable_text(row.fin_text);
+    let sender_reference = row.sender_reference.map(super::storable_text);
     let inserted = transaction
         .query_opt(
             "INSERT INTO message_journal (direction, participant_id, message_type, sender_reference,
@@ -91,9 +95,9 @@ pub async fn journal_inbound(
             &[
                 &row.participant_id,
                 &row.message_type,
-                &row.sender_reference,
+                &sender_reference.as_deref(),
                 &row.text_sha256,
-                &row.fin_text,
+                &fin_text.as_ref(),
                 &row.nats_stream,
                 &row.nats_stream_sequence,
             ],

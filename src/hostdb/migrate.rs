@@ -142,6 +142,13 @@ pub fn embedded() -> Vec<Migration> {
             name: Cow::Borrowed("outbox_incarnations"),
             sql: Cow::Borrowed(include_str!("migrations/V0019__outbox_incarnations.sql")),
         },
+        Migration {
+            version: 20,
+            name: Cow::Borrowed("cns_quarantined_batches"),
+            sql: Cow::Borrowed(include_str!(
+                "migrations/V0020__cns_quarantined_batches.sql"
+            )),
+        },
     ]
 }
 

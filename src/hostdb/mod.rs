@@ -198,6 +198,69 @@ impl HostDbError {
             HostDbError::Unavailable { .. } | HostDbError::Timeout { .. }
         )
     }
+
+    /// Whether the server refused the data itself, so the same write fails again however
+    /// often it is retried: a constraint (SQLSTATE class 23), a data exception (class 22:
+    /// a value out of range, bytes that are not text) or a program limit (class 54: a key
+    /// too long for its index). Workers set such input aside (a rejection, a quarantine)
+    /// rather than retry it for ever and block what queues behind it.
+    pub fn refuses_the_data(&self) -> bool {
+        match self {
+            HostDbError::Constraint { .. } => true,
+            HostDbError::Query { source, .. } => source
+                .code()
+                .is_some_and(|code| matches!(code.code().get(..2), Some("22" | "54"))),
+            _ => false,
+        }
+    }
+}
+
+/// `text` as PostgreSQL's `text` and `jsonb` can hold it: they take any UTF-8 except U+0000,
+/// and refuse the whole statement for one NUL (SQLSTATE 22021). Input from outside (a FIN
+/// message, a feed record) is stored with each NUL replaced by U+FFFD, the replacement
+/// character; everything else is kept as it came.
+pub fn storable_text(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains('\0') {
+        std::borrow::Cow::Owned(text.replace('\0', "\u{FFFD}"))
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
+}
+
+/// [`storable_text`] for every string and key of a JSON value (for `jsonb` columns).
+pub fn storable_json(value: &serde_json::Value) -> std::borrow::Cow<'_, serde_json::Value> {
+    fn has_nul(value: &serde_json::Value) -> bool {
+        match value {
+            serde_json::Value::String(text) => text.contains('\0'),
+            serde_json::Value::Array(items) => items.iter().any(has_nul),
+            serde_json::Value::Object(fields) => fields
+                .iter()
+                .any(|(key, value)| key.contains('\0') || has_nul(value)),
+            _ => false,
+        }
+    }
+    fn replaced(value: &serde_json::Value) -> serde_json::Value {
+        match value {
+            serde_json::Value::String(text) => {
+                serde_json::Value::String(storable_text(text).into_owned())
+            }
+            serde_json::Value::Array(items) => {
+                serde_json::Value::Array(items.iter().map(replaced).collect())
+            }
+            serde_json::Value::Object(fields) => serde_json::Value::Object(
+                fields
+                    .iter()
+                    .map(|(key, value)| (storable_text(key).into_owned(), replaced(value)))
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
+    }
+    if has_nul(value) {
+        std::borrow::Cow::Owned(replaced(value))
+    } else {
+        std::borrow::Cow::Borrowed(value)
+    }
 }
 
 /// The error's text with its causes, lowercase-first as the driver writes it.
@@ -315,5 +378,33 @@ impl crate::telemetry::ops::Probe for PostgresProbe {
                 .await
                 .map_err(|error| error.to_string())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storable_text_replaces_only_nul() {
+        assert!(matches!(
+            storable_text("T0001 ÄÖ\t"),
+            std::borrow::Cow::Borrowed("T0001 ÄÖ\t")
+        ));
+        assert_eq!(storable_text("a\0b\0"), "a\u{FFFD}b\u{FFFD}");
+    }
+
+    #[test]
+    fn storable_json_replaces_nul_in_strings_and_keys_at_any_depth() {
+        let clean = serde_json::json!({"trade_id": "T1", "n": [1, "x"]});
+        assert!(matches!(
+            storable_json(&clean),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        let dirty = serde_json::json!({"trade_id": "T\u{0}1", "k\u{0}": [1, {"x": "\u{0}"}]});
+        assert_eq!(
+            storable_json(&dirty).into_owned(),
+            serde_json::json!({"trade_id": "T\u{FFFD}1", "k\u{FFFD}": [1, {"x": "\u{FFFD}"}]})
+        );
     }
 }

@@ -710,20 +710,8 @@ pub async fn process_batch(
             Ok(accepted) => Some(accepted.row.sender_reference.clone()),
             Err(_) => readable_reference(&message.text),
         };
-        let digest = Sha256::digest(message.text.as_bytes());
-        let journalled = sql::journal_inbound(
-            &transaction,
-            &sql::InboundMessageRow {
-                participant_id: &message.participant,
-                message_type: &message.message_type,
-                sender_reference: sender_reference.as_deref(),
-                fin_text: &message.text,
-                text_sha256: &digest,
-                nats_stream: stream,
-                nats_stream_sequence: message.stream_sequence as i64,
-            },
-        )
-        .await?;
+        let journalled =
+            journal(&transaction, stream, message, sender_reference.as_deref()).await?;
         let Some(message_id) = journalled else {
             report.redelivered += 1;
             continue;
@@ -982,6 +970,80 @@ pub async fn process_batch(
     Ok(report)
 }
 
+/// Journals an inbound message of `stream`: its id, or None when its stream sequence is
+/// journalled already (a redelivery).
+async fn journal(
+    transaction: &tokio_postgres::Transaction<'_>,
+    stream: &str,
+    message: &Inbound,
+    sender_reference: Option<&str>,
+) -> Result<Option<i64>, HostDbError> {
+    let digest = Sha256::digest(message.text.as_bytes());
+    sql::journal_inbound(
+        transaction,
+        &sql::InboundMessageRow {
+            participant_id: &message.participant,
+            message_type: &message.message_type,
+            sender_reference,
+            fin_text: &message.text,
+            text_sha256: &digest,
+            nats_stream: stream,
+            nats_stream_sequence: message.stream_sequence as i64,
+        },
+    )
+    .await
+}
+
+/// Rejects `message`, which the host database refused to store as [`process_batch`] would
+/// (it failed alone with an error for which [`HostDbError::refuses_the_data`]): the message
+/// is journalled (NULs replaced, as the journal stores every text) and answered with MT548
+/// `IPRC//REJT` reason NARR, in one transaction, so that it no longer comes back and blocks
+/// the messages behind it. The sender is told that the message could not be stored; the
+/// database's own error is for the operator's log, not for the participant.
+pub async fn reject_unstorable(
+    pool: &Pool,
+    reference: &Reference,
+    stream: &str,
+    message: &Inbound,
+) -> Result<BatchReport, HostDbError> {
+    let mut client = crate::hostdb::client(pool).await?;
+    let transaction = client
+        .transaction()
+        .await
+        .map_err(|error| HostDbError::from_postgres("begin unstorable rejection", error))?;
+    let related = readable_reference(&message.text);
+    let journalled = journal(&transaction, stream, message, related.as_deref()).await?;
+    let mut report = BatchReport::default();
+    let Some(message_id) = journalled else {
+        report.redelivered += 1;
+        return Ok(report);
+    };
+    let mut reports = Reports {
+        reference,
+        rows: Vec::new(),
+        events: Vec::new(),
+    };
+    reports.add(
+        &message.participant,
+        format!("R{message_id:X}"),
+        related.as_deref().unwrap_or_default(),
+        false,
+        ("IPRC", "REJT"),
+        Some((
+            "REJT",
+            ReasonCode::Narr,
+            "the host database cannot store this message; not processed",
+        )),
+    );
+    report.rejected += 1;
+    reports.write(&transaction).await?;
+    transaction
+        .commit()
+        .await
+        .map_err(|error| HostDbError::from_postgres("commit unstorable rejection", error))?;
+    Ok(report)
+}
+
 /// Reports SIs unmatched `unmatched_report_delay_ms` after input: MT548 `MTCH//NMAT` with the
 /// reason (see [`matching`]), once per SI. Returns how many were reported.
 pub async fn report_unmatched(
@@ -1154,7 +1216,7 @@ pub async fn run_worker(
             continue;
         }
         let started = std::time::Instant::now();
-        match process_batch(
+        let processed = process_batch(
             &pool,
             reference,
             &calendar,
@@ -1163,25 +1225,51 @@ pub async fn run_worker(
             subjects::INBOUND_STREAM,
             &batch,
         )
-        .await
-        {
+        .await;
+        match processed {
             Ok(report) => {
                 tracing::debug!(?report, "intake: batch committed");
                 metrics::histogram!(names::BATCH_TRANSACTION_SECONDS)
                     .record(started.elapsed().as_secs_f64());
-                metrics::counter!(names::MESSAGES_ACCEPTED_TOTAL).increment(report.accepted as u64);
-                metrics::counter!(names::MESSAGES_REJECTED_TOTAL).increment(report.rejected as u64);
-                metrics::counter!(names::MESSAGES_REDELIVERED_TOTAL)
-                    .increment(report.redelivered as u64);
-                metrics::counter!(names::PAIRS_MATCHED_TOTAL)
-                    .increment(report.matched_pairs as u64);
-                metrics::counter!(names::INSTRUCTIONS_CANCELLED_TOTAL)
-                    .increment(report.cancelled as u64);
-                let acked =
-                    futures::future::join_all(acks.iter().map(|message| message.ack())).await;
-                for result in acked {
-                    if let Err(error) = result {
-                        tracing::warn!(%error, "intake: ack failed; the message will be redelivered and found journalled");
+                record_batch(&report);
+                acknowledge(&acks).await;
+            }
+            Err(error) if error.refuses_the_data() => {
+                // One message the database refuses must not hold back the rest, nor come
+                // back for ever: each message alone, and the refused one rejected.
+                metrics::counter!(names::BATCH_FAILURES_TOTAL).increment(1);
+                tracing::warn!(%error, messages = batch.len(), "intake: the host database refused the batch; processing its messages one by one");
+                for (inbound, message) in batch.iter().zip(&acks) {
+                    let alone = process_batch(
+                        &pool,
+                        reference,
+                        &calendar,
+                        &config,
+                        &statements,
+                        subjects::INBOUND_STREAM,
+                        std::slice::from_ref(inbound),
+                    )
+                    .await;
+                    let outcome = match alone {
+                        Err(error) if error.refuses_the_data() => {
+                            metrics::counter!(names::MESSAGES_UNSTORABLE_TOTAL).increment(1);
+                            tracing::error!(%error, participant = %inbound.participant, stream_sequence = inbound.stream_sequence, "intake: the host database refuses this message; rejecting it (MT548 REJT NARR)");
+                            reject_unstorable(&pool, reference, subjects::INBOUND_STREAM, inbound)
+                                .await
+                        }
+                        other => other,
+                    };
+                    match outcome {
+                        Ok(report) => {
+                            record_batch(&report);
+                            acknowledge(std::slice::from_ref(message)).await;
+                        }
+                        Err(error) => {
+                            metrics::counter!(names::BATCH_FAILURES_TOTAL).increment(1);
+                            tracing::warn!(%error, participant = %inbound.participant, stream_sequence = inbound.stream_sequence, "intake: message not committed; it and the rest of its batch are left for redelivery");
+                            sleep_or_shutdown(retry_delay, &mut shutdown).await;
+                            break;
+                        }
                     }
                 }
             }
@@ -1190,6 +1278,25 @@ pub async fn run_worker(
                 tracing::warn!(%error, "intake: batch not committed; left for redelivery");
                 sleep_or_shutdown(retry_delay, &mut shutdown).await;
             }
+        }
+    }
+}
+
+/// Counts what a committed intake transaction did.
+fn record_batch(report: &BatchReport) {
+    metrics::counter!(names::MESSAGES_ACCEPTED_TOTAL).increment(report.accepted as u64);
+    metrics::counter!(names::MESSAGES_REJECTED_TOTAL).increment(report.rejected as u64);
+    metrics::counter!(names::MESSAGES_REDELIVERED_TOTAL).increment(report.redelivered as u64);
+    metrics::counter!(names::PAIRS_MATCHED_TOTAL).increment(report.matched_pairs as u64);
+    metrics::counter!(names::INSTRUCTIONS_CANCELLED_TOTAL).increment(report.cancelled as u64);
+}
+
+/// Acknowledges committed messages (sent together, not awaited one by one).
+async fn acknowledge(messages: &[jetstream::Message]) {
+    let acked = futures::future::join_all(messages.iter().map(|message| message.ack())).await;
+    for result in acked {
+        if let Err(error) = result {
+            tracing::warn!(%error, "intake: ack failed; the message will be redelivered and found journalled");
         }
     }
 }

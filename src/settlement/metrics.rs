@@ -8,6 +8,7 @@ pub const PAIRS_MATCHED_TOTAL: &str = "ccass_intake_pairs_matched_total";
 pub const INSTRUCTIONS_CANCELLED_TOTAL: &str = "ccass_intake_instructions_cancelled_total";
 pub const BATCH_TRANSACTION_SECONDS: &str = "ccass_intake_batch_transaction_seconds";
 pub const BATCH_FAILURES_TOTAL: &str = "ccass_intake_batch_failures_total";
+pub const MESSAGES_UNSTORABLE_TOTAL: &str = "ccass_intake_messages_unstorable_total";
 pub const RELAY_PUBLISHED_TOTAL: &str = "ccass_relay_rows_published_total";
 pub const RELAY_FAILURES_TOTAL: &str = "ccass_relay_failures_total";
 pub const RELAY_ID_COLLISIONS_TOTAL: &str = "ccass_relay_id_collisions_total";
@@ -68,6 +69,10 @@ pub fn describe_all() {
     metrics::describe_counter!(
         BATCH_FAILURES_TOTAL,
         "intake batch transactions that failed (left for redelivery)"
+    );
+    metrics::describe_counter!(
+        MESSAGES_UNSTORABLE_TOTAL,
+        "inbound messages the host database refused to store, rejected with MT548 REJT NARR"
     );
     metrics::describe_counter!(
         RELAY_PUBLISHED_TOTAL,

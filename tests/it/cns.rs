@@ -808,3 +808,189 @@ async fn a_trade_file_flows_from_the_feed_to_positions_and_rejects_are_reported(
     worker.await.unwrap();
     relay.await.unwrap();
 }
+
+#[tokio::test]
+async fn a_batch_capture_can_never_take_is_quarantined_and_the_feed_goes_on() {
+    // Goal: one bad batch never stops capture, and nothing the feed delivered is lost: the
+    // batches fetched with it are captured, a batch the host database refuses and a message
+    // that is no trade batch are stored in the quarantine and terminated (not redelivered
+    // for ever), a trade with a NUL character is refused as malformed_field like any other
+    // bad field (stored with U+FFFD), and `ccass cns quarantine` releases a batch once its
+    // cause is mended and dismisses one that cannot be released.
+    // Method: a constraint added to this test's database refuses the batch id
+    // quarantine-poison-0 (as a schema the code disagrees with would); five messages
+    // published before one capture worker starts, so that they arrive in one fetch; then
+    // the constraint dropped and the CLI run.
+    let Some(database) = seeded_database("cns_quarantine").await else {
+        return;
+    };
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let pool = &database.pool;
+    let (_client, jetstream) = initialised_bus(&nats.bus_config(), "cns-quarantine").await;
+    let db = hostdb::client(pool).await.unwrap();
+    db.batch_execute(
+        "ALTER TABLE cns_trade_batches ADD CONSTRAINT test_refuses_poison
+             CHECK (batch_id <> 'quarantine-poison-0')",
+    )
+    .await
+    .unwrap();
+
+    let day = generated_day(pool, 40, 11).await;
+    let mut with_nul = day[30].clone();
+    with_nul.trade_id = "NUL\u{0}1".to_owned();
+    let mut published = batches(&day[..10], 10, "quarantine-good-a");
+    published.extend(batches(&day[10..20], 10, "quarantine-poison"));
+    published.push(TradeBatch {
+        market: MARKET.to_owned(),
+        batch_id: "quarantine-nul".to_owned(),
+        trades: vec![with_nul],
+    });
+    published.extend(batches(&day[20..30], 10, "quarantine-good-b"));
+    feed::publish_batches(&jetstream, published, 8)
+        .await
+        .unwrap();
+    let subject = subjects::trades(&subjects::Market::parse(MARKET).unwrap());
+    jetstream
+        .publish(subject.as_str().to_owned(), "not a trade batch".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let worker = tokio::spawn(capture::run_worker(
+        test_config().cns,
+        pool.clone(),
+        capture::capture_consumer(&jetstream).await.unwrap(),
+        stopped,
+    ));
+    // Well inside the consumer's 60 s ack wait: no redelivery can help a blocked worker.
+    let started = Instant::now();
+    let mut consumer = capture::capture_consumer(&jetstream).await.unwrap();
+    loop {
+        let info = consumer.info().await.unwrap();
+        if info.num_ack_pending == 0 && info.num_pending == 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "capture is stuck: {} pending, {} unacknowledged",
+            info.num_pending,
+            info.num_ack_pending
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.send(true).unwrap();
+    worker.await.unwrap();
+
+    // good-a, nul and good-b captured; the NUL trade refused and stored readable.
+    assert_eq!(sql::captured_batch_count(pool, MARKET).await.unwrap(), 3);
+    let exceptions = sql::exceptions(pool, MARKET).await.unwrap();
+    assert_eq!(exceptions.len(), 1, "{exceptions:?}");
+    assert_eq!(exceptions[0].trade_id, "NUL\u{FFFD}1");
+    assert_eq!(exceptions[0].reason_code, "malformed_field");
+
+    let held = sql::quarantined_batches(pool, false, 10).await.unwrap();
+    let reasons: Vec<&str> = held.iter().map(|batch| batch.reason.as_str()).collect();
+    assert_eq!(reasons.len(), 2, "{held:?}");
+    assert!(reasons.contains(&"refused") && reasons.contains(&"malformed"));
+    let refused = held.iter().find(|batch| batch.reason == "refused").unwrap();
+    let malformed = held
+        .iter()
+        .find(|batch| batch.reason == "malformed")
+        .unwrap();
+    assert!(
+        refused.error.contains("test_refuses_poison"),
+        "{}",
+        refused.error
+    );
+    assert_eq!(malformed.payload, b"not a trade batch");
+    assert!(!malformed.error.is_empty());
+
+    // Still refused: release fails and the batch stays held.
+    let refused_id = refused.quarantine_id.to_string();
+    let output = ccass(
+        &["cns", "quarantine", "release", "--id", &refused_id],
+        &database,
+        &nats.url(),
+    );
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("still refused"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // Mended: released, captured once.
+    db.batch_execute("ALTER TABLE cns_trade_batches DROP CONSTRAINT test_refuses_poison")
+        .await
+        .unwrap();
+    let output = ccass(
+        &["cns", "quarantine", "release", "--id", &refused_id],
+        &database,
+        &nats.url(),
+    );
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("10 trades accepted"));
+    assert_eq!(sql::captured_batch_count(pool, MARKET).await.unwrap(), 4);
+    let again = ccass(
+        &["cns", "quarantine", "release", "--id", &refused_id],
+        &database,
+        &nats.url(),
+    );
+    assert!(!again.status.success(), "a released batch is not held");
+
+    // Malformed: cannot be released, only dismissed with a note.
+    let malformed_id = malformed.quarantine_id.to_string();
+    let output = ccass(
+        &["cns", "quarantine", "release", "--id", &malformed_id],
+        &database,
+        &nats.url(),
+    );
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("not a trade batch"));
+    let output = ccass(
+        &[
+            "cns",
+            "quarantine",
+            "dismiss",
+            "--id",
+            &malformed_id,
+            "--note",
+            "not from the exchange",
+        ],
+        &database,
+        &nats.url(),
+    );
+    assert!(output.status.success());
+    assert!(
+        sql::quarantined_batches(pool, false, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let listed = ccass(
+        &["cns", "quarantine", "list", "--all"],
+        &database,
+        &nats.url(),
+    );
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.contains("released") && listed.contains("dismissed"),
+        "{listed}"
+    );
+    assert!(listed.contains("2 batch(es)"), "{listed}");
+
+    // Every accepted trade netted once, the released batch's included.
+    let stored = split(&sql::positions(pool, None, SETTLEMENT_DATE).await.unwrap());
+    let expected = independent_netting(&day[..30], &isin_by_stock_code(pool).await);
+    assert_eq!(stored.0, expected.0, "stock positions");
+    assert_eq!(stored.1, expected.1, "money positions");
+    let violations = hostdb::audit::run(pool).await.unwrap();
+    assert!(violations.is_empty(), "audit: {violations:?}");
+}

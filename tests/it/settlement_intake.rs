@@ -606,3 +606,165 @@ async fn a_settled_pair_can_no_longer_be_cancelled_or_held() {
     let violations = hostdb::audit::run(&database.pool).await.unwrap();
     assert!(violations.is_empty(), "audit: {violations:?}");
 }
+
+#[tokio::test]
+async fn a_message_the_database_refuses_is_rejected_and_the_rest_of_its_batch_goes_on() {
+    // Goal: one inbound message the host database cannot store never blocks intake: the
+    // others of its batch are processed, it is rejected with MT548 REJT NARR and acked, and
+    // nothing is redelivered for ever. A NUL byte in a message (a text column refuses it) is
+    // journalled with U+FFFD and refused like any other bad message.
+    // Method: a constraint added to this test's database refuses the sender reference
+    // POISON (as a schema the code disagrees with would); four messages published before
+    // one intake worker starts, so that they arrive in one batch; MT548s read back from
+    // OUTBOUND; the consumer must end with nothing pending.
+    let Some(database) = seeded_database("settlement_intake_poison").await else {
+        return;
+    };
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let (_client, jetstream) = initialised_bus(&nats.bus_config(), "intake-poison").await;
+    let db = hostdb::client(&database.pool).await.unwrap();
+    db.batch_execute(
+        "ALTER TABLE instructions ADD CONSTRAINT test_refuses_poison
+             CHECK (sender_reference <> 'POISON')",
+    )
+    .await
+    .unwrap();
+
+    let publish = async |participant: &str, number: u16, dedupe: &str, text: String| {
+        let subject = subjects::inbound(
+            &ParticipantId::parse(participant).unwrap(),
+            MessageTypeNumber::new(number).unwrap(),
+        );
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Msg-Id", dedupe);
+        jetstream
+            .publish_with_headers(subject.as_str().to_owned(), headers, text.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    };
+    publish(
+        "B01234",
+        541,
+        "B01234.RCVP1",
+        instruction("B01234", "B05678", false, "RCVP1", 100_000, None),
+    )
+    .await;
+    publish(
+        "B01234",
+        541,
+        "B01234.POISON",
+        instruction("B01234", "B05678", false, "POISON", 100_000, None),
+    )
+    .await;
+    let with_nul = instruction("B01234", "B05678", false, "NUL1", 100_000, None)
+        .replace(":20C::SEME//NUL1", ":20C::SEME//NUL\u{0}1");
+    publish("B01234", 541, "B01234.NUL1", with_nul).await;
+    publish(
+        "B05678",
+        543,
+        "B05678.DLVP1",
+        instruction("B05678", "B01234", true, "DLVP1", 100_000, None),
+    )
+    .await;
+
+    let config = test_config();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let worker = tokio::spawn(intake::run_worker(
+        config.intake.clone(),
+        config.statements.clone(),
+        config.cns.calendar(),
+        config.cns.ccp_participant.clone(),
+        database.pool.clone(),
+        intake::intake_consumer(&jetstream).await.unwrap(),
+        stopped.clone(),
+    ));
+    let relay = tokio::spawn(ccass::relay::run(
+        database.pool.clone(),
+        jetstream.clone(),
+        config.intake.relay_batch_max,
+        Duration::from_millis(config.intake.relay_poll_interval_ms),
+        Duration::from_millis(config.intake.retry_delay_ms),
+        stopped,
+    ));
+
+    let mut outbound = jetstream
+        .get_stream("OUTBOUND")
+        .await
+        .unwrap()
+        .create_consumer(async_nats::jetstream::consumer::pull::Config::default())
+        .await
+        .unwrap()
+        .messages()
+        .await
+        .unwrap();
+    let mut advices = Advices::new();
+    // Well inside the consumer's 30 s ack wait: no redelivery can help a blocked worker.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let done = |advices: &Advices| {
+        has(advices, "B01234", "RCVP1", "MTCH//MACH")
+            && has(advices, "B05678", "DLVP1", "MTCH//MACH")
+            && has(advices, "B01234", "POISON", "IPRC//REJT/NARR")
+            && advices.iter().any(|((participant, related), statuses)| {
+                participant == "B01234"
+                    && related != "POISON"
+                    && statuses.iter().any(|s| s.starts_with("IPRC//REJT"))
+            })
+    };
+    while !done(&advices) {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        assert!(!remaining.is_zero(), "missing advices; have {advices:?}");
+        if let Ok(Some(message)) = tokio::time::timeout(remaining, outbound.next()).await {
+            let message = message.unwrap();
+            record_advice(&mut advices, &message.subject, &message.payload);
+            message.ack().await.unwrap();
+        }
+    }
+    let counts = db
+        .query_one(
+            "SELECT (SELECT count(*) FROM instructions WHERE sender_reference = 'POISON'),
+                    (SELECT count(*) FROM message_journal WHERE sender_reference = 'POISON'),
+                    (SELECT count(*) FROM message_journal
+                     WHERE direction = 'in' AND fin_text LIKE '%NUL' || chr(65533) || '1%'),
+                    (SELECT count(*) FROM instruction_matches)",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(counts.get::<_, i64>(0), 0, "the refused message is no SI");
+    assert_eq!(
+        counts.get::<_, i64>(1),
+        1,
+        "the refused message is journalled"
+    );
+    assert_eq!(counts.get::<_, i64>(2), 1, "the NUL is stored as U+FFFD");
+    assert_eq!(counts.get::<_, i64>(3), 1, "RCVP1 and DLVP1 matched");
+
+    // Everything acknowledged: nothing left to come back.
+    let mut consumer = intake::intake_consumer(&jetstream).await.unwrap();
+    let started = Instant::now();
+    loop {
+        let info = consumer.info().await.unwrap();
+        if info.num_ack_pending == 0 && info.num_pending == 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "messages left unacknowledged: {} pending, {} unacked",
+            info.num_pending,
+            info.num_ack_pending
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    db.batch_execute("ALTER TABLE instructions DROP CONSTRAINT test_refuses_poison")
+        .await
+        .unwrap();
+    let violations = hostdb::audit::run(&database.pool).await.unwrap();
+    assert!(violations.is_empty(), "audit: {violations:?}");
+    stop.send(true).unwrap();
+    worker.await.unwrap();
+    relay.await.unwrap();
+}
