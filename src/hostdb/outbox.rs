@@ -57,18 +57,36 @@ fn pending_row(row: &tokio_postgres::Row) -> PendingRow {
     }
 }
 
-/// The oldest unpublished rows, locked (`SKIP LOCKED`: several relays share the queue
-/// without waiting on each other): as many as fit `messages_max` messages (at least one row),
-/// each counted at most [`PendingRow::messages_max`].
+/// The relay lock (a transaction-level advisory lock): one relay publishes at a time.
+const RELAY_LOCK: (i32, i32) = (0x6f75_7462, 1);
+
+/// The oldest unpublished rows, locked: as many as fit `messages_max` messages (at least one
+/// row), each counted at most [`PendingRow::messages_max`]. Empty when the outbox is, or when
+/// another relay is publishing: relays take [`RELAY_LOCK`] for their batch's transaction (try,
+/// never wait), so batches are published one after another in outbox order. Relays that took
+/// rows side by side (`SKIP LOCKED`, before) published them interleaved, so a participant
+/// could read an SI's MT548 "matched" before its "accepted" (test
+/// `relay::several_relays_publish_a_participants_messages_in_the_order_they_were_stored`).
 pub async fn take_unpublished(
     transaction: &Transaction<'_>,
     messages_max: i64,
 ) -> Result<Vec<PendingRow>, HostDbError> {
+    let relaying: bool = transaction
+        .query_one(
+            "SELECT pg_try_advisory_xact_lock($1, $2)",
+            &[&RELAY_LOCK.0, &RELAY_LOCK.1],
+        )
+        .await
+        .map_err(db("take the relay lock"))?
+        .get(0);
+    if !relaying {
+        return Ok(Vec::new());
+    }
     let heads = transaction
         .query(
             "SELECT outbox_id, expansion IS NOT NULL FROM outbox
              WHERE published_at IS NULL ORDER BY outbox_id LIMIT $1
-             FOR UPDATE SKIP LOCKED",
+             FOR UPDATE",
             &[&messages_max],
         )
         .await

@@ -2,8 +2,10 @@
 //! `Nats-Msg-Id` = the database's instance id and the message's dedupe id
 //! ([`stream_message_id`]) so OUTBOUND and EVENTS hold each once, then marks the rows published.
 //!
-//! One transaction per batch: take unpublished rows (`FOR UPDATE SKIP LOCKED`, so several
-//! relays share the queue) worth at most `relay_batch_max` messages (at least one row), turn
+//! One transaction per batch: take the relay lock (one relay publishes at a time, so a
+//! participant's messages reach the stream in the order they were stored; the others poll)
+//! and the oldest unpublished rows worth at most `relay_batch_max` messages (at least one
+//! row), turn
 //! them into messages, publish them pipelined in slices of at most `relay_batch_max` (await
 //! every publish ack of a slice together), mark the rows published, commit. A plain row is one
 //! message (its payload). A Batch Settlement Run's compact row (V0010) is expanded here into
@@ -280,7 +282,8 @@ async fn check_duplicate(
     }
 }
 
-/// Publishes one batch; returns how many messages were published (0: the outbox is empty).
+/// Publishes one batch; returns how many messages were published (0: the outbox is empty, or
+/// another relay holds the relay lock).
 /// Reads the message id parts ([`MessageIds`]) in the batch's transaction, so an incarnation
 /// begun meanwhile applies from the next batch on.
 pub async fn relay_once(

@@ -181,3 +181,70 @@ async fn a_restored_database_never_loses_a_message_to_a_reissued_id() {
     );
     assert_eq!(on_stream(&jetstream).await.len(), 3);
 }
+
+#[tokio::test]
+async fn several_relays_publish_a_participants_messages_in_the_order_they_were_stored() {
+    // Goal: with several relays running (`ccass settlement` runs one per replica, two in the
+    // chart), a participant's messages still reach OUTBOUND in the order they were stored,
+    // so a PSS never reads an SI's "matched" before its "accepted", nor a confirmation
+    // before the status it follows. Method: 3,000 rows for one participant, three relays
+    // started together with small batches, then the stream's order against the rows'.
+    let Some(database) = database("relay_order").await else {
+        return;
+    };
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let (_client, jetstream) = initialised_bus(&nats.bus_config(), "relay-order").await;
+    let pool = &database.pool;
+    let client = ccass::hostdb::client(pool).await.unwrap();
+    client
+        .execute(
+            "INSERT INTO outbox (subject, dedupe_id, payload)
+             SELECT $1, 'order:' || n, convert_to(lpad(n::text, 5, '0'), 'UTF8')
+             FROM generate_series(1, 3000) AS n",
+            &[&SUBJECT],
+        )
+        .await
+        .unwrap();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let relays: Vec<_> = (0..3)
+        .map(|_| {
+            tokio::spawn(relay::run(
+                pool.clone(),
+                jetstream.clone(),
+                50,
+                std::time::Duration::from_millis(5),
+                std::time::Duration::from_millis(50),
+                stopped.clone(),
+            ))
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    while unpublished(pool).await > 0 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "relays did not publish everything"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    stop.send(true).unwrap();
+    for relay in relays {
+        relay.await.unwrap();
+    }
+    let payloads: Vec<String> = on_stream(&jetstream)
+        .await
+        .into_iter()
+        .map(|(_, payload)| payload)
+        .collect();
+    let expected: Vec<String> = (1..=3000).map(|n| format!("{n:05}")).collect();
+    assert_eq!(payloads.len(), expected.len());
+    let first_out_of_order = payloads
+        .iter()
+        .zip(&expected)
+        .position(|(have, want)| have != want);
+    assert_eq!(
+        first_out_of_order, None,
+        "OUTBOUND order differs from the outbox order"
+    );
+}
