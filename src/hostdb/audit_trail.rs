@@ -56,18 +56,24 @@ pub struct AuditRow {
 
 /// Appends one row; returns its id.
 pub async fn append(pool: &Pool, record: &AuditRecord) -> Result<i64, HostDbError> {
+    // Names and details can come from the request being decided (a user id, a target):
+    // stored as given but for NUL, which would refuse the row and so the decision's record.
+    let actor = super::storable_text(&record.actor);
+    let participant_id = record.participant_id.as_deref().map(super::storable_text);
+    let target = record.target.as_deref().map(super::storable_text);
+    let detail = super::storable_json(&record.detail);
     let client = super::client(pool).await?;
     let row = client
         .query_one(
             "INSERT INTO audit_trail (actor, participant_id, action, target, outcome, detail) \
              VALUES ($1, $2, $3, $4, $5, $6) RETURNING audit_id",
             &[
-                &record.actor,
-                &record.participant_id,
+                &actor.as_ref(),
+                &participant_id.as_deref(),
                 &record.action,
-                &record.target,
+                &target.as_deref(),
                 &record.outcome.as_str(),
-                &record.detail,
+                &detail.as_ref(),
             ],
         )
         .await

@@ -277,6 +277,8 @@ async fn authentication_by_certificate_and_password() {
         ("B05678", "nobody", "x", DenyCode::BadCredentials),
         ("b05678", "auth1", "x", DenyCode::MalformedRequest),
         ("B05678", "a,uid=x", "x", DenyCode::MalformedRequest),
+        // Denied for what it is, and audited: a NUL would have refused the audit row.
+        ("B05678", "auth\u{0}1", "x", DenyCode::MalformedRequest),
     ] {
         let denial = client
             .authenticate_password(participant, uid, password)
@@ -299,7 +301,12 @@ async fn authentication_by_certificate_and_password() {
     assert_eq!(reply["code"], "malformed_request");
 
     let rows = world.audit("auth.authenticate").await;
-    assert_eq!(rows.len(), 8, "{rows:#?}");
+    assert_eq!(rows.len(), 9, "{rows:#?}");
+    assert!(
+        rows.iter()
+            .any(|row| row.record.actor == "B05678.auth\u{FFFD}1"),
+        "{rows:#?}"
+    );
     assert_eq!(rows[0].record.actor, "cert:CN=ops1,OU=B01234,O=ccass");
     assert_eq!(rows[0].record.outcome, AuditOutcome::Allowed);
     assert_eq!(rows[0].record.participant_id.as_deref(), Some("B01234"));
