@@ -343,6 +343,17 @@ pub async fn copy_database(admin: &Pool, template: &str, name: &str) -> Result<(
         .map_err(db("copy bench database"))
 }
 
+/// `CHECKPOINT`: writes back every dirty page now, so the next timed phase does not pay for
+/// what the setup wrote (a day's load and three copies of it). Needs a superuser (or, from
+/// PostgreSQL 15, the `pg_checkpoint` role).
+pub async fn checkpoint(admin: &Pool) -> Result<(), HostDbError> {
+    let client = super::client(admin).await?;
+    client
+        .batch_execute("CHECKPOINT")
+        .await
+        .map_err(db("checkpoint before a timed phase"))
+}
+
 /// Baseline (a): one transaction per pair, in settlement order, for at most `limit` pairs:
 /// lock the deliverer's holding and the payer's cash, settle in full when both cover it
 /// (single pass, no chains), write both balances, the journals, the marker, the run's two
