@@ -6,6 +6,7 @@ pub const BATCHES_CAPTURED_TOTAL: &str = "ccass_cns_batches_captured_total";
 pub const BATCHES_REDELIVERED_TOTAL: &str = "ccass_cns_batches_redelivered_total";
 pub const BATCHES_MALFORMED_TOTAL: &str = "ccass_cns_batches_malformed_total";
 pub const BATCHES_QUARANTINED_TOTAL: &str = "ccass_cns_batches_quarantined_total";
+pub const BATCHES_QUARANTINED_HELD: &str = "ccass_cns_batches_quarantined_held";
 pub const CAPTURE_TRANSACTION_SECONDS: &str = "ccass_cns_capture_transaction_seconds";
 pub const CAPTURE_FAILURES_TOTAL: &str = "ccass_cns_capture_failures_total";
 pub const CAPTURE_RETRIES_TOTAL: &str = "ccass_cns_capture_retries_total";
@@ -29,6 +30,10 @@ pub fn describe_all() {
     metrics::describe_counter!(
         BATCHES_QUARANTINED_TOTAL,
         "feed batches set aside in cns_quarantined_batches, by reason (malformed, refused): ccass cns quarantine list"
+    );
+    metrics::describe_gauge!(
+        BATCHES_QUARANTINED_HELD,
+        "quarantined feed batches not released or dismissed yet: their trades are not netted (read by the CNS scheduler each minute)"
     );
     metrics::describe_histogram!(
         CAPTURE_TRANSACTION_SECONDS,

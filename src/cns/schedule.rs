@@ -45,6 +45,7 @@ pub async fn schedule(
     let mut cut_off: Option<Date> = None;
     let mut ended: Option<Date> = None;
     let mut horizon_checked: Option<Date> = None;
+    let mut quarantine_checked: Option<std::time::Instant> = None;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -56,6 +57,10 @@ pub async fn schedule(
         if horizon_checked != Some(today) {
             horizon_checked = Some(today);
             check_horizon(&calendar, today);
+        }
+        if quarantine_checked.is_none_or(|at| at.elapsed() >= QUARANTINE_CHECK_INTERVAL) {
+            quarantine_checked = Some(std::time::Instant::now());
+            check_quarantine(&pool).await;
         }
         if !calendar.is_business_day(today) {
             continue;
@@ -136,6 +141,26 @@ pub async fn schedule(
                 Err(error) => tracing::error!(%error, "cns cut-off failed; retrying"),
             }
         }
+    }
+}
+
+/// How often the scheduler counts the held quarantined batches.
+const QUARANTINE_CHECK_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Publishes how many quarantined feed batches are held, and says so while any is: their
+/// trades are in no position until an operator releases them (docs/operations.md).
+async fn check_quarantine(pool: &Pool) {
+    match crate::hostdb::cns::held_quarantined_count(pool).await {
+        Ok(held) => {
+            metrics::gauge!(super::metrics::BATCHES_QUARANTINED_HELD).set(held as f64);
+            if held > 0 {
+                tracing::warn!(
+                    held,
+                    "quarantined trade batches are held and their trades are not netted: ccass cns quarantine list"
+                );
+            }
+        }
+        Err(error) => tracing::warn!(%error, "cns scheduler: cannot count quarantined batches"),
     }
 }
 

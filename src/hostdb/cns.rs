@@ -331,6 +331,19 @@ pub async fn quarantined_batches(
     Ok(rows.iter().map(quarantined_from_row).collect())
 }
 
+/// How many quarantined batches are held (awaiting release or dismissal).
+pub async fn held_quarantined_count(pool: &Pool) -> Result<i64, HostDbError> {
+    let client = super::client(pool).await?;
+    let row = client
+        .query_one(
+            "SELECT count(*) FROM cns_quarantined_batches WHERE status = 'held'",
+            &[],
+        )
+        .await
+        .map_err(db("count held quarantined batches"))?;
+    Ok(row.get(0))
+}
+
 /// One quarantined batch, held or not.
 pub async fn quarantined_batch(
     pool: &Pool,
