@@ -105,6 +105,29 @@ fn instruction(
     build::settlement_instruction(Some(&envelope), &spec).unwrap()
 }
 
+/// Publishes `text` on the participant's inbound subject as the gateway would (stored, with
+/// `Nats-Msg-Id` = `dedupe`).
+async fn publish_inbound(
+    jetstream: &async_nats::jetstream::Context,
+    participant: &str,
+    number: u16,
+    dedupe: &str,
+    text: String,
+) {
+    let subject = subjects::inbound(
+        &ParticipantId::parse(participant).unwrap(),
+        MessageTypeNumber::new(number).unwrap(),
+    );
+    let mut headers = HeaderMap::new();
+    headers.insert("Nats-Msg-Id", dedupe);
+    jetstream
+        .publish_with_headers(subject.as_str().to_owned(), headers, text.into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+}
+
 /// (participant, related reference) → statuses `QUAL//CODE` or `QUAL//CODE/REASON`.
 type Advices = HashMap<(String, String), Vec<String>>;
 
@@ -186,23 +209,8 @@ async fn intake_matches_reports_cancels_and_refuses_through_the_bus() {
         stopped.clone(),
     )));
 
-    let publish = |participant: &str, number: u16, dedupe: &str, text: String| {
-        let jetstream = jetstream.clone();
-        let subject = subjects::inbound(
-            &ParticipantId::parse(participant).unwrap(),
-            MessageTypeNumber::new(number).unwrap(),
-        );
-        let dedupe = dedupe.to_owned();
-        async move {
-            let mut headers = HeaderMap::new();
-            headers.insert("Nats-Msg-Id", dedupe.as_str());
-            jetstream
-                .publish_with_headers(subject.as_str().to_owned(), headers, text.into())
-                .await
-                .unwrap()
-                .await
-                .unwrap();
-        }
+    let publish = async |participant: &str, number: u16, dedupe: &str, text: String| {
+        publish_inbound(&jetstream, participant, number, dedupe, text).await
     };
     // A malformed message first: the worker must refuse it and go on.
     publish(
@@ -633,18 +641,7 @@ async fn a_message_the_database_refuses_is_rejected_and_the_rest_of_its_batch_go
     .unwrap();
 
     let publish = async |participant: &str, number: u16, dedupe: &str, text: String| {
-        let subject = subjects::inbound(
-            &ParticipantId::parse(participant).unwrap(),
-            MessageTypeNumber::new(number).unwrap(),
-        );
-        let mut headers = HeaderMap::new();
-        headers.insert("Nats-Msg-Id", dedupe);
-        jetstream
-            .publish_with_headers(subject.as_str().to_owned(), headers, text.into())
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+        publish_inbound(&jetstream, participant, number, dedupe, text).await
     };
     publish(
         "B01234",
