@@ -105,6 +105,37 @@ fn instruction(
     build::settlement_instruction(Some(&envelope), &spec).unwrap()
 }
 
+/// `workers` intake workers on the shared consumer and the outbox relay, until `stopped`.
+async fn start_intake(
+    config: &ccass::config::Config,
+    pool: &hostdb::Pool,
+    jetstream: &async_nats::jetstream::Context,
+    workers: usize,
+    stopped: &tokio::sync::watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    for _ in 0..workers {
+        tasks.push(tokio::spawn(intake::run_worker(
+            config.intake.clone(),
+            config.statements.clone(),
+            config.cns.calendar(),
+            config.cns.ccp_participant.clone(),
+            pool.clone(),
+            intake::intake_consumer(jetstream).await.unwrap(),
+            stopped.clone(),
+        )));
+    }
+    tasks.push(tokio::spawn(ccass::relay::run(
+        pool.clone(),
+        jetstream.clone(),
+        config.intake.relay_batch_max,
+        Duration::from_millis(config.intake.relay_poll_interval_ms),
+        Duration::from_millis(config.intake.retry_delay_ms),
+        stopped.clone(),
+    )));
+    tasks
+}
+
 /// Publishes `text` on the participant's inbound subject as the gateway would (stored, with
 /// `Nats-Msg-Id` = `dedupe`).
 async fn publish_inbound(
@@ -188,26 +219,7 @@ async fn intake_matches_reports_cancels_and_refuses_through_the_bus() {
     let mut config = test_config();
     config.intake.unmatched_report_delay_ms = 0;
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let mut tasks = Vec::new();
-    for _ in 0..2 {
-        tasks.push(tokio::spawn(intake::run_worker(
-            config.intake.clone(),
-            config.statements.clone(),
-            config.cns.calendar(),
-            config.cns.ccp_participant.clone(),
-            database.pool.clone(),
-            intake::intake_consumer(&jetstream).await.unwrap(),
-            stopped.clone(),
-        )));
-    }
-    tasks.push(tokio::spawn(ccass::relay::run(
-        database.pool.clone(),
-        jetstream.clone(),
-        config.intake.relay_batch_max,
-        Duration::from_millis(config.intake.relay_poll_interval_ms),
-        Duration::from_millis(config.intake.retry_delay_ms),
-        stopped.clone(),
-    )));
+    let tasks = start_intake(&config, &database.pool, &jetstream, 2, &stopped).await;
 
     let publish = async |participant: &str, number: u16, dedupe: &str, text: String| {
         publish_inbound(&jetstream, participant, number, dedupe, text).await
@@ -670,23 +682,7 @@ async fn a_message_the_database_refuses_is_rejected_and_the_rest_of_its_batch_go
 
     let config = test_config();
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let worker = tokio::spawn(intake::run_worker(
-        config.intake.clone(),
-        config.statements.clone(),
-        config.cns.calendar(),
-        config.cns.ccp_participant.clone(),
-        database.pool.clone(),
-        intake::intake_consumer(&jetstream).await.unwrap(),
-        stopped.clone(),
-    ));
-    let relay = tokio::spawn(ccass::relay::run(
-        database.pool.clone(),
-        jetstream.clone(),
-        config.intake.relay_batch_max,
-        Duration::from_millis(config.intake.relay_poll_interval_ms),
-        Duration::from_millis(config.intake.retry_delay_ms),
-        stopped,
-    ));
+    let tasks = start_intake(&config, &database.pool, &jetstream, 1, &stopped).await;
 
     let mut outbound = jetstream
         .get_stream("OUTBOUND")
@@ -762,6 +758,7 @@ async fn a_message_the_database_refuses_is_rejected_and_the_rest_of_its_batch_go
     let violations = hostdb::audit::run(&database.pool).await.unwrap();
     assert!(violations.is_empty(), "audit: {violations:?}");
     stop.send(true).unwrap();
-    worker.await.unwrap();
-    relay.await.unwrap();
+    for task in tasks {
+        task.await.unwrap();
+    }
 }
