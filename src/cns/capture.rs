@@ -1024,19 +1024,7 @@ pub async fn run_worker_timed(
         // market's batches beside their messages, in delivery order.
         let mut by_market: BTreeMap<String, MarketGroup<'_>> = BTreeMap::new();
         for message in &fetched {
-            let decoded = crate::bus::trades::decode_batch(&message.payload)
-                .map_err(|error| error.to_string())
-                .and_then(|batch| {
-                    if sql::batch_key_storable(&batch.market, &batch.batch_id) {
-                        Ok(batch)
-                    } else {
-                        Err(
-                            "the market or batch id is empty, too long or holds control characters"
-                                .to_owned(),
-                        )
-                    }
-                });
-            match decoded {
+            match decode_capturable(&message.payload) {
                 Ok(decoded) => {
                     let group = by_market.entry(decoded.market.to_string()).or_default();
                     group.batches.push(decoded);
@@ -1132,7 +1120,6 @@ pub async fn run_worker_timed(
                                 }
                             }
                             Err(error) if error.refuses_the_batch() => {
-                                tracing::error!(%error, batch_id = %batch.batch_id, subject = %message.subject, "cns capture: the host database refuses this batch; quarantined (ccass cns quarantine list)");
                                 set_aside(
                                     &pool,
                                     message,
@@ -1162,6 +1149,19 @@ pub async fn run_worker_timed(
             }
         }
     }
+}
+
+/// Decodes a feed message as a batch capture can take: a trade batch whose market and
+/// batch id can be stored as its capture marker. The error says why not (a malformed
+/// batch: quarantined by the worker, never released).
+pub fn decode_capturable(payload: &[u8]) -> Result<TradeBatchView<'_>, String> {
+    let batch = crate::bus::trades::decode_batch(payload).map_err(|error| error.to_string())?;
+    if !sql::batch_key_storable(&batch.market, &batch.batch_id) {
+        return Err(
+            "the market or batch id is empty, too long or holds control characters".to_owned(),
+        );
+    }
+    Ok(batch)
 }
 
 /// One market's batches of a fetch, each beside the message it came in.

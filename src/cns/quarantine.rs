@@ -50,13 +50,7 @@ pub async fn release(
         quarantine_id,
         error,
     };
-    let view = crate::bus::trades::decode_batch(&batch.payload)
-        .map_err(|error| malformed(error.to_string()))?;
-    if !sql::batch_key_storable(&view.market, &view.batch_id) {
-        return Err(malformed(
-            "the market or batch id cannot be stored".to_owned(),
-        ));
-    }
+    let view = capture::decode_capturable(&batch.payload).map_err(malformed)?;
     let reference = Reference::load(pool, &config.ccp_participant).await?;
     let mut book = reference.netting_book();
     let phases = capture::CapturePhases::default();
@@ -100,16 +94,14 @@ pub fn summary(report: &CaptureReport) -> String {
 /// Marks a held batch handled without capturing it (`note` says why: e.g. corrected and
 /// loaded again from the source).
 pub async fn dismiss(pool: &Pool, quarantine_id: i64, note: &str) -> Result<(), QuarantineError> {
-    held(pool, quarantine_id).await?;
-    if !sql::close_quarantined_batch(pool, quarantine_id, false, note).await? {
-        // Released or dismissed by someone else meanwhile.
-        let batch = held(pool, quarantine_id).await?;
-        return Err(QuarantineError::NotHeld {
-            quarantine_id,
-            status: batch.status,
-        });
+    if sql::close_quarantined_batch(pool, quarantine_id, false, note).await? {
+        return Ok(());
     }
-    Ok(())
+    // Not held: say whether it is closed already or does not exist.
+    Err(held(pool, quarantine_id)
+        .await
+        .err()
+        .unwrap_or(QuarantineError::NotFound(quarantine_id)))
 }
 
 async fn held(pool: &Pool, quarantine_id: i64) -> Result<QuarantinedBatch, QuarantineError> {

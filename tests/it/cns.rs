@@ -17,7 +17,7 @@ use rust_decimal::prelude::*;
 use time::Date;
 use time::macros::date;
 
-use crate::harness::nats::{NatsServer, initialised_bus};
+use crate::harness::nats::{NatsServer, initialised_bus, wait_until_all_acknowledged};
 use crate::harness::postgres::{TestDatabase, empty_database, seeded_database};
 use crate::harness::{repo_root, test_config};
 
@@ -867,21 +867,8 @@ async fn a_batch_capture_can_never_take_is_quarantined_and_the_feed_goes_on() {
         stopped,
     ));
     // Well inside the consumer's 60 s ack wait: no redelivery can help a blocked worker.
-    let started = Instant::now();
     let mut consumer = capture::capture_consumer(&jetstream).await.unwrap();
-    loop {
-        let info = consumer.info().await.unwrap();
-        if info.num_ack_pending == 0 && info.num_pending == 0 {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "capture is stuck: {} pending, {} unacknowledged",
-            info.num_pending,
-            info.num_ack_pending
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until_all_acknowledged(&mut consumer, Duration::from_secs(15), "capture").await;
     stop.send(true).unwrap();
     worker.await.unwrap();
 

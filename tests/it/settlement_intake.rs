@@ -20,7 +20,7 @@ use futures::StreamExt as _;
 use rust_decimal::Decimal;
 
 use crate::harness::dates::settlement_date;
-use crate::harness::nats::{NatsServer, initialised_bus};
+use crate::harness::nats::{NatsServer, initialised_bus, wait_until_all_acknowledged};
 use crate::harness::postgres::seeded_database;
 use crate::harness::test_config;
 
@@ -738,20 +738,7 @@ async fn a_message_the_database_refuses_is_rejected_and_the_rest_of_its_batch_go
 
     // Everything acknowledged: nothing left to come back.
     let mut consumer = intake::intake_consumer(&jetstream).await.unwrap();
-    let started = Instant::now();
-    loop {
-        let info = consumer.info().await.unwrap();
-        if info.num_ack_pending == 0 && info.num_pending == 0 {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "messages left unacknowledged: {} pending, {} unacked",
-            info.num_pending,
-            info.num_ack_pending
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until_all_acknowledged(&mut consumer, Duration::from_secs(10), "intake").await;
     db.batch_execute("ALTER TABLE instructions DROP CONSTRAINT test_refuses_poison")
         .await
         .unwrap();

@@ -191,3 +191,26 @@ impl Drop for NatsServer {
         self.kill();
     }
 }
+
+/// Waits until `consumer` has delivered every message and had each acknowledged (or
+/// terminated); panics after `within` with what is left, naming `what` stalled.
+pub async fn wait_until_all_acknowledged(
+    consumer: &mut async_nats::jetstream::consumer::PullConsumer,
+    within: Duration,
+    what: &str,
+) {
+    let started = Instant::now();
+    loop {
+        let info = consumer.info().await.unwrap();
+        if info.num_ack_pending == 0 && info.num_pending == 0 {
+            return;
+        }
+        assert!(
+            started.elapsed() < within,
+            "{what} is stuck: {} pending, {} unacknowledged",
+            info.num_pending,
+            info.num_ack_pending
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
