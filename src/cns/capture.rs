@@ -1100,6 +1100,7 @@ pub async fn run_worker_timed(
                 // one aside (a group that was refused mid-way is rolled back as a whole).
                 metrics::counter!(names::CAPTURE_FAILURES_TOTAL).increment(1);
                 tracing::warn!(%error, batches = acks.len(), "cns capture: the group was refused; capturing its batches one by one");
+                let mut handled = 0;
                 'isolate: for (market, group) in &by_market {
                     for (batch, message) in group.batches.iter().zip(&group.messages) {
                         let alone = capture_batches_timed(
@@ -1132,19 +1133,26 @@ pub async fn run_worker_timed(
                             Err(error) => {
                                 metrics::counter!(names::CAPTURE_FAILURES_TOTAL).increment(1);
                                 tracing::error!(%error, "cns capture: transaction failed; the rest of the group will be redelivered");
+                                // This batch and those after it, back after the retry delay
+                                // rather than the ack wait.
+                                let rest: Vec<&jetstream::Message> = by_market
+                                    .values()
+                                    .flat_map(|group| group.messages.iter().copied())
+                                    .skip(handled)
+                                    .collect();
+                                redeliver_after(&rest, retry_delay).await;
                                 sleep_or_shutdown(retry_delay, &mut shutdown).await;
                                 break 'isolate;
                             }
                         }
+                        handled += 1;
                     }
                 }
             }
             Err(error) => {
                 metrics::counter!(names::CAPTURE_FAILURES_TOTAL).increment(1);
                 tracing::error!(%error, "cns capture: transaction failed; batches will be redelivered");
-                for message in &acks {
-                    let _ = message.ack_with(AckKind::Nak(Some(retry_delay))).await;
-                }
+                redeliver_after(&acks, retry_delay).await;
                 sleep_or_shutdown(retry_delay, &mut shutdown).await;
             }
         }
@@ -1180,6 +1188,21 @@ fn record_captured(report: &CaptureReport) {
     for rejection in &report.rejections {
         metrics::counter!(names::TRADES_REJECTED_TOTAL, "reason" => reason_label(&rejection.event.reason_code))
             .increment(1);
+    }
+}
+
+/// Negative acknowledgements with `delay`, sent together: the messages come back after the
+/// retry delay rather than the consumer's ack wait (the trade feed's consumer never gives up
+/// on a message: `max_deliver = -1`). A failed nak leaves the message to the ack wait.
+async fn redeliver_after(messages: &[&jetstream::Message], delay: Duration) {
+    let naked = futures::future::join_all(
+        messages
+            .iter()
+            .map(|message| message.ack_with(AckKind::Nak(Some(delay)))),
+    )
+    .await;
+    if let Some(Err(error)) = naked.into_iter().find(Result::is_err) {
+        tracing::debug!(%error, "cns capture: nak failed; the batch comes back after the ack wait");
     }
 }
 

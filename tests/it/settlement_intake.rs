@@ -749,3 +749,100 @@ async fn a_message_the_database_refuses_is_rejected_and_the_rest_of_its_batch_go
         task.await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_that_failed_for_a_moment_comes_back_after_the_retry_delay() {
+    // Goal: a batch whose transaction fails for a passing reason (here a statement timeout
+    // while another session locks the journal) is processed soon after the cause is gone,
+    // not after the consumer's 30 s ack wait.
+    // Method: intake's pool has a 300 ms statement timeout; a session holds `message_journal`
+    // locked for 2 s while a matching pair is published, so each batch fails; the pair must
+    // be matched (MT548 MACH to both) within 10 s of the lock's release, well inside the ack
+    // wait, and nothing may be left unacknowledged.
+    let Some(database) = seeded_database("settlement_intake_transient").await else {
+        return;
+    };
+    let Some(nats) = NatsServer::start().await else {
+        return;
+    };
+    let (_client, jetstream) = initialised_bus(&nats.bus_config(), "intake-transient").await;
+    let mut impatient = database.config.clone();
+    impatient.statement_timeout_ms = 300;
+    let intake_pool = hostdb::connect(&impatient).unwrap();
+
+    let mut locker = hostdb::client(&database.pool).await.unwrap();
+    let lock = locker.transaction().await.unwrap();
+    lock.batch_execute("LOCK TABLE message_journal IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let config = test_config();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let tasks = start_intake(&config, &intake_pool, &jetstream, 1, &stopped).await;
+    publish_inbound(
+        &jetstream,
+        "B01234",
+        541,
+        "B01234.RCVT1",
+        instruction("B01234", "B05678", false, "RCVT1", 100_000, None),
+    )
+    .await;
+    publish_inbound(
+        &jetstream,
+        "B05678",
+        543,
+        "B05678.DLVT1",
+        instruction("B05678", "B01234", true, "DLVT1", 100_000, None),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let stored: i64 = database
+        .pool
+        .get()
+        .await
+        .unwrap()
+        .query_one("SELECT count(*) FROM instructions", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        stored, 0,
+        "nothing can be stored while the journal is locked"
+    );
+    lock.rollback().await.unwrap();
+    let released = Instant::now();
+
+    let mut outbound = jetstream
+        .get_stream("OUTBOUND")
+        .await
+        .unwrap()
+        .create_consumer(async_nats::jetstream::consumer::pull::Config::default())
+        .await
+        .unwrap()
+        .messages()
+        .await
+        .unwrap();
+    let mut advices = Advices::new();
+    let deadline = released + Duration::from_secs(10);
+    while !(has(&advices, "B01234", "RCVT1", "MTCH//MACH")
+        && has(&advices, "B05678", "DLVT1", "MTCH//MACH"))
+    {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !remaining.is_zero(),
+            "not matched within 10 s of the lock's release; have {advices:?}"
+        );
+        if let Ok(Some(message)) = tokio::time::timeout(remaining, outbound.next()).await {
+            let message = message.unwrap();
+            record_advice(&mut advices, &message.subject, &message.payload);
+            message.ack().await.unwrap();
+        }
+    }
+    let mut consumer = intake::intake_consumer(&jetstream).await.unwrap();
+    wait_until_all_acknowledged(&mut consumer, Duration::from_secs(10), "intake").await;
+    let violations = hostdb::audit::run(&database.pool).await.unwrap();
+    assert!(violations.is_empty(), "audit: {violations:?}");
+    stop.send(true).unwrap();
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
