@@ -139,6 +139,27 @@ pub async fn connect(
     }
 }
 
+/// Asks JetStream to redeliver `messages` after `delay` (negative acknowledgements with a
+/// delay, sent together, not awaited one by one): for messages a worker could not commit
+/// for a passing reason, so they come back once the cause is likely gone rather than after
+/// the consumer's ack wait. A durable consumer with `max_deliver = -1` never gives up on a
+/// message, so a long outage costs redeliveries, never messages. A nak that fails leaves
+/// its message to the ack wait (logged at debug: nothing is lost).
+pub async fn redeliver_after<M>(messages: &[M], delay: Duration)
+where
+    M: std::borrow::Borrow<async_nats::jetstream::Message> + Sync,
+{
+    let naked = futures::future::join_all(messages.iter().map(|message| {
+        message
+            .borrow()
+            .ack_with(async_nats::jetstream::AckKind::Nak(Some(delay)))
+    }))
+    .await;
+    if let Some(Err(error)) = naked.into_iter().find(Result::is_err) {
+        tracing::debug!(%error, "nak failed; the message comes back after the ack wait");
+    }
+}
+
 /// JetStream context with the configured publish-ack timeout.
 pub fn jetstream(config: &BusConfig, client: async_nats::Client) -> async_nats::jetstream::Context {
     let mut context = async_nats::jetstream::new(client);

@@ -20,6 +20,7 @@ use time::Date;
 use super::calendar::Calendar;
 use super::netting::{NettableTrade, NettingBook, parse_price_micros, trade_amount_minor};
 use super::{CnsConfig, metrics as names, parse_date, parse_time};
+use crate::bus;
 use crate::bus::subjects::{self, EventKind};
 use crate::bus::trades::{TradeBatch, TradeBatchView, TradeRecordView, TradeRejectedEvent};
 use crate::hostdb::cns::{
@@ -1140,7 +1141,7 @@ pub async fn run_worker_timed(
                                     .flat_map(|group| group.messages.iter().copied())
                                     .skip(handled)
                                     .collect();
-                                redeliver_after(&rest, retry_delay).await;
+                                bus::redeliver_after(&rest, retry_delay).await;
                                 sleep_or_shutdown(retry_delay, &mut shutdown).await;
                                 break 'isolate;
                             }
@@ -1152,7 +1153,7 @@ pub async fn run_worker_timed(
             Err(error) => {
                 metrics::counter!(names::CAPTURE_FAILURES_TOTAL).increment(1);
                 tracing::error!(%error, "cns capture: transaction failed; batches will be redelivered");
-                redeliver_after(&acks, retry_delay).await;
+                bus::redeliver_after(&acks, retry_delay).await;
                 sleep_or_shutdown(retry_delay, &mut shutdown).await;
             }
         }
@@ -1188,21 +1189,6 @@ fn record_captured(report: &CaptureReport) {
     for rejection in &report.rejections {
         metrics::counter!(names::TRADES_REJECTED_TOTAL, "reason" => reason_label(&rejection.event.reason_code))
             .increment(1);
-    }
-}
-
-/// Negative acknowledgements with `delay`, sent together: the messages come back after the
-/// retry delay rather than the consumer's ack wait (the trade feed's consumer never gives up
-/// on a message: `max_deliver = -1`). A failed nak leaves the message to the ack wait.
-async fn redeliver_after(messages: &[&jetstream::Message], delay: Duration) {
-    let naked = futures::future::join_all(
-        messages
-            .iter()
-            .map(|message| message.ack_with(AckKind::Nak(Some(delay)))),
-    )
-    .await;
-    if let Some(Err(error)) = naked.into_iter().find(Result::is_err) {
-        tracing::debug!(%error, "cns capture: nak failed; the batch comes back after the ack wait");
     }
 }
 
@@ -1243,7 +1229,7 @@ async fn set_aside(
         }
         Err(store_error) => {
             tracing::error!(error = %store_error, "cns capture: cannot quarantine a batch; left for redelivery");
-            let _ = message.ack_with(AckKind::Nak(Some(retry_delay))).await;
+            bus::redeliver_after(&[message], retry_delay).await;
         }
     }
 }

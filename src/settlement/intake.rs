@@ -42,7 +42,7 @@ use time::{Date, OffsetDateTime};
 use super::matching;
 use super::metrics as names;
 use crate::bus::instructions::InstructionEvent;
-use crate::bus::subjects;
+use crate::bus::{self, subjects};
 use crate::cns::calendar::Calendar;
 use crate::config::{ConfigError, check_range};
 use crate::hostdb::intake::{self as sql, InstructionRow, OutboxRow};
@@ -1267,7 +1267,7 @@ pub async fn run_worker(
                         Err(error) => {
                             metrics::counter!(names::BATCH_FAILURES_TOTAL).increment(1);
                             tracing::warn!(%error, participant = %inbound.participant, stream_sequence = inbound.stream_sequence, "intake: message not committed; it and the rest of its batch are left for redelivery");
-                            redeliver_after(&acks[position..], retry_delay).await;
+                            bus::redeliver_after(&acks[position..], retry_delay).await;
                             sleep_or_shutdown(retry_delay, &mut shutdown).await;
                             break;
                         }
@@ -1277,7 +1277,7 @@ pub async fn run_worker(
             Err(error) => {
                 metrics::counter!(names::BATCH_FAILURES_TOTAL).increment(1);
                 tracing::warn!(%error, "intake: batch not committed; left for redelivery");
-                redeliver_after(&acks, retry_delay).await;
+                bus::redeliver_after(&acks, retry_delay).await;
                 sleep_or_shutdown(retry_delay, &mut shutdown).await;
             }
         }
@@ -1291,25 +1291,6 @@ fn record_batch(report: &BatchReport) {
     metrics::counter!(names::MESSAGES_REDELIVERED_TOTAL).increment(report.redelivered as u64);
     metrics::counter!(names::PAIRS_MATCHED_TOTAL).increment(report.matched_pairs as u64);
     metrics::counter!(names::INSTRUCTIONS_CANCELLED_TOTAL).increment(report.cancelled as u64);
-}
-
-/// Asks JetStream to redeliver messages not committed after `delay` (a negative
-/// acknowledgement with a delay, sent together), rather than after the consumer's ack wait
-/// (30 s): once the database is back they are processed within about `delay`. The inbound
-/// consumer never gives up on a message (`max_deliver = -1`), so a long outage costs
-/// redeliveries, never messages. A failed nak leaves the message to the ack wait.
-async fn redeliver_after(messages: &[jetstream::Message], delay: Duration) {
-    let naked = futures::future::join_all(
-        messages
-            .iter()
-            .map(|message| message.ack_with(jetstream::AckKind::Nak(Some(delay)))),
-    )
-    .await;
-    for result in naked {
-        if let Err(error) = result {
-            tracing::debug!(%error, "intake: nak failed; the message comes back after the ack wait");
-        }
-    }
 }
 
 /// Acknowledges committed messages (sent together, not awaited one by one).

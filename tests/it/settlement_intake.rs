@@ -183,6 +183,42 @@ fn record_advice(advices: &mut Advices, subject: &str, payload: &[u8]) {
     }
 }
 
+/// OUTBOUND's messages from the start, through a new consumer of the test's own.
+async fn outbound_messages(
+    jetstream: &async_nats::jetstream::Context,
+) -> async_nats::jetstream::consumer::pull::Stream {
+    jetstream
+        .get_stream("OUTBOUND")
+        .await
+        .unwrap()
+        .create_consumer(async_nats::jetstream::consumer::pull::Config::default())
+        .await
+        .unwrap()
+        .messages()
+        .await
+        .unwrap()
+}
+
+/// Reads MT548s from `outbound` into `advices` (acking each) until `done`; fails, saying
+/// `what` was missing, at `deadline`.
+async fn read_advices_until(
+    outbound: &mut async_nats::jetstream::consumer::pull::Stream,
+    advices: &mut Advices,
+    deadline: Instant,
+    what: &str,
+    done: impl Fn(&Advices) -> bool,
+) {
+    while !done(advices) {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        assert!(!remaining.is_zero(), "{what}; have {advices:?}");
+        if let Ok(Some(message)) = tokio::time::timeout(remaining, outbound.next()).await {
+            let message = message.unwrap();
+            record_advice(advices, &message.subject, &message.payload);
+            message.ack().await.unwrap();
+        }
+    }
+}
+
 fn has(advices: &Advices, participant: &str, reference: &str, status: &str) -> bool {
     advices
         .get(&(participant.to_owned(), reference.to_owned()))
@@ -287,26 +323,11 @@ async fn intake_matches_reports_cancels_and_refuses_through_the_bus() {
     )
     .await;
 
-    let consumer = jetstream
-        .get_stream("OUTBOUND")
-        .await
-        .unwrap()
-        .create_consumer(async_nats::jetstream::consumer::pull::Config::default())
-        .await
-        .unwrap();
-    let mut outbound = consumer.messages().await.unwrap();
+    let mut outbound = outbound_messages(&jetstream).await;
     let mut advices = Advices::new();
     let mut read_until = async |advices: &mut Advices, done: &dyn Fn(&Advices) -> bool| {
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !done(advices) {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            assert!(!remaining.is_zero(), "missing advices; have {advices:?}");
-            if let Ok(Some(message)) = tokio::time::timeout(remaining, outbound.next()).await {
-                let message = message.unwrap();
-                record_advice(advices, &message.subject, &message.payload);
-                message.ack().await.unwrap();
-            }
-        }
+        read_advices_until(&mut outbound, advices, deadline, "missing advices", done).await
     };
     read_until(&mut advices, &|advices| {
         has(advices, "B01234", "RCV1", "MTCH//MACH")
@@ -684,16 +705,7 @@ async fn a_message_the_database_refuses_is_rejected_and_the_rest_of_its_batch_go
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let tasks = start_intake(&config, &database.pool, &jetstream, 1, &stopped).await;
 
-    let mut outbound = jetstream
-        .get_stream("OUTBOUND")
-        .await
-        .unwrap()
-        .create_consumer(async_nats::jetstream::consumer::pull::Config::default())
-        .await
-        .unwrap()
-        .messages()
-        .await
-        .unwrap();
+    let mut outbound = outbound_messages(&jetstream).await;
     let mut advices = Advices::new();
     // Well inside the consumer's 30 s ack wait: no redelivery can help a blocked worker.
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -707,15 +719,14 @@ async fn a_message_the_database_refuses_is_rejected_and_the_rest_of_its_batch_go
                     && statuses.iter().any(|s| s.starts_with("IPRC//REJT"))
             })
     };
-    while !done(&advices) {
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        assert!(!remaining.is_zero(), "missing advices; have {advices:?}");
-        if let Ok(Some(message)) = tokio::time::timeout(remaining, outbound.next()).await {
-            let message = message.unwrap();
-            record_advice(&mut advices, &message.subject, &message.payload);
-            message.ack().await.unwrap();
-        }
-    }
+    read_advices_until(
+        &mut outbound,
+        &mut advices,
+        deadline,
+        "missing advices",
+        done,
+    )
+    .await;
     let counts = db
         .query_one(
             "SELECT (SELECT count(*) FROM instructions WHERE sender_reference = 'POISON'),
@@ -811,32 +822,19 @@ async fn a_batch_that_failed_for_a_moment_comes_back_after_the_retry_delay() {
     lock.rollback().await.unwrap();
     let released = Instant::now();
 
-    let mut outbound = jetstream
-        .get_stream("OUTBOUND")
-        .await
-        .unwrap()
-        .create_consumer(async_nats::jetstream::consumer::pull::Config::default())
-        .await
-        .unwrap()
-        .messages()
-        .await
-        .unwrap();
+    let mut outbound = outbound_messages(&jetstream).await;
     let mut advices = Advices::new();
-    let deadline = released + Duration::from_secs(10);
-    while !(has(&advices, "B01234", "RCVT1", "MTCH//MACH")
-        && has(&advices, "B05678", "DLVT1", "MTCH//MACH"))
-    {
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        assert!(
-            !remaining.is_zero(),
-            "not matched within 10 s of the lock's release; have {advices:?}"
-        );
-        if let Ok(Some(message)) = tokio::time::timeout(remaining, outbound.next()).await {
-            let message = message.unwrap();
-            record_advice(&mut advices, &message.subject, &message.payload);
-            message.ack().await.unwrap();
-        }
-    }
+    read_advices_until(
+        &mut outbound,
+        &mut advices,
+        released + Duration::from_secs(10),
+        "not matched within 10 s of the lock's release",
+        |advices| {
+            has(advices, "B01234", "RCVT1", "MTCH//MACH")
+                && has(advices, "B05678", "DLVT1", "MTCH//MACH")
+        },
+    )
+    .await;
     let mut consumer = intake::intake_consumer(&jetstream).await.unwrap();
     wait_until_all_acknowledged(&mut consumer, Duration::from_secs(10), "intake").await;
     let violations = hostdb::audit::run(&database.pool).await.unwrap();
