@@ -24,7 +24,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use futures::{SinkExt as _, Stream, StreamExt as _};
 use time::Date;
 
-use super::HostDbError;
+use super::{HostDbError, Pool};
 
 /// PostgreSQL's epoch for dates and times, 2000-01-01, as a Julian day.
 const POSTGRES_EPOCH_JULIAN_DAY: i32 = 2_451_545;
@@ -159,12 +159,11 @@ async fn send_rows(
         .map_err(|error| HostDbError::from_postgres(context, error))
 }
 
-/// A COPY whose rows a task of its own sends ([`start_copy_rows`]) while the caller computes:
-/// the server ingests on one core while the client works on the other. The caller must
-/// [`PendingCopy::finish`] it before the transaction's next statement. Dropped unfinished (the
-/// caller failed meanwhile), the task still ends the COPY, and the transaction's rollback
-/// follows it on the connection.
-#[must_use = "a COPY must be finished before the transaction's next statement"]
+/// A COPY that a task of its own runs on a connection of its own
+/// ([`spawn_copy_rows_committed`]) while the caller goes on: another server process ingests
+/// the rows while the caller's transaction writes the rest. Dropped unfinished (the caller
+/// failed meanwhile), the task still completes its transaction.
+#[must_use = "a spawned COPY must be finished to learn whether its rows were committed"]
 pub struct PendingCopy {
     task: Option<tokio::task::JoinHandle<Result<u64, HostDbError>>>,
     context: &'static str,
@@ -183,29 +182,38 @@ impl PendingCopy {
     }
 }
 
-/// [`copy_rows`], but the rows are sent by a spawned task: returns once the server accepted
-/// the statement, before the rows are in.
-pub(crate) async fn start_copy_rows<const COLUMNS: usize>(
-    transaction: &tokio_postgres::Transaction<'_>,
+/// [`copy_rows`] on a pool connection of its own, in a transaction of its own that commits
+/// with the COPY, run by a spawned task: returns at once. [`PendingCopy::finish`] returns
+/// once the rows are committed.
+pub(crate) fn spawn_copy_rows_committed<const COLUMNS: usize>(
+    pool: Pool,
     context: &'static str,
-    statement: &str,
+    statement: String,
     rows: CopyRows<COLUMNS>,
-) -> Result<PendingCopy, HostDbError> {
+) -> PendingCopy {
     if rows.is_empty() {
-        return Ok(PendingCopy {
+        return PendingCopy {
             task: None,
             context,
-        });
+        };
     }
-    let sink = transaction
-        .copy_in::<_, Bytes>(statement)
-        .await
-        .map_err(|error| HostDbError::from_postgres(context, error))?;
-    let stream = rows.into_stream();
-    Ok(PendingCopy {
-        task: Some(tokio::spawn(send_rows(sink, stream, context))),
+    let task = tokio::spawn(async move {
+        let mut client = super::client(&pool).await?;
+        let transaction = client
+            .transaction()
+            .await
+            .map_err(|error| HostDbError::from_postgres(context, error))?;
+        let count = copy_rows(&transaction, context, &statement, rows).await?;
+        transaction
+            .commit()
+            .await
+            .map_err(|error| HostDbError::from_postgres(context, error))?;
+        Ok(count)
+    });
+    PendingCopy {
+        task: Some(task),
         context,
-    })
+    }
 }
 
 /// Reading `COPY … TO STDOUT (FORMAT binary)` rows field by field, without an allocation

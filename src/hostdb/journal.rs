@@ -2,15 +2,17 @@
 //!
 //! Guarantees: rows are appended within the caller's transaction (nothing is visible until it
 //! commits, and a rollback removes them all); the call returns the number of rows the server
-//! reports written. It does not touch the stored balances: the caller updates `holdings` /
+//! reports written. The exception is a settlement run's rows, written on connections of their
+//! own into the run's tables ([`Journal::spawn_append_to_run`]): those are part of the journal
+//! when the run's transaction, which attaches the tables, commits (V0021). It does not touch the stored balances: the caller updates `holdings` /
 //! `cash_balances` in the same transaction, and `audit` checks that the two agree.
 
 use time::Date;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{ToSql, Type};
 
-use super::HostDbError;
-use super::copy::{CopyRows, Field, PendingCopy, copy_rows, start_copy_rows};
+use super::copy::{CopyRows, Field, PendingCopy, copy_rows, spawn_copy_rows_committed};
+use super::{HostDbError, Pool};
 
 /// Why a stock movement happened (`holding_movements.movement_kind`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,12 +92,11 @@ pub struct CashMovement {
     pub reference: String,
 }
 
-const HOLDING_COPY: &str = "COPY holding_movements (settlement_date, settlement_run_id, \
-    from_account_id, to_account_id, isin, quantity, movement_kind, reference) FROM STDIN BINARY";
+const HOLDING_COLUMNS: &str = "settlement_date, settlement_run_id, from_account_id, \
+    to_account_id, isin, quantity, movement_kind, reference";
 
-const CASH_COPY: &str = "COPY cash_movements (settlement_date, settlement_run_id, \
-    from_participant_id, to_participant_id, currency_code, amount_minor, movement_kind, \
-    reference) FROM STDIN BINARY";
+const CASH_COLUMNS: &str = "settlement_date, settlement_run_id, from_participant_id, \
+    to_participant_id, currency_code, amount_minor, movement_kind, reference";
 
 /// One `COPY … FROM STDIN BINARY` in a transaction: start it, write rows, finish it. Every
 /// COPY in hostdb (journals, trades, settled markers, outbox) goes through this, so errors
@@ -142,15 +143,18 @@ impl CopyIn {
     }
 }
 
-/// The journal a movement kind belongs to: its table's COPY statement.
+/// The journal a movement kind belongs to: its table and the columns its COPY names.
 pub trait JournalKind: Copy {
-    const COPY: &'static str;
+    /// The partitioned journal (V0021: one partition per settlement run, one for the rest).
+    const TABLE: &'static str;
+    const COLUMNS: &'static str;
     const CONTEXT: &'static str;
     fn as_str(self) -> &'static str;
 }
 
 impl JournalKind for HoldingMovementKind {
-    const COPY: &'static str = HOLDING_COPY;
+    const TABLE: &'static str = "holding_movements";
+    const COLUMNS: &'static str = HOLDING_COLUMNS;
     const CONTEXT: &'static str = "copy holding movements";
     fn as_str(self) -> &'static str {
         HoldingMovementKind::as_str(self)
@@ -158,11 +162,34 @@ impl JournalKind for HoldingMovementKind {
 }
 
 impl JournalKind for CashMovementKind {
-    const COPY: &'static str = CASH_COPY;
+    const TABLE: &'static str = "cash_movements";
+    const COLUMNS: &'static str = CASH_COLUMNS;
     const CONTEXT: &'static str = "copy cash movements";
     fn as_str(self) -> &'static str {
         CashMovementKind::as_str(self)
     }
+}
+
+/// The table holding settlement run `run_id`'s rows of journal `K`: created by
+/// [`create_run_tables`], attached to the journal by the run's commit (V0021).
+pub fn run_table<K: JournalKind>(run_id: i64) -> String {
+    format!("{}_run_{run_id}", K::TABLE)
+}
+
+fn copy_statement<K: JournalKind>(table: &str) -> String {
+    format!("COPY {table} ({}) FROM STDIN BINARY", K::COLUMNS)
+}
+
+/// Creates settlement run `run_id`'s two journal tables, committed on a connection of their
+/// own so that other connections can write them; outside the journals until the run's
+/// transaction attaches them (V0021).
+pub async fn create_run_tables(pool: &Pool, run_id: i64) -> Result<(), HostDbError> {
+    super::client(pool)
+        .await?
+        .execute("SELECT ccass_create_run_journals($1)", &[&run_id])
+        .await
+        .map_err(|error| HostDbError::from_postgres("create the run's journal tables", error))?;
+    Ok(())
 }
 
 /// Rows of one journal, encoded for COPY BINARY as they are pushed (no owned strings per row:
@@ -221,21 +248,49 @@ impl<K: JournalKind> Journal<K> {
         self.rows.is_empty()
     }
 
-    /// Appends the rows with one COPY BINARY; returns the row count. A row the journal's
-    /// CHECK constraints refuse fails the whole COPY (nothing appended).
+    /// Appends the rows to the journal with one COPY BINARY; returns the row count. A row
+    /// the journal's CHECK constraints refuse fails the whole COPY (nothing appended).
     pub async fn append(
         self,
         transaction: &tokio_postgres::Transaction<'_>,
     ) -> Result<u64, HostDbError> {
-        copy_rows(transaction, K::CONTEXT, K::COPY, self.rows).await
+        copy_rows(
+            transaction,
+            K::CONTEXT,
+            &copy_statement::<K>(K::TABLE),
+            self.rows,
+        )
+        .await
     }
 
-    /// Starts the COPY; a task sends the rows ([`PendingCopy`]).
-    pub async fn start_append(
+    /// [`Journal::append`], into settlement run `run_id`'s table ([`run_table`]): rows the
+    /// run's own transaction writes before it attaches the table.
+    pub async fn append_to_run(
         self,
         transaction: &tokio_postgres::Transaction<'_>,
-    ) -> Result<PendingCopy, HostDbError> {
-        start_copy_rows(transaction, K::CONTEXT, K::COPY, self.rows).await
+        run_id: i64,
+    ) -> Result<u64, HostDbError> {
+        copy_rows(
+            transaction,
+            K::CONTEXT,
+            &copy_statement::<K>(&run_table::<K>(run_id)),
+            self.rows,
+        )
+        .await
+    }
+
+    /// Appends the rows to settlement run `run_id`'s table on a pool connection of its own,
+    /// in a transaction of its own, sent by a task while the caller goes on: the run's
+    /// transaction (another server process) writes the rest meanwhile. Committed when
+    /// [`PendingCopy::finish`] returns, yet outside the journal until the run attaches the
+    /// table.
+    pub fn spawn_append_to_run(self, pool: &Pool, run_id: i64) -> PendingCopy {
+        spawn_copy_rows_committed(
+            pool.clone(),
+            K::CONTEXT,
+            copy_statement::<K>(&run_table::<K>(run_id)),
+            self.rows,
+        )
     }
 }
 

@@ -149,6 +149,11 @@ pub fn embedded() -> Vec<Migration> {
                 "migrations/V0020__cns_quarantined_batches.sql"
             )),
         },
+        Migration {
+            version: 21,
+            name: Cow::Borrowed("run_journal_partitions"),
+            sql: Cow::Borrowed(include_str!("migrations/V0021__run_journal_partitions.sql")),
+        },
     ]
 }
 

@@ -58,10 +58,12 @@ pub struct HostDbConfig {
 
 impl HostDbConfig {
     pub(crate) fn check(&self) -> Result<(), ConfigError> {
+        // A settlement run holds three at once: its transaction and its two journals' COPY
+        // (V0021).
         check_range(
             "hostdb.pool_connections_max",
             self.pool_connections_max,
-            1..=1024,
+            3..=1024,
         )?;
         check_range(
             "hostdb.connect_timeout_ms",

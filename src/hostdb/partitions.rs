@@ -12,9 +12,10 @@ use super::{HostDbError, Pool};
 /// A table partitioned by month.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PartitionedTable {
-    /// By `settlement_date`.
+    /// By `settlement_date`: the partitions of its rows outside settlement runs
+    /// (`holding_movements_outside_runs`; each run's rows are a partition of their own, V0021).
     HoldingMovements,
-    /// By `settlement_date`.
+    /// As [`PartitionedTable::HoldingMovements`].
     CashMovements,
     /// By `trade_date`.
     ExchangeTrades,

@@ -24,6 +24,7 @@
 //!   run updated it.
 
 use std::pin::Pin;
+use std::time::{Duration, Instant};
 
 use time::Date;
 use tokio_postgres::types::Type;
@@ -307,6 +308,8 @@ pub struct RunTotals {
 /// One Batch Settlement Run's transaction.
 pub struct RunTransaction<'c> {
     pub(super) transaction: deadpool_postgres::Transaction<'c>,
+    /// For the journals' connections of their own ([`RunTransaction::spawn_journal`]).
+    pool: Pool,
     pub settlement_run_id: i64,
     pub run_number: i16,
 }
@@ -318,9 +321,11 @@ const RUN_WORK_MEM_MB: u32 = 256;
 impl<'c> RunTransaction<'c> {
     /// Begins the run's transaction and takes the leader lock `leader_lock_key` without
     /// waiting; `None` when another run holds it. Records the run as `running` (number: the
-    /// next of `settlement_date`).
+    /// next of `settlement_date`). Drops the journal tables of runs that never committed and
+    /// creates this run's, on another connection of `pool` (V0021).
     pub async fn begin(
         client: &'c mut deadpool_postgres::Client,
+        pool: &Pool,
         leader_lock_key: i64,
         settlement_date: Date,
         leader: &str,
@@ -366,9 +371,17 @@ impl<'c> RunTransaction<'c> {
             )
             .await
             .map_err(db("record settlement run"))?;
+        let settlement_run_id: i64 = row.get(0);
+        // Before this run's tables exist: every unattached one is a dead run's.
+        transaction
+            .execute("SELECT ccass_drop_unattached_run_journals()", &[])
+            .await
+            .map_err(db("drop the journal tables of runs that never committed"))?;
+        journal::create_run_tables(pool, settlement_run_id).await?;
         Ok(Some(RunTransaction {
             transaction,
-            settlement_run_id: row.get(0),
+            pool: pool.clone(),
+            settlement_run_id,
             run_number: row.get(1),
         }))
     }
@@ -597,23 +610,32 @@ impl<'c> RunTransaction<'c> {
         self.apply_balance_deltas(holding_deltas, cash_deltas).await
     }
 
-    /// Starts the COPY of one of the run's journals; a task sends the rows while the caller
-    /// computes. Finish it before the next statement.
-    pub async fn start_journal<K: journal::JournalKind>(
+    /// Appends one of the run's journals to its run table on a connection of its own, while
+    /// this transaction writes the rest; [`RunTransaction::commit`] waits for it.
+    pub fn spawn_journal<K: journal::JournalKind>(
         &self,
         journal: journal::Journal<K>,
-    ) -> Result<PendingCopy, HostDbError> {
-        journal.start_append(&self.transaction).await
+    ) -> PendingCopy {
+        journal.spawn_append_to_run(&self.pool, self.settlement_run_id)
     }
 
-    /// Appends the journals with COPY BINARY.
+    /// Appends movements to the run's journal tables in this transaction (COPY BINARY).
     pub async fn append_journals(
         &self,
         holding_movements: &[HoldingMovement],
         cash_movements: &[CashMovement],
     ) -> Result<(), HostDbError> {
-        journal::append_holding_movements(&self.transaction, holding_movements).await?;
-        journal::append_cash_movements(&self.transaction, cash_movements).await?;
+        let run_id = self.settlement_run_id;
+        holding_movements
+            .iter()
+            .collect::<journal::HoldingJournal>()
+            .append_to_run(&self.transaction, run_id)
+            .await?;
+        cash_movements
+            .iter()
+            .collect::<journal::CashJournal>()
+            .append_to_run(&self.transaction, run_id)
+            .await?;
         Ok(())
     }
 
@@ -761,8 +783,27 @@ impl<'c> RunTransaction<'c> {
         copy.finish().await
     }
 
-    /// Completes the run record and commits everything.
-    pub async fn commit(self, totals: &RunTotals) -> Result<(), HostDbError> {
+    /// Waits for the journals written aside (`journal_copies`), attaches the run's journal
+    /// tables, completes the run record and commits everything: the journals' rows are part
+    /// of the journal exactly when the rest of the run is. Returns the time spent waiting for
+    /// the journals.
+    pub async fn commit(
+        self,
+        totals: &RunTotals,
+        journal_copies: Vec<PendingCopy>,
+    ) -> Result<Duration, HostDbError> {
+        let waited = Instant::now();
+        for copy in journal_copies {
+            copy.finish().await?;
+        }
+        let journals_wait = waited.elapsed();
+        self.transaction
+            .execute(
+                "SELECT ccass_attach_run_journals($1)",
+                &[&self.settlement_run_id],
+            )
+            .await
+            .map_err(db("attach the run's journal tables"))?;
         self.transaction
             .execute(
                 "UPDATE settlement_runs SET status = 'completed', finished_at = clock_timestamp(),
@@ -784,7 +825,8 @@ impl<'c> RunTransaction<'c> {
         self.transaction
             .commit()
             .await
-            .map_err(db("commit settlement run"))
+            .map_err(db("commit settlement run"))?;
+        Ok(journals_wait)
     }
 }
 

@@ -375,6 +375,10 @@ pub async fn settle_one_transaction_each(
         .await
         .map_err(db("record bench run"))?
         .get(0);
+    client
+        .execute("SELECT ccass_create_run_journals($1, true)", &[&run_id])
+        .await
+        .map_err(db("create bench run journal partitions"))?;
     let due = client
         .query(
             "SELECT m.match_id, d.instruction_id, r.instruction_id, d.account_id, r.account_id,
@@ -556,6 +560,10 @@ pub async fn settle_set_based(pool: &Pool, settlement_date: Date) -> Result<i64,
         .await
         .map_err(db("record set-based run"))?
         .get(0);
+    transaction
+        .execute("SELECT ccass_create_run_journals($1, true)", &[&run_id])
+        .await
+        .map_err(db("create set-based run journal partitions"))?;
     transaction
         .execute(
             "CREATE TEMP TABLE settled ON COMMIT DROP AS

@@ -231,13 +231,15 @@ impl fmt::Display for BenchReport {
         )?;
         writeln!(
             f,
-            "  write = journals {:.3} (rows built and sent; confirmation rows built meanwhile in \
-             {:.3}) + balances {:.3} + markers {:.3} + outbox {:.3}",
-            run.write_steps.journals.as_secs_f64(),
+            "  write = balances applied while the rest is built {:.3} (build {:.3}, of it \
+             confirmation rows {:.3}) + markers {:.3} + outbox {:.3}; the journals by COPY on \
+             connections of their own meanwhile, waited for at commit {:.3}",
+            run.write_steps.build_and_balances.as_secs_f64(),
+            run.write_steps.build.as_secs_f64(),
             run.write_steps.build_messages.as_secs_f64(),
-            run.write_steps.balances.as_secs_f64(),
             run.write_steps.markers.as_secs_f64(),
-            run.write_steps.outbox.as_secs_f64()
+            run.write_steps.outbox.as_secs_f64(),
+            run.write_steps.journals_wait.as_secs_f64()
         )?;
         writeln!(
             f,

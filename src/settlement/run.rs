@@ -129,18 +129,21 @@ pub struct LoadSteps {
 /// Where a run's write phase went.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WriteSteps {
-    /// Building the compact confirmation rows (the FIN texts are built by the relay), while
-    /// the server ingests the money journal: part of `journals`.
+    /// Building the compact confirmation rows (the FIN texts are built by the relay): part
+    /// of `build`.
     pub build_messages: Duration,
-    /// The journals and markers built, and the journals sent by COPY BINARY (with the
-    /// confirmation rows and balance deltas built meanwhile).
-    pub journals: Duration,
-    /// The balance deltas (set-based updates).
-    pub balances: Duration,
+    /// The journals, markers and confirmation rows built (while the server applies the
+    /// balance deltas); each journal's COPY starts aside (its own connection) as soon as it
+    /// is built. Part of `build_and_balances`.
+    pub build: Duration,
+    /// The balance deltas computed, then applied (set-based updates) while the client builds.
+    pub build_and_balances: Duration,
     /// Settled markers by COPY BINARY.
     pub markers: Duration,
     /// Compact outbox rows by COPY BINARY.
     pub outbox: Duration,
+    /// Part of `commit`: waiting for the journals written aside, after everything else.
+    pub journals_wait: Duration,
 }
 
 impl RunReport {
@@ -276,6 +279,7 @@ async fn settle_and_commit(
     };
     let run = RunTransaction::begin(
         &mut client,
+        pool,
         config.leader_lock_key,
         settlement_date,
         &options.leader,
@@ -325,104 +329,116 @@ async fn settle_and_commit(
         settle,
         ..RunReport::default()
     };
-    // The logical terminals first: the rest of the write path issues no query until the
-    // journals are in.
+    // The logical terminals first (the confirmation rows name them).
     let terminals = run.logical_terminals().await?;
     lap(); // the write steps start here
-    // The server ingests each journal while the client builds what comes next (rows are
-    // encoded as pushed; a task sends them): the stock journal, then the money journal and
-    // the markers, then the confirmation rows and the balance deltas.
-    let mut reference = String::new();
-    let match_reference = |reference: &mut String, match_id: i64| {
-        use std::fmt::Write as _;
-        reference.clear();
-        let _ = write!(reference, "match:{match_id}");
-    };
-    let mut holding_journal = HoldingJournal::default();
-    for (pair, result) in pairs.iter().zip(&settlement.results) {
-        if result.settled_quantity == 0 {
-            continue;
-        }
-        match_reference(&mut reference, pair.match_id);
-        holding_journal.push(
-            settlement_date,
-            Some(run.settlement_run_id),
-            Some(due.name(pair.deliverer_account)),
-            Some(due.name(pair.receiver_account)),
-            due.name(pair.isin),
-            result.settled_quantity,
-            HoldingMovementKind::Settlement,
-            &reference,
-        );
-    }
-    report.holding_movements_count = holding_journal.len();
-    let holding_copy = run.start_journal(holding_journal).await?;
-    let mut cash_journal = CashJournal::default();
-    let mut markers = Vec::new();
-    for (pair, result) in pairs.iter().zip(&settlement.results) {
-        let currency = pair.currency.map(|id| due.name(id));
-        if let (Some(currency), Some(amount)) = (currency, pair.amount_minor) {
-            *report
-                .due_value_minor
-                .entry(currency.to_owned())
-                .or_default() += amount - pair.settled_amount_minor;
-        }
-        if result.shortage.is_some() {
-            report.recycled_count += 1;
-        }
-        if result.settled_quantity == 0 {
-            continue;
-        }
-        if result.shortage.is_some() {
-            report.partially_settled_count += 1;
-        }
-        let amount_minor = (result.settled_amount_minor > 0).then_some(result.settled_amount_minor);
-        if let (Some(currency), Some(amount)) = (currency, amount_minor) {
-            *report
-                .settled_value_minor
-                .entry(currency.to_owned())
-                .or_default() += amount;
-            match_reference(&mut reference, pair.match_id);
-            cash_journal.push(
-                settlement_date,
-                Some(run.settlement_run_id),
-                Some(due.name(pair.receiver_participant)),
-                Some(due.name(pair.deliverer_participant)),
-                currency,
-                amount,
-                CashMovementKind::Dvp,
-                &reference,
-            );
-        }
-        markers.push(SettledMarker {
-            match_id: pair.match_id,
-            delivering_instruction_id: pair.delivering_instruction_id,
-            receiving_instruction_id: pair.receiving_instruction_id,
-            quantity: result.settled_quantity,
-            amount_minor,
-            complete: result.shortage.is_none(),
-        });
-    }
-    report.cash_movements_count = cash_journal.len();
-    holding_copy.finish().await?;
-    let cash_copy = run.start_journal(cash_journal).await?;
-    let build_started = Instant::now();
-    let (outbox, confirmations_count) = confirmation_rows(
-        &due,
-        &settlement.results,
-        run.settlement_run_id,
-        config,
-        &terminals,
-    )?;
-    report.write_steps.build_messages = build_started.elapsed();
+    // Three server processes write at once. This transaction applies the balance deltas
+    // while the client builds the rest (the UPDATE is sent when the join first polls it, and
+    // the connection's task runs on another worker thread); each journal goes to the run's
+    // table on a connection of its own as soon as it is built (rows are encoded as pushed; a
+    // task sends them). Then this transaction writes the markers and confirmation rows, and
+    // the commit waits for the journals and attaches their tables (V0021).
     let stored = dense.stored_stock(&holdings);
     let (holding_updates, new_holdings, cash_deltas) =
         dense.deltas(&before, &after, &stored, &cash_keys);
-    cash_copy.finish().await?;
-    report.write_steps.journals = lap();
-    run.apply_run_balance_deltas(&holding_updates, &new_holdings, &cash_deltas)
-        .await?;
-    report.write_steps.balances = lap();
+    let balances = run.apply_run_balance_deltas(&holding_updates, &new_holdings, &cash_deltas);
+    let build = async {
+        let build_started = Instant::now();
+        let mut reference = String::new();
+        let match_reference = |reference: &mut String, match_id: i64| {
+            use std::fmt::Write as _;
+            reference.clear();
+            let _ = write!(reference, "match:{match_id}");
+        };
+        let mut holding_journal = HoldingJournal::default();
+        for (pair, result) in pairs.iter().zip(&settlement.results) {
+            if result.settled_quantity == 0 {
+                continue;
+            }
+            match_reference(&mut reference, pair.match_id);
+            holding_journal.push(
+                settlement_date,
+                Some(run.settlement_run_id),
+                Some(due.name(pair.deliverer_account)),
+                Some(due.name(pair.receiver_account)),
+                due.name(pair.isin),
+                result.settled_quantity,
+                HoldingMovementKind::Settlement,
+                &reference,
+            );
+        }
+        report.holding_movements_count = holding_journal.len();
+        let holding_copy = run.spawn_journal(holding_journal);
+        let mut cash_journal = CashJournal::default();
+        let mut markers = Vec::new();
+        for (pair, result) in pairs.iter().zip(&settlement.results) {
+            let currency = pair.currency.map(|id| due.name(id));
+            if let (Some(currency), Some(amount)) = (currency, pair.amount_minor) {
+                *report
+                    .due_value_minor
+                    .entry(currency.to_owned())
+                    .or_default() += amount - pair.settled_amount_minor;
+            }
+            if result.shortage.is_some() {
+                report.recycled_count += 1;
+            }
+            if result.settled_quantity == 0 {
+                continue;
+            }
+            if result.shortage.is_some() {
+                report.partially_settled_count += 1;
+            }
+            let amount_minor =
+                (result.settled_amount_minor > 0).then_some(result.settled_amount_minor);
+            if let (Some(currency), Some(amount)) = (currency, amount_minor) {
+                *report
+                    .settled_value_minor
+                    .entry(currency.to_owned())
+                    .or_default() += amount;
+                match_reference(&mut reference, pair.match_id);
+                cash_journal.push(
+                    settlement_date,
+                    Some(run.settlement_run_id),
+                    Some(due.name(pair.receiver_participant)),
+                    Some(due.name(pair.deliverer_participant)),
+                    currency,
+                    amount,
+                    CashMovementKind::Dvp,
+                    &reference,
+                );
+            }
+            markers.push(SettledMarker {
+                match_id: pair.match_id,
+                delivering_instruction_id: pair.delivering_instruction_id,
+                receiving_instruction_id: pair.receiving_instruction_id,
+                quantity: result.settled_quantity,
+                amount_minor,
+                complete: result.shortage.is_none(),
+            });
+        }
+        report.cash_movements_count = cash_journal.len();
+        let cash_copy = run.spawn_journal(cash_journal);
+        let messages_started = Instant::now();
+        let (outbox, confirmations_count) = confirmation_rows(
+            &due,
+            &settlement.results,
+            run.settlement_run_id,
+            config,
+            &terminals,
+        )?;
+        report.write_steps.build_messages = messages_started.elapsed();
+        report.write_steps.build = build_started.elapsed();
+        Ok::<_, RunError>((
+            vec![holding_copy, cash_copy],
+            markers,
+            outbox,
+            confirmations_count,
+        ))
+    };
+    let (balances_written, built) = tokio::join!(balances, build);
+    let (journal_copies, markers, outbox, confirmations_count) = built?;
+    balances_written?;
+    report.write_steps.build_and_balances = lap();
     run.append_markers(&markers).await?;
     report.write_steps.markers = lap();
     run.append_confirmation_rows(&outbox).await?;
@@ -451,7 +467,7 @@ async fn settle_and_commit(
         cash_movements_count: report.cash_movements_count as i64,
         settled_value_minor_json: settled_value_json(&report.settled_value_minor),
     };
-    run.commit(&totals).await?;
+    report.write_steps.journals_wait = run.commit(&totals, journal_copies).await?;
     report.commit = commit_started.elapsed();
     Ok(report)
 }

@@ -499,7 +499,7 @@ async fn copy_binary_appends_settlement_movements() {
             };
             HoldingMovement {
                 settlement_date: date!(2026 - 11 - 25),
-                settlement_run_id: Some(1),
+                settlement_run_id: None,
                 from_account_id: Some(from.to_owned()),
                 to_account_id: Some(to.to_owned()),
                 isin: "GB0005405286".to_owned(),
@@ -513,7 +513,7 @@ async fn copy_binary_appends_settlement_movements() {
     let mut movements = movements;
     movements.push(HoldingMovement {
         settlement_date: date!(2026 - 12 - 01),
-        settlement_run_id: Some(1),
+        settlement_run_id: None,
         from_account_id: Some("B01234-01".to_owned()),
         to_account_id: Some("B05678-01".to_owned()),
         isin: "GB0005405286".to_owned(),
@@ -568,10 +568,10 @@ async fn copy_binary_appends_settlement_movements() {
         placement,
         vec![
             (
-                "holding_movements_y2026m11".to_owned(),
+                "holding_movements_outside_runs_y2026m11".to_owned(),
                 movement_count as i64
             ),
-            ("holding_movements_y2026m12".to_owned(), 1),
+            ("holding_movements_outside_runs_y2026m12".to_owned(), 1),
         ]
     );
     assert_eq!(audit::run(&database.pool).await.unwrap(), vec![]);
@@ -588,22 +588,63 @@ async fn copy_binary_appends_settlement_movements() {
     assert!(matches!(error, HostDbError::Constraint { .. }), "{error}");
     drop(transaction);
 
-    // The same through a started COPY, whose rows a task sends while the caller goes on:
-    // the rows are counted when it finishes, and a refused row fails it at finish.
-    let mut client = hostdb::client(&database.pool).await.unwrap();
-    let transaction = client.transaction().await.unwrap();
-    let started_journal: journal::HoldingJournal = movements[..1_000].iter().collect();
-    assert_eq!(started_journal.len(), 1_000);
-    let pending = started_journal.start_append(&transaction).await.unwrap();
+    // A settlement run's rows: a row naming a run without its partition is refused, not
+    // stored somewhere unseen (V0021).
+    // (The connections above stay taken: shadowed, not dropped. One of the pool's is left.)
+    let mut run_row = movements[0].clone();
+    run_row.settlement_run_id = Some(7);
+    {
+        let mut client = hostdb::client(&database.pool).await.unwrap();
+        let transaction = client.transaction().await.unwrap();
+        let error = journal::append_holding_movements(&transaction, &[run_row.clone()])
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains("no partition"), "{error}");
+    }
+
+    // The same rows through a COPY spawned on a connection of its own into the run's table:
+    // counted and committed when it finishes, yet outside the journal until attached; a
+    // refused row fails it at finish; no rows is no COPY.
+    journal::create_run_tables(&database.pool, 7).await.unwrap();
+    let run_rows: Vec<HoldingMovement> = (0..1_000)
+        .map(|index| HoldingMovement {
+            reference: format!("run-SI{index}"),
+            ..run_row.clone()
+        })
+        .collect();
+    let spawned: journal::HoldingJournal = run_rows.iter().collect();
+    assert_eq!(spawned.len(), 1_000);
+    let pending = spawned.spawn_append_to_run(&database.pool, 7);
     assert_eq!(pending.finish().await.unwrap(), 1_000);
-    let refused_journal: journal::HoldingJournal = [&movements[1], &bad].into_iter().collect();
-    let pending = refused_journal.start_append(&transaction).await.unwrap();
-    let error = pending.finish().await.unwrap_err();
+    let count = |table: &'static str| {
+        let pool = database.pool.clone();
+        async move {
+            let client = hostdb::client(&pool).await.unwrap();
+            let count: i64 = client
+                .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+                .await
+                .unwrap()
+                .get(0);
+            count
+        }
+    };
+    assert_eq!(count("holding_movements_run_7").await, 1_000);
+    assert_eq!(
+        count("holding_movements WHERE settlement_run_id = 7").await,
+        0
+    );
+    let mut refused = run_rows[0].clone();
+    refused.to_account_id = None;
+    let refused_journal: journal::HoldingJournal = [&run_rows[1], &refused].into_iter().collect();
+    let error = refused_journal
+        .spawn_append_to_run(&database.pool, 7)
+        .finish()
+        .await
+        .unwrap_err();
     assert!(matches!(error, HostDbError::Constraint { .. }), "{error}");
-    let empty = journal::HoldingJournal::default()
-        .start_append(&transaction)
-        .await;
-    assert_eq!(empty.unwrap().finish().await.unwrap(), 0);
+    let empty = journal::HoldingJournal::default().spawn_append_to_run(&database.pool, 7);
+    assert_eq!(empty.finish().await.unwrap(), 0);
+    assert_eq!(count("holding_movements_run_7").await, 1_000);
 }
 
 #[tokio::test]

@@ -338,8 +338,35 @@ async fn leader_aborted_before_commit_settles_nothing_and_the_rerun_settles_once
     assert_eq!(count(pool, "SELECT count(*) FROM settlement_runs").await, 0);
     assert_eq!(count(pool, "SELECT count(*) FROM outbox").await, 0);
     assert_eq!(holding(pool, "C00123-01", TENCENT).await, 1_000_000);
+    // Its journal rows went to its own tables (V0021), which it never attached: none is in
+    // the journals.
+    let unattached_run_tables = "SELECT count(*) FROM pg_class
+        WHERE relkind = 'r' AND NOT relispartition
+          AND relname ~ '^(holding|cash)_movements_run_[0-9]+$'";
+    assert_eq!(count(pool, unattached_run_tables).await, 2);
+    assert_eq!(
+        count(
+            pool,
+            "SELECT count(*) FROM holding_movements WHERE settlement_run_id IS NOT NULL"
+        )
+        .await,
+        0
+    );
 
     assert_eq!(settle(pool).await.settled_count, 1);
+    // The next leader dropped the dead run's tables; its own rows are a partition of the
+    // journal named after it.
+    assert_eq!(count(pool, unattached_run_tables).await, 0);
+    assert_eq!(
+        count(
+            pool,
+            "SELECT count(*) FROM holding_movements m JOIN settlement_runs r
+               ON m.tableoid = format('holding_movements_run_%s', r.settlement_run_id)::regclass
+             WHERE r.status = 'completed'"
+        )
+        .await,
+        1
+    );
     assert_eq!(settle(pool).await.pairs_due, 0);
     assert_eq!(
         count(pool, "SELECT count(*) FROM instruction_settlements").await,
