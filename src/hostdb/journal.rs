@@ -4,8 +4,9 @@
 //! commits, and a rollback removes them all); the call returns the number of rows the server
 //! reports written. The exception is a settlement run's rows, written on connections of their
 //! own into the run's tables ([`Journal::spawn_append_to_run`]): those are part of the journal
-//! when the run's transaction, which attaches the tables, commits (V0021). It does not touch the stored balances: the caller updates `holdings` /
-//! `cash_balances` in the same transaction, and `audit` checks that the two agree.
+//! when the run's transaction, which attaches the tables, commits (V0021). It does not touch
+//! the stored balances: the caller updates `holdings` / `cash_balances` in the same
+//! transaction, and `audit` checks that the two agree.
 
 use time::Date;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
@@ -254,13 +255,7 @@ impl<K: JournalKind> Journal<K> {
         self,
         transaction: &tokio_postgres::Transaction<'_>,
     ) -> Result<u64, HostDbError> {
-        copy_rows(
-            transaction,
-            K::CONTEXT,
-            &copy_statement::<K>(K::TABLE),
-            self.rows,
-        )
-        .await
+        self.append_into(transaction, K::TABLE).await
     }
 
     /// [`Journal::append`], into settlement run `run_id`'s table ([`run_table`]): rows the
@@ -270,10 +265,18 @@ impl<K: JournalKind> Journal<K> {
         transaction: &tokio_postgres::Transaction<'_>,
         run_id: i64,
     ) -> Result<u64, HostDbError> {
+        self.append_into(transaction, &run_table::<K>(run_id)).await
+    }
+
+    async fn append_into(
+        self,
+        transaction: &tokio_postgres::Transaction<'_>,
+        table: &str,
+    ) -> Result<u64, HostDbError> {
         copy_rows(
             transaction,
             K::CONTEXT,
-            &copy_statement::<K>(&run_table::<K>(run_id)),
+            &copy_statement::<K>(table),
             self.rows,
         )
         .await
