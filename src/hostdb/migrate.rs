@@ -154,6 +154,13 @@ pub fn embedded() -> Vec<Migration> {
             name: Cow::Borrowed("run_journal_partitions"),
             sql: Cow::Borrowed(include_str!("migrations/V0021__run_journal_partitions.sql")),
         },
+        Migration {
+            version: 22,
+            name: Cow::Borrowed("run_journals_outside_autovacuum"),
+            sql: Cow::Borrowed(include_str!(
+                "migrations/V0022__run_journals_outside_autovacuum.sql"
+            )),
+        },
     ]
 }
 

@@ -645,6 +645,37 @@ async fn copy_binary_appends_settlement_movements() {
     let empty = journal::HoldingJournal::default().spawn_append_to_run(&database.pool, 7);
     assert_eq!(empty.finish().await.unwrap(), 0);
     assert_eq!(count("holding_movements_run_7").await, 1_000);
+
+    // Autovacuum leaves the unattached tables alone (it would hold up the attach, V0022);
+    // the attach turns it back on, drops the empty cash table and makes the rows the
+    // journal's.
+    let autovacuum_off = "pg_class WHERE relname ~ '^(holding|cash)_movements_run_7$'
+        AND NOT relispartition AND reloptions @> '{autovacuum_enabled=off}'";
+    assert_eq!(count(autovacuum_off).await, 2);
+    let attached: i32 = hostdb::client(&database.pool)
+        .await
+        .unwrap()
+        .query_one("SELECT ccass_attach_run_journals(7)", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(attached, 1);
+    assert_eq!(
+        count(
+            "pg_class WHERE relname = 'holding_movements_run_7'
+               AND relispartition AND reloptions IS NULL"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count("pg_class WHERE relname = 'cash_movements_run_7'").await,
+        0
+    );
+    assert_eq!(
+        count("holding_movements WHERE settlement_run_id = 7").await,
+        1_000
+    );
 }
 
 #[tokio::test]
