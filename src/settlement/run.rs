@@ -333,17 +333,20 @@ async fn settle_and_commit(
     let terminals = run.logical_terminals().await?;
     lap(); // the write steps start here
     // Three server processes write at once. This transaction applies the balance deltas
-    // while the client builds the rest (the UPDATE is sent when the join first polls it, and
-    // the connection's task runs on another worker thread); each journal goes to the run's
-    // table on a connection of its own as soon as it is built (rows are encoded as pushed; a
-    // task sends them). Then this transaction writes the markers and confirmation rows, and
-    // the commit waits for the journals and attaches their tables (V0021).
+    // while the client builds the rest; each journal goes to the run's table on a connection
+    // of its own as soon as it is built (rows are encoded as pushed; a task sends them). Then
+    // this transaction writes the markers and confirmation rows, and the commit waits for the
+    // journals and attaches their tables (V0021). The build yields after it queued each
+    // statement: a task this one wakes or spawns (the connection's, which sends the UPDATE;
+    // a journal's COPY) waits in this worker's LIFO slot, which no other worker may steal,
+    // until this task yields, and the build runs for tenths of a second without awaiting.
     let stored = dense.stored_stock(&holdings);
     let (holding_updates, new_holdings, cash_deltas) =
         dense.deltas(&before, &after, &stored, &cash_keys);
     let balances = run.apply_run_balance_deltas(&holding_updates, &new_holdings, &cash_deltas);
     let build = async {
         let build_started = Instant::now();
+        tokio::task::yield_now().await;
         let mut reference = String::new();
         let match_reference = |reference: &mut String, match_id: i64| {
             use std::fmt::Write as _;
@@ -369,6 +372,7 @@ async fn settle_and_commit(
         }
         report.holding_movements_count = holding_journal.len();
         let holding_copy = run.spawn_journal(holding_journal);
+        tokio::task::yield_now().await;
         let mut cash_journal = CashJournal::default();
         let mut markers = Vec::new();
         for (pair, result) in pairs.iter().zip(&settlement.results) {
@@ -418,6 +422,7 @@ async fn settle_and_commit(
         }
         report.cash_movements_count = cash_journal.len();
         let cash_copy = run.spawn_journal(cash_journal);
+        tokio::task::yield_now().await;
         let messages_started = Instant::now();
         let (outbox, confirmations_count) = confirmation_rows(
             &due,
