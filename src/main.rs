@@ -466,6 +466,10 @@ enum BenchCommand {
         /// each as the day to settle): shows what history costs a run.
         #[arg(long, default_value_t = 0)]
         settled_days: usize,
+        /// Rounds of the engine and the set-based SQL, each on fresh copies of the day; the
+        /// targets are judged on the medians (run-to-run noise on a shared machine).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
         /// Keep the benchmark databases afterwards.
         #[arg(long)]
         keep_database: bool,
@@ -1039,6 +1043,7 @@ fn run_with_config(config: Config, command: Command) -> anyhow::Result<ExitCode>
                         short_share,
                         baseline_pairs,
                         settled_days,
+                        rounds,
                         keep_database,
                     },
             } => {
@@ -1050,6 +1055,7 @@ fn run_with_config(config: Config, command: Command) -> anyhow::Result<ExitCode>
                     short_share,
                     baseline_pairs,
                     settled_days,
+                    rounds,
                     keep_database,
                 };
                 let report = settlement::bench::run(&config, &options).await?;

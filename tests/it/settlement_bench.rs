@@ -11,7 +11,7 @@ async fn bench_settlement_smoke_run_settles_the_same_day_three_ways() {
     // engine settles most pairs (and at least as many as the single-pass set-based SQL,
     // which never uses receipts), chain resolution adds some, the per-transaction baseline
     // settles its subset. Two prior days settled in full are in the database: none of their
-    // pairs is due again.
+    // pairs is due again. Two rounds, each on fresh copies of the day, settle the same.
     let Some(_reachable) = postgres::database("bench_settlement_probe").await else {
         return;
     };
@@ -24,25 +24,34 @@ async fn bench_settlement_smoke_run_settles_the_same_day_three_ways() {
         short_share: 0.05,
         baseline_pairs: 50,
         settled_days: 2,
+        rounds: 2,
         keep_database: false,
     };
     let report = bench::run(&config, &options).await.unwrap();
-    assert_eq!(report.run.pairs_due, 2_000);
-    assert!(report.run.settled_count > 1_800, "{report}");
-    assert!(
-        report.run.settled_count as i64 >= report.set_settled,
-        "{report}"
-    );
-    assert!(
-        report.run.settled_count > report.run.first_pass_settled_count,
-        "{report}"
-    );
+    assert_eq!(report.rounds.len(), 2);
+    for round in &report.rounds {
+        let run = &round.run;
+        assert_eq!(run.pairs_due, 2_000);
+        assert!(run.settled_count > 1_800, "{report}");
+        assert!(run.settled_count as i64 >= round.set_settled, "{report}");
+        assert!(run.settled_count > run.first_pass_settled_count, "{report}");
+        assert_eq!(
+            run.confirmations_count,
+            2 * (run.settled_count + run.partially_settled_count) + 2 * run.recycled_count,
+            "{report}"
+        );
+        let first = &report.rounds[0];
+        assert_eq!(run.settled_count, first.run.settled_count, "{report}");
+        assert_eq!(
+            run.first_pass_settled_count,
+            first.run.first_pass_settled_count
+        );
+        assert_eq!(round.set_settled, first.set_settled, "{report}");
+    }
     assert_eq!(report.each_pairs, 50);
     assert!(report.each_settled > 0, "{report}");
-    assert_eq!(
-        report.run.confirmations_count,
-        2 * (report.run.settled_count + report.run.partially_settled_count)
-            + 2 * report.run.recycled_count,
+    assert!(
+        report.to_string().contains("median of 2 round(s)"),
         "{report}"
     );
 }
