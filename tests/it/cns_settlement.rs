@@ -12,7 +12,7 @@ use time::Date;
 
 use crate::harness::balances::{self, cash, holding};
 use crate::harness::dates::{cns_trade_date, next_settlement_date, settlement_date};
-use crate::harness::postgres::{TestDatabase, seeded_database};
+use crate::harness::postgres::{TestDatabase, count, seeded_database};
 use crate::harness::{repo_root, test_config};
 
 const MARKET: &str = "xhkg";
@@ -136,11 +136,6 @@ async fn position(
         .await
         .unwrap();
     (row.get(0), row.get(1), row.get(2), row.get(3))
-}
-
-async fn count(pool: &Pool, sql_text: &str) -> i64 {
-    let client = hostdb::client(pool).await.unwrap();
-    client.query_one(sql_text, &[]).await.unwrap().get(0)
 }
 
 async fn assert_audit_clean(pool: &Pool) {

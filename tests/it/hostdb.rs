@@ -616,17 +616,10 @@ async fn copy_binary_appends_settlement_movements() {
     assert_eq!(spawned.len(), 1_000);
     let pending = spawned.spawn_append_to_run(&database.pool, 7);
     assert_eq!(pending.finish().await.unwrap(), 1_000);
-    let count = |table: &'static str| {
-        let pool = database.pool.clone();
-        async move {
-            let client = hostdb::client(&pool).await.unwrap();
-            let count: i64 = client
-                .query_one(&format!("SELECT count(*) FROM {table}"), &[])
-                .await
-                .unwrap()
-                .get(0);
-            count
-        }
+    let count = |from: &str| {
+        let sql_text = format!("SELECT count(*) FROM {from}");
+        let pool = &database.pool;
+        async move { postgres::count(pool, &sql_text).await }
     };
     assert_eq!(count("holding_movements_run_7").await, 1_000);
     assert_eq!(

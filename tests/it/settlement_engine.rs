@@ -8,7 +8,7 @@ use ccass::settlement::run::{self, RunError, RunOptions, RunReport};
 
 use crate::harness::balances::{self, cash, holding};
 use crate::harness::dates::settlement_date;
-use crate::harness::postgres::seeded_database;
+use crate::harness::postgres::{count, seeded_database};
 use crate::harness::test_config;
 
 const TENCENT: &str = "KYG875721634";
@@ -69,11 +69,6 @@ async fn outbox(pool: &Pool, participant: &str) -> Vec<(String, String)> {
             )
         })
         .collect()
-}
-
-async fn count(pool: &Pool, sql_text: &str) -> i64 {
-    let client = hostdb::client(pool).await.unwrap();
-    client.query_one(sql_text, &[]).await.unwrap().get(0)
 }
 
 async fn assert_audit_clean(pool: &Pool) {

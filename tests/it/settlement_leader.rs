@@ -5,13 +5,13 @@
 use std::process::Stdio;
 use std::time::Duration;
 
+use ccass::hostdb;
 use ccass::hostdb::settlement::{self as sql, NewInstruction, NewMatchedPair};
-use ccass::hostdb::{self, Pool};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::harness::dates::settlement_date;
-use crate::harness::postgres::{self, TestDatabase};
+use crate::harness::postgres::{self, TestDatabase, count};
 use crate::harness::repo_root;
 
 const TENCENT: &str = "KYG875721634";
@@ -33,11 +33,6 @@ fn run_now(database: &TestDatabase, extra: &[&str]) -> Command {
         .stderr(Stdio::piped())
         .kill_on_drop(true);
     command
-}
-
-async fn count(pool: &Pool, sql_text: &str) -> i64 {
-    let client = hostdb::client(pool).await.unwrap();
-    client.query_one(sql_text, &[]).await.unwrap().get(0)
 }
 
 /// Reads the child's stderr until a line contains `marker`; panics on EOF or after 60 s.

@@ -21,6 +21,12 @@ pub struct TestDatabase {
     admin: HostDbConfig,
 }
 
+/// The single `count(*)` (or other `int8`) that `sql_text` selects, on a connection of `pool`.
+pub async fn count(pool: &Pool, sql_text: &str) -> i64 {
+    let client = hostdb::client(pool).await.unwrap();
+    client.query_one(sql_text, &[]).await.unwrap().get(0)
+}
+
 /// `[hostdb]` from `config/test.toml` and the process environment.
 pub fn test_config() -> HostDbConfig {
     super::test_config().hostdb
