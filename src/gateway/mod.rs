@@ -11,8 +11,9 @@
 //!   must belong to the certificate's participant. An accepted message is published to
 //!   `bus::subjects::inbound(participant, message type)` with `Nats-Msg-Id` =
 //!   `<participant>:<SEME>` and the headers of [`crate::bus::inbound`] (input sequence, user,
-//!   channel), and ACKed only when JetStream stored it; a duplicate reference (JetStream's
-//!   duplicate window) is NAKed `G01`.
+//!   channel), and ACKed only when JetStream stored it; a duplicate reference within INBOUND's
+//!   duplicate window (`subjects/inbound.toml`: 10 minutes) is NAKed `G01`, a later one is
+//!   ACKed and then refused by intake (MT548 `REJT/DUPL`, the host database's unique key).
 //! * Each message is authorised before it is published: the certificate's user needs
 //!   `si.input` on the message's account (`FIAC/97a::SAFE` when it has the `<participant>-<nn>`
 //!   form, else on its participant), through [`AuthClient::authorise`] (cached). Refused →

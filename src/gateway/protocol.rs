@@ -263,7 +263,8 @@ pub const LOGIN_REFUSED: &str = "LOGIN REFUSED";
 /// The gateway's own NAK codes (beside the codec's FIN codes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum GatewayNak {
-    /// The sender's reference was already stored (JetStream duplicate window).
+    /// The sender's reference was stored within INBOUND's duplicate window (an older copy is
+    /// refused by intake, MT548 REJT/DUPL).
     Duplicate,
     /// Block 1's logical terminal is not the certificate's participant's.
     ForeignSender,
