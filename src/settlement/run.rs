@@ -344,93 +344,27 @@ async fn settle_and_commit(
     let (holding_updates, new_holdings, cash_deltas) =
         dense.deltas(&before, &after, &stored, &cash_keys);
     let balances = run.apply_run_balance_deltas(&holding_updates, &new_holdings, &cash_deltas);
+    let run_id = run.settlement_run_id;
     let build = async {
         let build_started = Instant::now();
         tokio::task::yield_now().await;
-        let mut reference = String::new();
-        let match_reference = |reference: &mut String, match_id: i64| {
-            use std::fmt::Write as _;
-            reference.clear();
-            let _ = write!(reference, "match:{match_id}");
-        };
-        let mut holding_journal = HoldingJournal::default();
-        for (pair, result) in pairs.iter().zip(&settlement.results) {
-            if result.settled_quantity == 0 {
-                continue;
-            }
-            match_reference(&mut reference, pair.match_id);
-            holding_journal.push(
-                settlement_date,
-                Some(run.settlement_run_id),
-                Some(due.name(pair.deliverer_account)),
-                Some(due.name(pair.receiver_account)),
-                due.name(pair.isin),
-                result.settled_quantity,
-                HoldingMovementKind::Settlement,
-                &reference,
-            );
-        }
+        let holding_journal = holding_journal(&due, &settlement.results, settlement_date, run_id);
         report.holding_movements_count = holding_journal.len();
         let holding_copy = run.spawn_journal(holding_journal);
         tokio::task::yield_now().await;
-        let mut cash_journal = CashJournal::default();
-        let mut markers = Vec::new();
-        for (pair, result) in pairs.iter().zip(&settlement.results) {
-            let currency = pair.currency.map(|id| due.name(id));
-            if let (Some(currency), Some(amount)) = (currency, pair.amount_minor) {
-                *report
-                    .due_value_minor
-                    .entry(currency.to_owned())
-                    .or_default() += amount - pair.settled_amount_minor;
-            }
-            if result.shortage.is_some() {
-                report.recycled_count += 1;
-            }
-            if result.settled_quantity == 0 {
-                continue;
-            }
-            if result.shortage.is_some() {
-                report.partially_settled_count += 1;
-            }
-            let amount_minor =
-                (result.settled_amount_minor > 0).then_some(result.settled_amount_minor);
-            if let (Some(currency), Some(amount)) = (currency, amount_minor) {
-                *report
-                    .settled_value_minor
-                    .entry(currency.to_owned())
-                    .or_default() += amount;
-                match_reference(&mut reference, pair.match_id);
-                cash_journal.push(
-                    settlement_date,
-                    Some(run.settlement_run_id),
-                    Some(due.name(pair.receiver_participant)),
-                    Some(due.name(pair.deliverer_participant)),
-                    currency,
-                    amount,
-                    CashMovementKind::Dvp,
-                    &reference,
-                );
-            }
-            markers.push(SettledMarker {
-                match_id: pair.match_id,
-                delivering_instruction_id: pair.delivering_instruction_id,
-                receiving_instruction_id: pair.receiving_instruction_id,
-                quantity: result.settled_quantity,
-                amount_minor,
-                complete: result.shortage.is_none(),
-            });
-        }
+        let (cash_journal, markers) = cash_journal_and_markers(
+            &due,
+            &settlement.results,
+            settlement_date,
+            run_id,
+            &mut report,
+        );
         report.cash_movements_count = cash_journal.len();
         let cash_copy = run.spawn_journal(cash_journal);
         tokio::task::yield_now().await;
         let messages_started = Instant::now();
-        let (outbox, confirmations_count) = confirmation_rows(
-            &due,
-            &settlement.results,
-            run.settlement_run_id,
-            config,
-            &terminals,
-        )?;
+        let (outbox, confirmations_count) =
+            confirmation_rows(&due, &settlement.results, run_id, config, &terminals)?;
         report.write_steps.build_messages = messages_started.elapsed();
         report.write_steps.build = build_started.elapsed();
         Ok::<_, RunError>((
@@ -718,6 +652,102 @@ fn base36(mut n: i64) -> String {
 /// per [`CONFIRMATION_ENTRIES_PER_ROW_MAX`] sides this run settled (in part) or left pending,
 /// in pair order. The relay expands them with [`confirmation_messages`]. Returns the rows and
 /// the number of messages they expand to.
+/// `match:{match_id}`, the reference of a settled pair's journal rows, into `reference`.
+fn match_reference(reference: &mut String, match_id: i64) {
+    use std::fmt::Write as _;
+    reference.clear();
+    let _ = write!(reference, "match:{match_id}");
+}
+
+/// The run's holding movements: one per pair that settled some quantity, deliverer to
+/// receiver.
+fn holding_journal(
+    due: &DuePairs,
+    results: &[engine::PairResult],
+    settlement_date: Date,
+    settlement_run_id: i64,
+) -> HoldingJournal {
+    let mut reference = String::new();
+    let mut journal = HoldingJournal::default();
+    for (pair, result) in due.pairs.iter().zip(results) {
+        if result.settled_quantity == 0 {
+            continue;
+        }
+        match_reference(&mut reference, pair.match_id);
+        journal.push(
+            settlement_date,
+            Some(settlement_run_id),
+            Some(due.name(pair.deliverer_account)),
+            Some(due.name(pair.receiver_account)),
+            due.name(pair.isin),
+            result.settled_quantity,
+            HoldingMovementKind::Settlement,
+            &reference,
+        );
+    }
+    journal
+}
+
+/// The run's cash movements (one per DvP pair that settled an amount, receiver to deliverer)
+/// and the settled markers (one per pair that settled some quantity); counts the recycled and
+/// partially settled pairs and the due and settled values into `report`.
+fn cash_journal_and_markers(
+    due: &DuePairs,
+    results: &[engine::PairResult],
+    settlement_date: Date,
+    settlement_run_id: i64,
+    report: &mut RunReport,
+) -> (CashJournal, Vec<SettledMarker>) {
+    let mut reference = String::new();
+    let mut journal = CashJournal::default();
+    let mut markers = Vec::new();
+    for (pair, result) in due.pairs.iter().zip(results) {
+        let currency = pair.currency.map(|id| due.name(id));
+        if let (Some(currency), Some(amount)) = (currency, pair.amount_minor) {
+            *report
+                .due_value_minor
+                .entry(currency.to_owned())
+                .or_default() += amount - pair.settled_amount_minor;
+        }
+        if result.shortage.is_some() {
+            report.recycled_count += 1;
+        }
+        if result.settled_quantity == 0 {
+            continue;
+        }
+        if result.shortage.is_some() {
+            report.partially_settled_count += 1;
+        }
+        let amount_minor = (result.settled_amount_minor > 0).then_some(result.settled_amount_minor);
+        if let (Some(currency), Some(amount)) = (currency, amount_minor) {
+            *report
+                .settled_value_minor
+                .entry(currency.to_owned())
+                .or_default() += amount;
+            match_reference(&mut reference, pair.match_id);
+            journal.push(
+                settlement_date,
+                Some(settlement_run_id),
+                Some(due.name(pair.receiver_participant)),
+                Some(due.name(pair.deliverer_participant)),
+                currency,
+                amount,
+                CashMovementKind::Dvp,
+                &reference,
+            );
+        }
+        markers.push(SettledMarker {
+            match_id: pair.match_id,
+            delivering_instruction_id: pair.delivering_instruction_id,
+            receiving_instruction_id: pair.receiving_instruction_id,
+            quantity: result.settled_quantity,
+            amount_minor,
+            complete: result.shortage.is_none(),
+        });
+    }
+    (journal, markers)
+}
+
 fn confirmation_rows(
     due: &DuePairs,
     results: &[engine::PairResult],

@@ -18,7 +18,7 @@ use time::Date;
 use time::macros::date;
 
 use crate::harness::nats::{NatsServer, initialised_bus, wait_until_all_acknowledged};
-use crate::harness::postgres::{TestDatabase, empty_database, seeded_database};
+use crate::harness::postgres::{TestDatabase, assert_audit_clean, empty_database, seeded_database};
 use crate::harness::{repo_root, test_config};
 
 const MARKET: &str = "xhkg";
@@ -207,7 +207,7 @@ async fn a_day_of_trades_nets_to_independently_computed_positions() {
     assert_eq!(report.stock_positions as usize, expected.0.len());
     let rows = sql::positions(pool, None, SETTLEMENT_DATE).await.unwrap();
     assert!(rows.iter().all(|row| row.status == "final"));
-    assert!(hostdb::audit::run(pool).await.unwrap().is_empty());
+    assert_audit_clean(pool).await;
 
     // Isolated obligations have no foreign keys since V0017: the audit finds a row naming an
     // unknown security.
@@ -385,7 +385,7 @@ async fn a_trade_id_is_accepted_once_across_batches_and_concurrent_workers() {
         .unwrap()
         .get(0);
     assert_eq!(others, 3);
-    assert!(hostdb::audit::run(pool).await.unwrap().is_empty());
+    assert_audit_clean(pool).await;
 }
 
 #[tokio::test]
@@ -974,6 +974,5 @@ async fn a_batch_capture_can_never_take_is_quarantined_and_the_feed_goes_on() {
     let expected = independent_netting(&day[..30], &isin_by_stock_code(pool).await);
     assert_eq!(stored.0, expected.0, "stock positions");
     assert_eq!(stored.1, expected.1, "money positions");
-    let violations = hostdb::audit::run(pool).await.unwrap();
-    assert!(violations.is_empty(), "audit: {violations:?}");
+    assert_audit_clean(pool).await;
 }

@@ -12,7 +12,7 @@ use time::Date;
 
 use crate::harness::balances::{self, cash, holding};
 use crate::harness::dates::{cns_trade_date, next_settlement_date, settlement_date};
-use crate::harness::postgres::{TestDatabase, count, seeded_database};
+use crate::harness::postgres::{TestDatabase, assert_audit_clean, count, seeded_database};
 use crate::harness::{repo_root, test_config};
 
 const MARKET: &str = "xhkg";
@@ -136,11 +136,6 @@ async fn position(
         .await
         .unwrap();
     (row.get(0), row.get(1), row.get(2), row.get(3))
-}
-
-async fn assert_audit_clean(pool: &Pool) {
-    let violations = hostdb::audit::run(pool).await.unwrap();
-    assert!(violations.is_empty(), "audit: {violations:?}");
 }
 
 /// Settlement events in the outbox for `participant`, decoded.

@@ -8,7 +8,7 @@ use ccass::settlement::run::{self, RunError, RunOptions, RunReport};
 
 use crate::harness::balances::{self, cash, holding};
 use crate::harness::dates::settlement_date;
-use crate::harness::postgres::{count, seeded_database};
+use crate::harness::postgres::{assert_audit_clean, count, seeded_database};
 use crate::harness::test_config;
 
 const TENCENT: &str = "KYG875721634";
@@ -69,11 +69,6 @@ async fn outbox(pool: &Pool, participant: &str) -> Vec<(String, String)> {
             )
         })
         .collect()
-}
-
-async fn assert_audit_clean(pool: &Pool) {
-    let violations = hostdb::audit::run(pool).await.unwrap();
-    assert!(violations.is_empty(), "audit: {violations:?}");
 }
 
 fn message_type(text: &str, number: u16) {

@@ -27,6 +27,12 @@ pub async fn count(pool: &Pool, sql_text: &str) -> i64 {
     client.query_one(sql_text, &[]).await.unwrap().get(0)
 }
 
+/// Fails the test unless the whole-database audit (`ccass audit`) finds nothing.
+pub async fn assert_audit_clean(pool: &Pool) {
+    let violations = hostdb::audit::run(pool).await.unwrap();
+    assert!(violations.is_empty(), "audit: {violations:?}");
+}
+
 /// `[hostdb]` from `config/test.toml` and the process environment.
 pub fn test_config() -> HostDbConfig {
     super::test_config().hostdb
