@@ -648,10 +648,6 @@ fn base36(mut n: i64) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The compact outbox rows of a run (V0010, [`ConfirmationBatch`]): per participant, one row
-/// per [`CONFIRMATION_ENTRIES_PER_ROW_MAX`] sides this run settled (in part) or left pending,
-/// in pair order. The relay expands them with [`confirmation_messages`]. Returns the rows and
-/// the number of messages they expand to.
 /// `match:{match_id}`, the reference of a settled pair's journal rows, into `reference`.
 fn match_reference(reference: &mut String, match_id: i64) {
     use std::fmt::Write as _;
@@ -748,6 +744,10 @@ fn cash_journal_and_markers(
     (journal, markers)
 }
 
+/// The compact outbox rows of a run (V0010, [`ConfirmationBatch`]): per participant, one row
+/// per [`CONFIRMATION_ENTRIES_PER_ROW_MAX`] sides this run settled (in part) or left pending,
+/// in pair order. The relay expands them with [`confirmation_messages`]. Returns the rows and
+/// the number of messages they expand to.
 fn confirmation_rows(
     due: &DuePairs,
     results: &[engine::PairResult],

@@ -29,6 +29,7 @@ async fn bench_settlement_smoke_run_settles_the_same_day_three_ways() {
     };
     let report = bench::run(&config, &options).await.unwrap();
     assert_eq!(report.rounds.len(), 2);
+    let first = &report.rounds[0];
     for round in &report.rounds {
         let run = &round.run;
         assert_eq!(run.pairs_due, 2_000);
@@ -40,11 +41,10 @@ async fn bench_settlement_smoke_run_settles_the_same_day_three_ways() {
             2 * (run.settled_count + run.partially_settled_count) + 2 * run.recycled_count,
             "{report}"
         );
-        let first = &report.rounds[0];
         assert_eq!(run.settled_count, first.run.settled_count, "{report}");
         assert_eq!(
-            run.first_pass_settled_count,
-            first.run.first_pass_settled_count
+            run.first_pass_settled_count, first.run.first_pass_settled_count,
+            "{report}"
         );
         assert_eq!(round.set_settled, first.set_settled, "{report}");
     }
